@@ -1,0 +1,65 @@
+"""Device protocol and the device registry.
+
+A device measures a *model file* with a *runtime* and returns a
+:class:`latency.Measurement`. Specs look like ``local:onnxruntime``, ``local:litert``,
+``adb:<serial>``, ``adb:<host>:<port>``; the part before the first ``:`` picks the
+registered factory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from latency.measurement import Measurement, MeasureSettings
+
+
+class Device(ABC):
+    spec: str
+    #: file format the device runs: "onnx" or "tflite"
+    model_format: str = "onnx"
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the hardware + software measuring (keys the cache)."""
+
+    @abstractmethod
+    def measure(self, model_path: str | Path, settings: MeasureSettings) -> Measurement:
+        """Measure one model file. Raises RuntimeError with a clear reason on failure."""
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        pass
+
+
+DeviceFactory = Callable[[str], Device]
+DEVICES: dict[str, tuple[DeviceFactory, str]] = {}
+
+
+def register_device(scheme: str, example: str) -> Callable[[DeviceFactory], DeviceFactory]:
+    """Register a factory for specs ``<scheme>:...``; ``example`` is shown in errors."""
+
+    def deco(factory: DeviceFactory) -> DeviceFactory:
+        DEVICES[scheme] = (factory, example)
+        return factory
+
+    return deco
+
+
+def _load_builtin() -> None:
+    from devices import local  # noqa: F401
+
+
+def device_schemes() -> list[str]:
+    _load_builtin()
+    return [ex for _, ex in DEVICES.values()]
+
+
+def get_device(spec: str) -> Device:
+    """Parse a device spec; ValueError naming the valid forms when it is not one."""
+    _load_builtin()
+    scheme = spec.split(":", 1)[0] if ":" in spec else spec
+    if scheme not in DEVICES:
+        raise ValueError(f"unknown device {spec!r}; valid: {', '.join(device_schemes())}")
+    return DEVICES[scheme][0](spec)

@@ -1,0 +1,126 @@
+"""The Measurement record and its statistics: a latency is never a bare float."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How to measure. Part of the cache key."""
+
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 30          # minimum timed runs
+    max_runs: int = 300     # cap for the adaptive protocol
+    rel_ci: float = 0.02    # stop once the 95% CI of the median is within ±rel_ci
+    max_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.runs < 3:
+            raise ValueError(f"runs must be >= 3, got {self.runs}")
+        if self.max_runs < self.runs:
+            raise ValueError(f"max_runs ({self.max_runs}) must be >= runs ({self.runs})")
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def median_ci(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median (binomial order statistics)."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = len(x)
+    if n < 3:
+        return float(x[0]), float(x[-1])
+    half = z * np.sqrt(n) / 2.0
+    lo = max(int(np.floor(n / 2.0 - half)), 0)
+    hi = min(int(np.ceil(n / 2.0 + half)), n - 1)
+    return float(x[lo]), float(x[hi])
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One latency measurement of one model on one device."""
+
+    samples_ms: tuple[float, ...]
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mad_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    runtime: str
+    runtime_version: str
+    model_sha256: str
+    device: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    timestamp: float = 0.0
+    noisy: bool = False
+    cached: bool = False
+
+    @property
+    def rel_ci(self) -> float:
+        """Half-width of the median's 95% CI relative to the median."""
+        if self.median_ms <= 0:
+            return 0.0
+        return (self.ci_high_ms - self.ci_low_ms) / 2.0 / self.median_ms
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float] | np.ndarray, *, warmup: int, threads: int,
+                     runtime: str, runtime_version: str, model_sha256: str, device: str,
+                     fingerprint: dict[str, Any] | None = None, rel_ci_goal: float = 0.02
+                     ) -> Measurement:
+        x = np.asarray(samples_ms, dtype=float)
+        if x.size == 0:
+            raise ValueError("a measurement needs at least one sample")
+        med = float(np.median(x))
+        lo, hi = median_ci(x)
+        m = cls(
+            samples_ms=tuple(float(v) for v in x),
+            median_ms=med,
+            p10_ms=float(np.percentile(x, 10)),
+            p90_ms=float(np.percentile(x, 90)),
+            mad_ms=float(np.median(np.abs(x - med))),
+            ci_low_ms=lo,
+            ci_high_ms=hi,
+            runs=int(x.size),
+            warmup=warmup,
+            threads=threads,
+            runtime=runtime,
+            runtime_version=runtime_version,
+            model_sha256=model_sha256,
+            device=device,
+            fingerprint=dict(fingerprint or {}),
+            timestamp=time.time(),
+        )
+        return m.with_(noisy=m.rel_ci > rel_ci_goal)
+
+    def with_(self, **changes: Any) -> Measurement:
+        d = asdict(self)
+        d.update(changes)
+        return Measurement(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples_ms"] = list(self.samples_ms)
+        d["rel_ci"] = self.rel_ci
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        d = dict(d)
+        d.pop("rel_ci", None)
+        d["samples_ms"] = tuple(d["samples_ms"])
+        return cls(**d)

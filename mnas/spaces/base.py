@@ -1,0 +1,149 @@
+"""Search-space base class, capability protocols and the space registry.
+
+A space is *what can be built*: it lists its decisions, turns choice vectors into
+frozen architecture values (and back), parses and prints canonical strings, and builds
+torch modules. Strategies use only ``decisions``/``from_choices``/``to_choices`` plus the
+capability protocols they declare (``Mutable``, ``Encodable``).
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from mnas.decisions import Decision, validate_choices
+
+
+@runtime_checkable
+class Arch(Protocol):
+    """A frozen, hashable genotype with a canonical human-readable string."""
+
+    def encode(self) -> str: ...
+
+
+class SearchSpace(ABC):
+    """Base of every space. Constructor arguments are the space's configuration."""
+
+    name: str = ""
+    #: deployment input resolution (latency is measured at 1x3xRxR)
+    deploy_resolution: int = 224
+    #: default number of classes a deployed model has
+    deploy_classes: int = 1000
+
+    # -- decisions and choices -------------------------------------------------
+    @abstractmethod
+    def decisions(self, children_seen: int = 0) -> tuple[Decision, ...]:
+        """The decisions of one architecture. Spaces whose size grows with the search
+        (NAS-RL's depth schedule) return more decisions as ``children_seen`` grows."""
+
+    @abstractmethod
+    def from_choices(self, choices: Sequence[int]) -> Any:
+        """The architecture for a choice vector (ValueError if it does not fit)."""
+
+    @abstractmethod
+    def to_choices(self, arch: Any) -> tuple[int, ...]:
+        """Inverse of :meth:`from_choices`."""
+
+    # -- strings -----------------------------------------------------------------
+    @abstractmethod
+    def decode(self, text: str) -> Any:
+        """Parse a canonical string; ValueError naming what is wrong if malformed."""
+
+    def encode(self, arch: Any) -> str:
+        return arch.encode()
+
+    def named(self) -> dict[str, Any]:
+        """Named points of the space (e.g. ``mobilenetv2``)."""
+        return {}
+
+    def parse(self, text: str) -> Any:
+        """A named point or a canonical string."""
+        points = self.named()
+        if text in points:
+            return points[text]
+        return self.decode(text)
+
+    def key(self, arch: Any) -> str:
+        """Space-qualified canonical string; keys caches and the ledger."""
+        return f"{self.name}:{arch.encode()}"
+
+    # -- building ------------------------------------------------------------------
+    @abstractmethod
+    def build(self, arch: Any, num_classes: int | None = None, width_mult: float = 1.0,
+              in_channels: int = 3) -> Any:
+        """A ``torch.nn.Module`` for ``arch`` (logits of shape [batch, num_classes])."""
+
+    # -- sampling and capabilities -----------------------------------------------
+    def sample(self, rng: random.Random, children_seen: int = 0) -> Any:
+        ds = self.decisions(children_seen)
+        return self.from_choices([rng.randrange(d.size) for d in ds])
+
+    def mutate(self, arch: Any, rng: random.Random, children_seen: int = 0) -> Any:
+        """Change one decision to a different value (the ``Mutable`` capability)."""
+        ds = self.decisions(children_seen)
+        choices = list(self.to_choices(arch))
+        if len(choices) != len(ds):  # depth changed: resample the tail
+            choices = (choices + [0] * len(ds))[: len(ds)]
+        movable = [i for i, d in enumerate(ds) if d.size > 1]
+        if not movable:
+            return arch
+        i = rng.choice(movable)
+        new = rng.randrange(ds[i].size - 1)
+        choices[i] = new if new < choices[i] else new + 1
+        return self.from_choices(choices)
+
+    def vector(self, arch: Any) -> np.ndarray:
+        """Fixed-length one-hot encoding of the choices (the ``Encodable`` capability)."""
+        ds = self.decisions()
+        choices = validate_choices(ds, self.to_choices(arch))
+        parts = []
+        for d, c in zip(ds, choices, strict=True):
+            if d.size > 64:  # subsets: one bit per anchor instead of one-hot over masks
+                parts.append(np.array([(c >> j) & 1 for j in range(d.n)], dtype=np.float32))
+            else:
+                v = np.zeros(d.size, dtype=np.float32)
+                v[c] = 1.0
+                parts.append(v)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+@runtime_checkable
+class Mutable(Protocol):
+    def mutate(self, arch: Any, rng: random.Random, children_seen: int = 0) -> Any: ...
+
+
+@runtime_checkable
+class Encodable(Protocol):
+    def vector(self, arch: Any) -> np.ndarray: ...
+
+
+SPACES: dict[str, type[SearchSpace]] = {}
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} needs a non-empty `name`")
+    SPACES[cls.name] = cls
+    return cls
+
+
+def get_space(name: str, **options: Any) -> SearchSpace:
+    """Instantiate a registered space; ValueError listing the valid names if unknown."""
+    from mnas import spaces as _  # noqa: F401  (registers the built-in spaces)
+
+    if name not in SPACES:
+        raise ValueError(f"unknown space {name!r}; valid: {', '.join(sorted(SPACES))}")
+    return SPACES[name](**options)
+
+
+def space_names() -> list[str]:
+    from mnas import spaces as _  # noqa: F401
+
+    return sorted(SPACES)
+
+
+SpaceFactory = Callable[..., SearchSpace]

@@ -1,0 +1,105 @@
+"""Strategy base (ask/tell), the strategy registry.
+
+A strategy is *how to propose*. It sees only the space's decisions and the trials it is
+told about; it never builds a model or touches a device. Like Optuna's samplers, state
+lives in the strategy and is checkpointed with ``state_dict``/``load_state_dict`` so a
+killed search resumes exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnas.spaces.base import SearchSpace
+from mnas.trial import Trial
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What ``ask`` returns: a choice vector (and the arch it decodes to)."""
+
+    choices: tuple[int, ...]
+    arch: str                 # canonical string
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class Strategy(ABC):
+    """Base of every strategy.
+
+    ``ask(n)`` proposes ``n`` candidates; ``tell(trials)`` reports scored trials (in any
+    order, possibly failed: ``trial.state != "complete"``, ``trial.reward is None``).
+    """
+
+    name: str = ""
+    #: capability protocols the space must satisfy (checked at construction)
+    requires: tuple[type, ...] = ()
+    #: spaces the strategy works on (None = every space)
+    spaces: tuple[str, ...] | None = None
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        for cap in self.requires:
+            if not isinstance(space, cap):
+                raise TypeError(f"strategy {self.name!r} needs a space with "
+                                f"{cap.__name__}; {space.name!r} has none")
+        if self.spaces is not None and space.name not in self.spaces:
+            raise TypeError(f"strategy {self.name!r} works on spaces {list(self.spaces)}, "
+                            f"not {space.name!r}")
+        self.space = space
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.children_seen = 0
+
+    def candidate(self, choices: Sequence[int], **meta: Any) -> Candidate:
+        arch = self.space.from_choices(choices)
+        return Candidate(tuple(int(c) for c in choices), arch.encode(), dict(meta))
+
+    @abstractmethod
+    def ask(self, n: int = 1) -> list[Candidate]: ...
+
+    @abstractmethod
+    def tell(self, trials: Sequence[Trial]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (picklable)."""
+        return {"rng": self.rng.getstate(), "children_seen": self.children_seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.setstate(state["rng"])
+        self.children_seen = state["children_seen"]
+
+    def config(self) -> dict[str, Any]:
+        """The options that define this strategy (written to the run's config)."""
+        return {"name": self.name, "seed": self.seed}
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} needs a non-empty `name`")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    from search import strategies  # noqa: F401
+
+
+def strategy_names() -> list[str]:
+    _load_builtin()
+    return sorted(STRATEGIES)
+
+
+def get_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
+    _load_builtin()
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(strategy_names())}")
+    return STRATEGIES[name](space, seed=seed, **options)
+
+
+StrategyFactory = Callable[..., Strategy]
