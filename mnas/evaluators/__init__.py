@@ -1,0 +1,6 @@
+"""Built-in evaluators; importing this package registers them with mnas.evaluate.
+
+Keep one import line per evaluator module.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Built-in strategies; importing this package registers them (one line per module)."""
+
+from __future__ import annotations
