@@ -1,0 +1,126 @@
+"""``proxy`` accuracy evaluator: train each child briefly with Lightning, score it on a
+held-out validation split.
+
+The proxy is a shrunken child (``width_mult``) at a small input (``resolution``)
+trained for ``epochs`` (optionally only ``batch_limit`` batches per epoch). The data
+module is built and read once per evaluator and reused by every child. Each call
+re-seeds everything with ``seed``, so the same architecture gives the same accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+
+from mnas.evaluate import register_accuracy
+from mnas.train.data import make_datamodule
+from mnas.train.module import ClassifierModule, check_hparams
+
+_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's info logs and advisory warnings (few dataloader workers,
+    tiny logging interval, ...) for the duration of a proxy run."""
+    saved = {n: logging.getLogger(n).level for n in _LOGGERS}
+    for n in _LOGGERS:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+            warnings.filterwarnings("ignore", message=r".*(does not have many workers|"
+                                    r"number of training batches|GPU available|TPU available|"
+                                    r"tensorboard|LitLogger|litlogger).*")
+            from lightning.fabric.utilities.warnings import PossibleUserWarning
+            warnings.simplefilter("ignore", PossibleUserWarning)
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+class ProxyAccuracy:
+    """Callable ``(space, arch) -> float``: validation accuracy in [0, 1] of ``arch``
+    trained as a proxy. Raises (e.g. ``RuntimeError`` on NaN loss) when the child fails.
+
+    Defaults are tuned so one MnasNet child trains in a few seconds on 2 CPU cores
+    (see the report numbers in ``tests/train``/``DESIGN``): digits at 32×32, width 0.5.
+    """
+
+    def __init__(self, data: str = "digits", epochs: int = 1, batch_limit: int | None = None,
+                 width_mult: float = 0.5, resolution: int = 32, batch_size: int = 64,
+                 lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 4e-5,
+                 label_smoothing: float = 0.0, seed: int = 0, val_fraction: float = 0.2) -> None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        if batch_limit is not None and (isinstance(batch_limit, bool)
+                                        or not isinstance(batch_limit, int) or batch_limit < 1):
+            raise ValueError(f"batch_limit must be a positive integer or None, got {batch_limit!r}")
+        if not (isinstance(width_mult, int | float) and width_mult > 0):
+            raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.data, self.epochs, self.batch_limit = data, epochs, batch_limit
+        self.width_mult, self.resolution, self.batch_size = float(width_mult), resolution, batch_size
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.label_smoothing, self.seed, self.val_fraction = label_smoothing, seed, val_fraction
+        # validate the optimiser settings now, not at the first child
+        check_hparams(lr=lr, momentum=momentum, weight_decay=weight_decay, epochs=epochs,
+                      label_smoothing=label_smoothing)
+        # read the data once, up front: bad paths/specs fail here, not per child
+        self.datamodule = make_datamodule(data, resolution=resolution, batch_size=batch_size,
+                                          val_fraction=val_fraction, seed=seed)
+        with quiet_lightning():
+            self.datamodule.prepare_data()
+            self.datamodule.setup("fit")
+        self.num_classes = int(self.datamodule.num_classes)
+        self.in_channels = int(getattr(self.datamodule, "in_channels", 3))
+
+    def __repr__(self) -> str:
+        return (f"ProxyAccuracy(data={self.data!r}, epochs={self.epochs}, "
+                f"batch_limit={self.batch_limit}, width_mult={self.width_mult}, "
+                f"resolution={self.resolution}, batch_size={self.batch_size}, lr={self.lr}, "
+                f"seed={self.seed})")
+
+    def __call__(self, space: Any, arch: Any) -> float:
+        with quiet_lightning():
+            L.seed_everything(self.seed, workers=True, verbose=False)
+            model = space.build(arch, num_classes=self.num_classes, width_mult=self.width_mult,
+                                in_channels=self.in_channels)
+            module = ClassifierModule(model, lr=self.lr, momentum=self.momentum,
+                                      weight_decay=self.weight_decay, epochs=self.epochs,
+                                      label_smoothing=self.label_smoothing)
+            trainer = L.Trainer(
+                accelerator="cpu", devices=1, max_epochs=self.epochs,
+                limit_train_batches=self.batch_limit, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False, deterministic=True,
+                num_sanity_val_steps=0, check_val_every_n_epoch=self.epochs,
+            )
+            trainer.fit(module, datamodule=self.datamodule)
+        if module.val_accuracy is None:
+            raise RuntimeError("proxy training ended without a validation result")
+        return float(module.val_accuracy)
+
+
+_KEYS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "batch_size", "lr",
+         "momentum", "weight_decay", "label_smoothing", "seed", "val_fraction")
+
+
+@register_accuracy("proxy", "proxy")
+def make_proxy(arg: str = "", **context: Any) -> ProxyAccuracy:
+    """``proxy`` or ``proxy:DATA`` (DATA is a data spec, e.g. ``proxy:cifar10:/data``).
+    Keyword options are :class:`ProxyAccuracy`'s; ``None`` means the default and
+    unknown context keys are ignored."""
+    opts = {k: context[k] for k in _KEYS if context.get(k) is not None}
+    if arg:
+        if "data" in opts and opts["data"] != arg:
+            raise ValueError(f"accuracy spec 'proxy:{arg}' conflicts with data={opts['data']!r}")
+        opts["data"] = arg
+    return ProxyAccuracy(**opts)

@@ -1,0 +1,414 @@
+"""Data modules for proxy training and the registry of data specs (``--data SPEC``).
+
+Specs (``data_specs()`` lists them for the CLI):
+
+- ``digits`` — scikit-learn's ``load_digits`` (ships inside scikit-learn, no download):
+  1,797 8×8 grayscale digits, 10 classes, upsampled to the proxy resolution and
+  replicated to 3 channels. The embedded default.
+- ``imagefolder:PATH`` — ``PATH/<class>/<image>.png|jpg|jpeg``, read with Pillow.
+- ``cifar10:PATH`` — the standard CIFAR-10 python-pickle batches, read locally.
+- ``module:pkg.mod:Class`` — any ``LightningDataModule`` class, instantiated with no
+  arguments; it must expose ``num_classes``.
+
+The built-in modules hold their images in memory (uint8 at the proxy resolution, or
+float for ``digits``), split off a seeded, stratified validation set from the
+training files (accuracy is measured on it), normalise with the training split's
+per-channel mean/std, and serve ``DataLoader``s with ``num_workers=0``. The training
+order comes from a generator re-seeded at every ``train_dataloader()`` call, so a
+child's result does not depend on how many children trained before it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One registered form of ``--data``."""
+
+    scheme: str
+    example: str
+    help: str
+    factory: Callable[..., L.LightningDataModule]
+
+
+DATA_SPECS: dict[str, DataSpec] = {}
+
+
+def register_data(scheme: str, example: str, help: str) -> Callable:
+    """Register ``factory(argument, resolution=, batch_size=, val_fraction=, seed=)``."""
+    def deco(factory: Callable[..., L.LightningDataModule]) -> Callable:
+        DATA_SPECS[scheme] = DataSpec(scheme, example, help, factory)
+        return factory
+    return deco
+
+
+def data_specs() -> list[str]:
+    """The valid forms of a data spec, e.g. ``['digits', 'imagefolder:PATH', ...]``."""
+    return [s.example for s in DATA_SPECS.values()]
+
+
+def make_datamodule(spec: str, resolution: int = 32, batch_size: int = 64,
+                    val_fraction: float = 0.2, seed: int = 0) -> L.LightningDataModule:
+    """The DataModule for ``spec``. Cheap checks (spec form, path exists) happen here;
+    the data is read by ``setup()``. ValueError lists the valid forms for an unknown
+    spec; FileNotFoundError names a missing path."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"data spec must be a non-empty string; valid: {', '.join(data_specs())}")
+    scheme, sep, arg = spec.partition(":")
+    if scheme not in DATA_SPECS:
+        raise ValueError(f"unknown data spec {spec!r}; valid: {', '.join(data_specs())}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    needs_arg = ":" in DATA_SPECS[scheme].example
+    if needs_arg and not arg:
+        raise ValueError(f"data spec {spec!r} needs an argument: {DATA_SPECS[scheme].example}")
+    if not needs_arg and sep:
+        raise ValueError(f"data spec {scheme!r} takes no argument, got {spec!r}")
+    return DATA_SPECS[scheme].factory(arg, resolution=resolution, batch_size=batch_size,
+                                      val_fraction=float(val_fraction), seed=seed)
+
+
+# -- in-memory tensors ------------------------------------------------------------------
+class ImageTensorDataset(Dataset):
+    """Images ``[N, C, H, W]`` and labels in memory. uint8 images are scaled to [0, 1]
+    and normalised per item (keeps memory at one byte per pixel); float images are
+    returned as stored (already normalised)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels.long()
+        self.mean = None if mean is None else mean.view(-1, 1, 1).float()
+        self.std = None if std is None else std.view(-1, 1, 1).float()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i]
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x, self.labels[i]
+
+
+def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    """Seeded train/validation index split, stratified by label when every class has
+    at least two samples and the validation set can hold one of each class."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    n_val = int(round(n * val_fraction))
+    if n < 2 or n_val < 1 or n_val >= n:
+        raise ValueError(f"cannot split {n} samples with val_fraction={val_fraction}: "
+                         "need at least one training and one validation sample")
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    stratify = labels if counts.min() >= 2 and len(counts) <= min(n_val, n - n_val) else None
+    idx = np.arange(n)
+    train, val = train_test_split(idx, test_size=n_val, random_state=seed, shuffle=True,
+                                  stratify=stratify)
+    return np.sort(train), np.sort(val)
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean/std of images [N, C, H, W] in [0, 1] (uint8 scaled), chunked."""
+    c = x.shape[1]
+    s, s2, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    for chunk in torch.split(x, 4096):
+        f = chunk.double()
+        if chunk.dtype == torch.uint8:
+            f = f / 255.0
+        s += f.sum(dim=(0, 2, 3))
+        s2 += (f * f).sum(dim=(0, 2, 3))
+        count += f.numel() // c
+    mean = s / count
+    std = (s2 / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.float(), std.clamp_min(1e-3).float()
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base of the built-in modules: subclasses implement :meth:`load` returning all
+    images (uint8 or float in [0, 1], ``[N, C, R, R]``), labels and the class count."""
+
+    def __init__(self, resolution: int = 32, batch_size: int = 64, val_fraction: float = 0.2,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.resolution, self.batch_size = resolution, batch_size
+        self.val_fraction, self.seed = val_fraction, seed
+        self.num_classes: int | None = None
+        self.in_channels: int = 3
+        self.class_names: list[str] = []
+        self.train_set: ImageTensorDataset | None = None
+        self.val_set: ImageTensorDataset | None = None
+
+    def load(self) -> tuple[torch.Tensor, np.ndarray, int]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:  # idempotent: data is read once and reused
+            return
+        images, labels, num_classes = self.load()
+        tr, va = split_indices(labels, self.val_fraction, self.seed)
+        y = torch.as_tensor(labels, dtype=torch.long)
+        x_tr, x_va = images[torch.as_tensor(tr)], images[torch.as_tensor(va)]
+        mean, std = _channel_stats(x_tr)
+        if images.dtype == torch.uint8:
+            self.train_set = ImageTensorDataset(x_tr, y[tr], mean, std)
+            self.val_set = ImageTensorDataset(x_va, y[va], mean, std)
+        else:  # small float sets: normalise once up front
+            m, s = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+            self.train_set = ImageTensorDataset((x_tr - m) / s, y[tr])
+            self.val_set = ImageTensorDataset((x_va - m) / s, y[va])
+        self.num_classes = num_classes
+        self.in_channels = int(images.shape[1])
+
+    def train_dataloader(self) -> DataLoader:
+        self._require_setup()
+        g = torch.Generator().manual_seed(self.seed)
+        # drop_last avoids a final batch of 1, which BatchNorm cannot train on
+        drop = len(self.train_set) > self.batch_size
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+                          generator=g, drop_last=drop, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return DataLoader(self.val_set, batch_size=max(self.batch_size, 256), shuffle=False,
+                          num_workers=0)
+
+    def _require_setup(self) -> None:
+        if self.train_set is None:
+            self.setup("fit")
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Bilinear resize of float images [N, C, H, W] (no-op at the same size)."""
+    if x.shape[-2:] == (resolution, resolution):
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+# -- digits -------------------------------------------------------------------------------
+class DigitsDataModule(InMemoryDataModule):
+    """scikit-learn's handwritten digits (8×8, 16 grey levels, 10 classes): scaled to
+    [0, 1], bilinearly upsampled to ``resolution`` and replicated to 3 channels."""
+
+    def load(self) -> tuple[torch.Tensor, np.ndarray, int]:
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        x = _resize(x, self.resolution).clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+        self.class_names = [str(c) for c in d.target_names]
+        return x, d.target.astype(np.int64), 10
+
+
+@register_data("digits", "digits", "scikit-learn's 8x8 digits, 10 classes (embedded default)")
+def _digits(arg: str, **kw: Any) -> DigitsDataModule:
+    return DigitsDataModule(**kw)
+
+
+# -- image folder ---------------------------------------------------------------------------
+class ImageFolderDataModule(InMemoryDataModule):
+    """``root/<class>/<file>.png|jpg|jpeg``: classes are the sorted sub-folder names;
+    images are converted to RGB and resized (bilinear) to ``resolution`` with Pillow.
+    The validation split is held out from the files."""
+
+    def __init__(self, root: str | Path, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.root = Path(root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        if not self.root.is_dir():
+            raise ValueError(f"imagefolder path is not a directory: {self.root}")
+
+    def files(self) -> tuple[list[Path], np.ndarray, list[str]]:
+        classes = sorted(p.name for p in self.root.iterdir()
+                         if p.is_dir() and not p.name.startswith("."))
+        files: list[Path] = []
+        labels: list[int] = []
+        used: list[str] = []
+        for name in classes:
+            imgs = sorted(p for p in (self.root / name).rglob("*")
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not imgs:
+                continue  # an empty sub-folder is not a class
+            files += imgs
+            labels += [len(used)] * len(imgs)
+            used.append(name)
+        if not used:
+            raise ValueError(f"no classes in image folder {self.root}: expected sub-folders "
+                             f"with {'/'.join(IMAGE_SUFFIXES)} images (ROOT/<class>/<image>)")
+        return files, np.asarray(labels, dtype=np.int64), used
+
+    def load(self) -> tuple[torch.Tensor, np.ndarray, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        files, labels, classes = self.files()
+        r = self.resolution
+        out = torch.empty((len(files), 3, r, r), dtype=torch.uint8)
+        for i, path in enumerate(files):
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB").resize((r, r), Image.Resampling.BILINEAR)
+                    arr = np.asarray(im, dtype=np.uint8)
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"cannot read image {path}: {e}") from e
+            out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        self.class_names = classes
+        return out, labels, len(classes)
+
+
+@register_data("imagefolder", "imagefolder:PATH", "PATH/<class>/<image>.png|jpg, read with Pillow")
+def _imagefolder(arg: str, **kw: Any) -> ImageFolderDataModule:
+    return ImageFolderDataModule(arg, **kw)
+
+
+# -- CIFAR-10 -------------------------------------------------------------------------------
+class _ArrayUnpickler(pickle.Unpickler):
+    """Only numpy arrays, dtypes and plain containers: refuses any other global, so a
+    crafted batch file cannot run code when read."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_cifar_pickle(path: Path) -> dict:
+    """Read one CIFAR-10 batch file (``encoding="bytes"``: keys are bytes).
+
+    Security: the format is Python pickle, which can execute code when loaded. Files
+    are read only from the path the user gave, and with an unpickler that allows only
+    numpy array reconstruction — anything else is refused with ValueError.
+    """
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+            TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not a CIFAR-10 python batch: holds {type(obj).__name__}")
+    return obj
+
+
+class Cifar10DataModule(InMemoryDataModule):
+    """CIFAR-10 from the standard python version (``cifar-10-batches-py``):
+    ``data_batch_1..5`` (training; the validation split is held out from them),
+    ``batches.meta`` (class names; optional). ``test_batch`` is not used for search.
+    ``PATH`` may be the batch folder or its parent. See :func:`load_cifar_pickle` for
+    the pickle risk."""
+
+    TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+    def __init__(self, root: str | Path, **kw: Any) -> None:
+        super().__init__(**kw)
+        root = Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
+        if not (root / self.TRAIN[0]).exists() and (root / "cifar-10-batches-py").is_dir():
+            root = root / "cifar-10-batches-py"
+        for name in self.TRAIN:
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"CIFAR-10 batch missing: {root / name} (expected "
+                                        f"{', '.join(self.TRAIN)} in {root})")
+        self.root = root
+
+    def load(self) -> tuple[torch.Tensor, np.ndarray, int]:
+        num_classes, names = 10, [str(i) for i in range(10)]
+        meta = self.root / "batches.meta"
+        if meta.is_file():
+            m = load_cifar_pickle(meta)
+            raw = m.get(b"label_names")
+            if raw is not None:
+                names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+                num_classes = len(names)
+        xs, ys = [], []
+        for name in self.TRAIN:
+            path = self.root / name
+            b = load_cifar_pickle(path)
+            data, labels = b.get(b"data"), b.get(b"labels")
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 \
+                    or data.ndim != 2 or data.shape[1] != 3072:
+                raise ValueError(f"{path}: b'data' must be a uint8 array [N, 3072]")
+            labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+            if labels.shape != (len(data),):
+                raise ValueError(f"{path}: {len(labels)} labels for {len(data)} images")
+            if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ValueError(f"{path}: labels outside 0..{num_classes - 1}")
+            xs.append(data)
+            ys.append(labels)
+        x = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32)
+        if self.resolution != 32:  # resize in chunks, store uint8 at the proxy size
+            x = torch.cat([_resize(c.float(), self.resolution).round_().clamp_(0, 255)
+                           .to(torch.uint8) for c in torch.split(x, 2048)])
+        self.class_names = names
+        return x, np.concatenate(ys), num_classes
+
+
+@register_data("cifar10", "cifar10:PATH", "CIFAR-10 python batches (data_batch_1..5) in PATH")
+def _cifar10(arg: str, **kw: Any) -> Cifar10DataModule:
+    return Cifar10DataModule(arg, **kw)
+
+
+# -- any LightningDataModule ----------------------------------------------------------------
+def load_module_datamodule(target: str) -> L.LightningDataModule:
+    """``pkg.mod:Class`` → ``Class()`` (no arguments), set up for fitting. The class must
+    be a ``LightningDataModule`` exposing ``num_classes``; ``in_channels`` defaults to 3.
+    Proxy knobs (resolution, batch size, split, seed) are the class's own business."""
+    mod_name, _, cls_name = target.rpartition(":")
+    if not mod_name or not cls_name:
+        raise ValueError(f"module data spec must be module:pkg.mod:Class, got module:{target}")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import data module {mod_name!r}: {e}") from e
+    cls = getattr(mod, cls_name, None)
+    if cls is None:
+        raise ValueError(f"module {mod_name!r} has no attribute {cls_name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
+        raise TypeError(f"{mod_name}:{cls_name} is not a LightningDataModule class")
+    dm = cls()
+    dm.prepare_data()
+    dm.setup("fit")
+    n = getattr(dm, "num_classes", None)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"{mod_name}:{cls_name} must expose an integer attribute "
+                         f"num_classes >= 2 (got {n!r})")
+    if not isinstance(getattr(dm, "in_channels", None), int):
+        dm.in_channels = 3
+    return dm
+
+
+@register_data("module", "module:pkg.mod:Class", "any LightningDataModule, built with no args")
+def _module(arg: str, **kw: Any) -> L.LightningDataModule:
+    return load_module_datamodule(arg)
