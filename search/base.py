@@ -95,11 +95,16 @@ def strategy_names() -> list[str]:
     return sorted(STRATEGIES)
 
 
-def get_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
+def strategy_factory(name: str) -> StrategyFactory:
+    """The class (or factory) behind a strategy name; its signature types CLI options."""
     _load_builtin()
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(strategy_names())}")
-    return STRATEGIES[name](space, seed=seed, **options)
+    return STRATEGIES[name]
+
+
+def get_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
+    return strategy_factory(name)(space, seed=seed, **options)
 
 
 StrategyFactory = Callable[..., Strategy]
