@@ -18,6 +18,7 @@ COMMANDS = (
     "mnas.cli.front_cmd",
     "mnas.cli.arch_cmd",
     "mnas.cli.latency_cmd",
+    "mnas.cli.bench_cmd",
 )
 
 EXIT_USAGE = 2
