@@ -115,6 +115,10 @@ class BlockSpec:
     layers: int
 
     def __post_init__(self) -> None:
+        for field in ("kernel", "filters", "layers"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{field} must be an int, got {value!r}")
         if self.op not in CONV_OPS:
             raise ValueError(f"op {self.op!r} invalid; valid: {_fmt(CONV_OPS)}")
         if self.kernel not in KERNELS:

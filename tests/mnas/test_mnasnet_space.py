@@ -191,6 +191,8 @@ def test_bad_values_rejected_at_every_boundary() -> None:
                        for i, b in enumerate(MBV2.blocks)))
     with pytest.raises(ValueError, match="skip 'res' invalid; valid: pool, identity, none"):
         BlockSpec("dsconv", 3, 0.0, "res", 16, 1)
+    with pytest.raises(TypeError, match="filters must be an int"):
+        BlockSpec("dsconv", 3, 0.0, "none", 16.0, 1)
     with pytest.raises(ValueError, match="needs 7 blocks"):
         MnasArch(MBV2.blocks[:6])
     with pytest.raises(ValueError, match="out of range"):
