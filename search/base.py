@@ -8,6 +8,7 @@ killed search resumes exactly.
 
 from __future__ import annotations
 
+import functools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -39,6 +40,10 @@ class Strategy(ABC):
     requires: tuple[type, ...] = ()
     #: spaces the strategy works on (None = every space)
     spaces: tuple[str, ...] | None = None
+    #: for ``name:variant`` names (``optuna:tpe``): the constructor option the variant sets
+    variant_option: str = ""
+    #: the variants :func:`strategy_names` lists (others may still be accepted by name)
+    variants: tuple[str, ...] = ()
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         for cap in self.requires:
@@ -91,16 +96,27 @@ def _load_builtin() -> None:
 
 
 def strategy_names() -> list[str]:
+    """Registered names; a strategy with ``variants`` is listed as ``name:variant``."""
     _load_builtin()
-    return sorted(STRATEGIES)
+    names: list[str] = []
+    for name, cls in STRATEGIES.items():
+        if cls.variants:
+            names.extend(f"{name}:{v}" for v in cls.variants)
+        else:
+            names.append(name)
+    return sorted(names)
 
 
 def strategy_factory(name: str) -> StrategyFactory:
     """The class (or factory) behind a strategy name; its signature types CLI options."""
     _load_builtin()
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(strategy_names())}")
-    return STRATEGIES[name]
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    base, sep, variant = name.partition(":")
+    if sep and base in STRATEGIES and STRATEGIES[base].variant_option:
+        # the constructor validates the variant (ValueError listing the valid ones)
+        return functools.partial(STRATEGIES[base], **{STRATEGIES[base].variant_option: variant})
+    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(strategy_names())}")
 
 
 def get_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:
