@@ -1,0 +1,88 @@
+"""The adaptive protocol on controlled inputs: a steady callable and a jittery one."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from latency.measurement import MeasureSettings
+from latency.protocol import measure_callable, rel_halfwidth
+
+
+def spin(ms: float) -> None:
+    """Busy-wait (sleep granularity is too coarse for a steady sub-ms run)."""
+    end = time.perf_counter() + ms / 1000.0
+    while time.perf_counter() < end:
+        pass
+
+
+def test_steady_run_stops_at_minimum_and_is_clean() -> None:
+    calls = []
+
+    def run() -> None:
+        calls.append(1)
+        spin(0.3)
+
+    s = MeasureSettings(warmup=4, runs=15, max_runs=400, rel_ci=0.05, max_seconds=20)
+    samples, noisy = measure_callable(run, s)
+    assert not noisy
+    assert s.runs <= len(samples) < s.max_runs  # stopped early, far below the cap
+    assert len(calls) == len(samples) + s.warmup  # warm-up runs are not timed
+    med = sorted(samples)[len(samples) // 2]
+    assert 0.3 <= med < 3.0  # samples are milliseconds
+
+
+def test_jittery_run_hits_cap_and_is_flagged_noisy() -> None:
+    rng = random.Random(1)
+
+    def run() -> None:
+        spin(rng.uniform(0.05, 1.5))
+
+    s = MeasureSettings(warmup=0, runs=10, max_runs=40, rel_ci=0.02, max_seconds=20)
+    samples, noisy = measure_callable(run, s)
+    assert noisy
+    assert len(samples) == s.max_runs  # it kept trying up to the cap
+    assert rel_halfwidth(samples) > s.rel_ci
+
+
+def test_time_cap_stops_extension_but_never_the_minimum() -> None:
+    rng = random.Random(2)
+
+    def run() -> None:
+        spin(rng.uniform(0.5, 5.0))
+
+    s = MeasureSettings(warmup=0, runs=8, max_runs=10_000, rel_ci=0.001, max_seconds=0.001)
+    samples, noisy = measure_callable(run, s)
+    assert noisy
+    assert len(samples) == s.runs  # the minimum is honoured even past max_seconds
+
+
+def test_settling_run_extends_past_minimum_until_ci_is_narrow() -> None:
+    # first runs jitter wildly, then the run settles: the protocol must keep going
+    n = [0]
+    rng = random.Random(3)
+
+    def run() -> None:
+        n[0] += 1
+        spin(rng.uniform(0.1, 2.0) if n[0] <= 10 else 0.4)
+
+    s = MeasureSettings(warmup=0, runs=10, max_runs=300, rel_ci=0.05, max_seconds=20)
+    samples, noisy = measure_callable(run, s)
+    assert len(samples) > s.runs
+    assert not noisy
+    assert rel_halfwidth(samples) <= s.rel_ci
+
+
+def test_run_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        measure_callable(3.0, MeasureSettings())  # type: ignore[arg-type]
+
+
+def test_failing_run_propagates() -> None:
+    def run() -> None:
+        raise OSError("device gone")
+
+    with pytest.raises(OSError, match="device gone"):
+        measure_callable(run, MeasureSettings(warmup=1))
