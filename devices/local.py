@@ -1,0 +1,109 @@
+"""``local:<runtime>``: this host's CPU, measured with an on-host runtime.
+
+The runtime is any name in :data:`latency.runtimes.RUNTIMES` (``onnxruntime`` built in).
+Nothing is pinned: the process's CPU affinity is left as it is, so a caller that wants a
+core to itself pins the process (``taskset``) before measuring.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from devices.base import Device, register_device
+from latency.export import check_onnx, file_sha256
+from latency.measurement import Measurement, MeasureSettings
+from latency.protocol import measure_callable
+from latency.runtimes import RUNTIMES, get_runtime, runtime_names
+
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (x86 ``model name``, ARM ``Hardware``/``CPU part``),
+    else what the platform module knows."""
+    keys = ("model name", "hardware", "processor name", "cpu model", "cpu part")
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition(":")
+        k = k.strip().lower()
+        if sep and k in keys and k not in found and v.strip():
+            found[k] = v.strip()
+    for k in keys:
+        if k in found:
+            return found[k]
+    return platform.processor() or platform.machine() or "unknown"
+
+
+class LocalDevice(Device):
+    """This host's CPU with one registered runtime."""
+
+    def __init__(self, spec: str = "local:onnxruntime") -> None:
+        scheme, _, name = spec.partition(":")
+        valid = ", ".join(f"local:{n}" for n in runtime_names())
+        if scheme != "local" or name not in RUNTIMES:
+            raise ValueError(f"unknown local runtime in device {spec!r}; valid: {valid}")
+        self.spec = spec
+        self.runtime = get_runtime(name)
+        self.model_format = self.runtime.model_format
+        try:
+            self.runtime_version = self.runtime.version()
+        except ImportError as e:
+            raise ValueError(f"device {spec!r}: runtime {name!r} is not installed ({e})") from None
+        self._fingerprint: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalDevice({self.spec!r})"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Host CPU model, logical cores, machine, OS and runtime; stable across runs."""
+        if self._fingerprint is None:
+            self._fingerprint = {
+                "kind": "local",
+                "cpu": cpu_model(),
+                "cores": os.cpu_count() or 0,
+                "machine": platform.machine(),
+                "os": f"{platform.system()} {platform.release()}",
+                "runtime": self.runtime.name,
+                "runtime_version": self.runtime_version,
+            }
+        return dict(self._fingerprint)
+
+    def measure(self, model_path: str | os.PathLike[str],
+                settings: MeasureSettings) -> Measurement:
+        """Measure one model file with the adaptive protocol.
+
+        FileNotFoundError / ValueError when the file is missing or not a model of this
+        device's format; RuntimeError with the reason when the runtime fails on it.
+        """
+        path = Path(model_path)
+        if not path.is_file():
+            if path.exists():
+                raise ValueError(f"{path} is not an ONNX model (not a regular file)")
+            raise FileNotFoundError(2, "model file not found", str(path))
+        sha = file_sha256(path)
+        try:
+            run = self.runtime.load(path, settings.threads)
+        except RuntimeError:
+            if self.model_format == "onnx":
+                check_onnx(path)  # a file that is no model at all is bad input: ValueError
+            raise
+        try:
+            samples, noisy = measure_callable(run, settings)
+        except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
+            raise RuntimeError(f"{self.runtime.name} failed while measuring {path}: {e}") from e
+        m = Measurement.from_samples(
+            samples, warmup=settings.warmup, threads=settings.threads,
+            runtime=self.runtime.name, runtime_version=self.runtime_version,
+            model_sha256=sha, device=self.spec, fingerprint=self.fingerprint(),
+            rel_ci_goal=settings.rel_ci)
+        return m.with_(noisy=noisy or m.noisy)
+
+
+@register_device("local", "local:onnxruntime")
+def _local(spec: str) -> Device:
+    return LocalDevice(spec)

@@ -1,0 +1,143 @@
+"""Measured latency of search-space children: build full size, export, measure, cache.
+
+The proxy a child trains as (narrow, low resolution) is never what is measured: the
+estimator builds the deployable model (width 1.0, the space's deploy classes) and exports
+it at the deployment input 1x3xRxR. Weights are initialised from a fixed seed so the same
+architecture always exports to the same bytes, and therefore the same cache key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from devices.base import Device
+from latency.cache import MeasurementCache
+from latency.export import file_sha256, get_exporter
+from latency.measurement import Measurement, MeasureSettings
+
+#: seed for the weights of measured children (latency does not depend on their values)
+BUILD_SEED = 0
+
+
+def _runtime_of(device: Device, fingerprint: dict[str, Any]) -> tuple[str, str]:
+    """Runtime name and version for the cache key: the device's own, else its fingerprint's."""
+    runtime = getattr(device, "runtime", None)
+    name = getattr(runtime, "name", None) or str(fingerprint.get("runtime", device.spec))
+    version = getattr(device, "runtime_version", None) or str(
+        fingerprint.get("runtime_version", ""))
+    return name, version
+
+
+def measure_model(device: Device, path: str | os.PathLike[str], settings: MeasureSettings,
+                  cache: MeasurementCache | None = None) -> Measurement:
+    """Measure a model file on ``device``, answering from ``cache`` when it can.
+
+    A fresh measurement is stored (noisy ones too, with their flag).
+    """
+    if cache is None:
+        return device.measure(path, settings)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(2, "model file not found", str(p))
+    sha = file_sha256(p)
+    fp = device.fingerprint()
+    runtime, version = _runtime_of(device, fp)
+    hit = cache.get(sha, fp, runtime, version, settings)
+    if hit is not None:
+        return hit
+    m = device.measure(p, settings)
+    cache.put(m, settings)
+    return m
+
+
+def _context(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+class MeasuredLatency:
+    """``(space, arch) -> Measurement`` by measuring the full-size child on ``device``.
+
+    ``workdir``: where models are exported (kept, named by arch); a temporary folder per
+    call when None. ``resolution`` / ``num_classes`` default to the space's deployment
+    values. Build, export and runtime failures raise RuntimeError with the reason.
+    """
+
+    def __init__(self, device: Device, settings: MeasureSettings | None = None,
+                 cache: MeasurementCache | None = None,
+                 workdir: str | os.PathLike[str] | None = None,
+                 resolution: int | None = None, num_classes: int | None = None) -> None:
+        if not isinstance(device, Device):
+            raise TypeError(f"device must be a devices.Device, got {type(device).__name__}")
+        if resolution is not None and int(resolution) < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.device = device
+        self.settings = settings if settings is not None else MeasureSettings()
+        self.cache = cache
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.resolution = resolution
+        self.num_classes = num_classes
+        self._export_fn = get_exporter(device.model_format)
+        self.suffix = f".{device.model_format}"
+
+    def __repr__(self) -> str:
+        return f"MeasuredLatency({self.device!r}, {self.settings!r}, cache={self.cache!r})"
+
+    def input_shape(self, space: Any) -> tuple[int, int, int, int]:
+        r = int(self.resolution or space.deploy_resolution)
+        return (1, 3, r, r)
+
+    def build(self, space: Any, arch: Any) -> Any:
+        """The deployable child (width 1.0), weights from a fixed seed."""
+        import torch
+
+        classes = int(self.num_classes or space.deploy_classes)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(BUILD_SEED)
+                model = space.build(arch, num_classes=classes, width_mult=1.0)
+        except Exception as e:  # noqa: BLE001 - any builder failure fails the trial
+            raise RuntimeError(f"{self._name(space, arch)}: build failed: {_context(e)}") from e
+        return model.eval()
+
+    def export(self, space: Any, arch: Any, path: str | os.PathLike[str]) -> Path:
+        """Build the full-size child and export it to ``path`` (e.g. a front model)."""
+        model = self.build(space, arch)
+        try:
+            return self._export_fn(model, path, input_shape=self.input_shape(space))
+        except RuntimeError as e:  # the exporter's own reason already says "export failed"
+            raise RuntimeError(f"{self._name(space, arch)}: {e}") from e
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError(
+                f"{self._name(space, arch)}: export failed: {_context(e)}") from e
+
+    def __call__(self, space: Any, arch: Any) -> Measurement:
+        if self.workdir is not None:
+            return self._measure(space, arch, self.workdir)
+        with tempfile.TemporaryDirectory(prefix="mnas-lat-") as tmp:
+            return self._measure(space, arch, Path(tmp))
+
+    def _measure(self, space: Any, arch: Any, folder: Path) -> Measurement:
+        name = self._name(space, arch)
+        digest = hashlib.sha256(
+            f"{name}|{self.input_shape(space)}|{self.num_classes}".encode()).hexdigest()[:16]
+        path = self.export(space, arch, folder / f"{digest}{self.suffix}")
+        try:
+            return measure_model(self.device, path, self.settings, self.cache)
+        except RuntimeError:
+            raise
+        except (ValueError, OSError) as e:  # our own export is not bad user input
+            raise RuntimeError(f"{name}: measurement failed: {_context(e)}") from e
+
+    @staticmethod
+    def _name(space: Any, arch: Any) -> str:
+        with contextlib.suppress(Exception):
+            return str(space.key(arch))
+        return repr(arch)
