@@ -2,7 +2,18 @@
 
 The statistic is the **ratio of medians** ``current / baseline`` with a 95% confidence
 interval from a **percentile bootstrap** (each side resampled independently, fixed
-seed). Why this and not a Mann-Whitney / Hodges-Lehmann shift:
+seed). Each side is a set of *rounds* (separate measurements of the same model, see
+:mod:`latency.suite`) and the bootstrap is two-level: rounds are resampled, then samples
+within each chosen round. On a shared machine the median moves between runs far more
+than the samples of one run suggest (measured here: 9-20% between runs under load,
+1-3% within one); resampling rounds puts that drift into the interval, so it makes a
+comparison *inconclusive* instead of a false regression. With one round per side it is
+the plain bootstrap. Drift that outlasts one run (another job on the runner for minutes,
+a different VM) is invisible inside a run, so a baseline accepted from several runs
+(``mnas bench baseline update r1.json r2.json r3.json``) records its per-run medians;
+their spread ``s`` (log scale) is the device's run-to-run drift, and the current run's
+own unknown offset is added to every bootstrap ratio as ``exp(s * T_{k-1})`` (Student t:
+``s`` comes from only ``k`` runs). A single-run baseline has no drift term. Why the bootstrap and not a Mann-Whitney / Hodges-Lehmann shift:
 
 * we report medians everywhere (robust to the one-sided spikes — preemption,
   frequency changes — that dominate latency samples), so the gate judges the number
@@ -29,35 +40,66 @@ Independently, an entry whose current median exceeds its ``max_ms`` fails.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from latency.bench_results import BenchRecord, BenchResults, identity_diff
 from latency.measurement import Measurement
 
-RESULTS_FORMAT = "mnas-bench-results/1"
 VERDICTS = ("ok", "regression", "improvement", "inconclusive", "new", "missing")
 INCONCLUSIVE_POLICIES = ("fail", "pass")
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 N_BOOT = 2000
 SEED = 0
-# Measurement fields that change latency as much as the hardware does: part of identity.
-_IDENTITY_FIELDS = ("runtime", "runtime_version", "threads")
 
 
 # --------------------------------------------------------------------- statistics
+def _check_rounds(x: np.ndarray, rounds: Sequence[int] | None, side: str) -> list[int]:
+    sizes = [int(x.size)] if not rounds else [int(r) for r in rounds]
+    if sum(sizes) != x.size or min(sizes) < 1:
+        raise ValueError(f"{side} rounds {list(sizes)} do not add up to its {x.size} samples")
+    return sizes
+
+
+def _boot_medians(x: np.ndarray, sizes: list[int], rng: np.random.Generator,
+                  n_boot: int) -> np.ndarray:
+    """Bootstrap medians: resample rounds, then samples within each chosen round (every
+    chosen round contributes the median round size, so each round weighs the same)."""
+    if len(sizes) == 1:
+        return np.median(x[rng.integers(0, x.size, size=(n_boot, x.size))], axis=1)
+    r = len(sizes)
+    lens = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    per = int(np.median(lens))
+    pick = rng.integers(0, r, size=(n_boot, r, 1))
+    offs = (rng.random((n_boot, r, per)) * lens[pick]).astype(np.int64)
+    return np.median(x[(starts[pick] + offs).reshape(n_boot, -1)], axis=1)
+
+
+def run_drift(run_medians: Sequence[float]) -> float:
+    """Run-to-run drift: sample SD of log run medians (nan with fewer than 2 runs)."""
+    x = np.asarray(run_medians, dtype=float)
+    if x.size < 2 or np.any(x <= 0):
+        return math.nan
+    return float(np.std(np.log(x), ddof=1))
+
+
 def median_ratio_ci(baseline_ms: Iterable[float], current_ms: Iterable[float], *,
+                    baseline_rounds: Sequence[int] | None = None,
+                    current_rounds: Sequence[int] | None = None,
+                    baseline_run_medians: Sequence[float] = (),
                     confidence: float = 0.95, n_boot: int = N_BOOT, seed: int = SEED
                     ) -> tuple[float, float, float]:
-    """``(ratio, low, high)``: median(current)/median(baseline) and its bootstrap CI."""
+    """``(ratio, low, high)``: median(current)/median(baseline) and its bootstrap CI.
+
+    ``*_rounds`` are the sizes of consecutive rounds within each sample list (None: one
+    round); with several rounds the bootstrap is two-level. ``baseline_run_medians``
+    (>= 2 runs) adds the run-to-run drift term (see the module docstring).
+    """
     b = np.asarray(list(baseline_ms), dtype=float)
     c = np.asarray(list(current_ms), dtype=float)
     if b.size < 3 or c.size < 3:
@@ -66,10 +108,13 @@ def median_ratio_ci(baseline_ms: Iterable[float], current_ms: Iterable[float], *
         raise ValueError("latency samples must be finite and positive")
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
+    bs = _check_rounds(b, baseline_rounds, "baseline")
+    cs = _check_rounds(c, current_rounds, "current")
     rng = np.random.default_rng(seed)
-    mb = np.median(b[rng.integers(0, b.size, size=(n_boot, b.size))], axis=1)
-    mc = np.median(c[rng.integers(0, c.size, size=(n_boot, c.size))], axis=1)
-    ratios = mc / mb
+    ratios = _boot_medians(c, cs, rng, n_boot) / _boot_medians(b, bs, rng, n_boot)
+    drift = run_drift(baseline_run_medians)
+    if not math.isnan(drift):
+        ratios = ratios * np.exp(drift * rng.standard_t(len(baseline_run_medians) - 1, n_boot))
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
     ratio = float(np.median(c) / np.median(b))
@@ -90,103 +135,7 @@ def classify(low: float, high: float, tolerance: float) -> str:
     return "ok"
 
 
-# ------------------------------------------------------------------ results files
-@dataclass(frozen=True)
-class BenchRecord:
-    """One measured suite entry: what was measured and how, and the raw samples."""
-
-    name: str
-    entry: dict[str, Any]          # SuiteEntry.to_dict(): device, settings, tolerance...
-    measurement: Measurement
-
-    @property
-    def tolerance(self) -> float:
-        return float(self.entry.get("tolerance", 0.05))
-
-    @property
-    def max_ms(self) -> float | None:
-        v = self.entry.get("max_ms")
-        return None if v is None else float(v)
-
-    def identity(self) -> dict[str, Any]:
-        """Device fingerprint plus the runtime/threads: what must match to compare."""
-        m = self.measurement
-        ident = {f"fingerprint.{k}": v for k, v in m.fingerprint.items()}
-        ident.update({k: getattr(m, k) for k in _IDENTITY_FIELDS})
-        return ident
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "entry": self.entry, "measurement": self.measurement.to_dict()}
-
-
-@dataclass
-class BenchResults:
-    """A ``mnas bench run`` output; a baseline is the same format."""
-
-    records: dict[str, BenchRecord] = field(default_factory=dict)
-    suite: str = ""
-    created: float = field(default_factory=time.time)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": RESULTS_FORMAT, "suite": self.suite, "created": self.created,
-                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
-                "meta": self.meta,
-                "entries": [r.to_dict() for r in self.records.values()]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "results") -> BenchResults:
-        if not isinstance(d, Mapping) or d.get("format") != RESULTS_FORMAT:
-            got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
-            raise ValueError(f"{where}: not a mnas bench results file (format {got!r}, "
-                             f"expected {RESULTS_FORMAT!r}); produce one with `mnas bench run`")
-        records: dict[str, BenchRecord] = {}
-        for i, r in enumerate(d.get("entries") or [], start=1):
-            try:
-                rec = BenchRecord(str(r["name"]), dict(r["entry"]),
-                                  Measurement.from_dict(r["measurement"]))
-            except (KeyError, TypeError) as e:
-                raise ValueError(f"{where}: entry #{i} is malformed ({e!r})") from None
-            if len(rec.measurement.samples_ms) < 3:
-                raise ValueError(f"{where}: entry {rec.name!r} has fewer than 3 raw samples")
-            records[rec.name] = rec
-        return cls(records, str(d.get("suite", "")), float(d.get("created", 0.0)),
-                   dict(d.get("meta") or {}))
-
-    @classmethod
-    def load(cls, path: str | Path) -> BenchResults:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"results file not found: {p}")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from None
-        return cls.from_dict(data, str(p))
-
-    def save(self, path: str | Path, *, force: bool = False) -> Path:
-        """Write atomically; refuse to replace an existing file unless ``force``."""
-        p = Path(path)
-        if p.exists() and not force:
-            raise FileExistsError(f"{p} exists; pass --force to overwrite it")
-        if p.exists() and p.is_dir():
-            raise IsADirectoryError(f"{p} is a directory, expected a .json file path")
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, p)
-        return p
-
-
 # ---------------------------------------------------------------------- comparing
-def identity_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """``field: 'x' != 'y'`` for every identity field that differs (missing = None)."""
-    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
-
-
 @dataclass(frozen=True)
 class Comparison:
     """The verdict for one entry."""
@@ -200,6 +149,8 @@ class Comparison:
     ci_low: float = math.nan
     ci_high: float = math.nan
     max_ms: float | None = None
+    drift: float = math.nan        # run-to-run drift of the baseline (log SD), nan unknown
+    baseline_runs: int = 1
 
     @property
     def over_budget(self) -> bool:
@@ -238,7 +189,8 @@ class Comparison:
             parts.append({
                 "regression": f"slower by {change}, entirely above the +{t} tolerance",
                 "inconclusive": f"{change} straddles the +{t} tolerance: too noisy to "
-                                "decide; re-run with more runs",
+                                "decide (more runs/rounds, a quieter runner, or a larger "
+                                "tolerance)",
                 "improvement": f"faster by {change}, entirely below -{t}",
                 "ok": f"{change}, within the +{t} tolerance",
             }[self.verdict])
@@ -246,6 +198,12 @@ class Comparison:
             assert self.current is not None
             parts.append(f"median {self.current.median_ms:.3f} ms is over max_ms "
                          f"{self.max_ms:g} ms")
+        if not math.isnan(self.drift):
+            parts.append(f"run-to-run drift ±{self.drift:.1%} over {self.baseline_runs} "
+                         "baseline runs included")
+        elif self.verdict in ("regression", "inconclusive"):
+            parts.append("single-run baseline: run-to-run drift not measured (accept 3+ runs "
+                         "with `mnas bench baseline update`)")
         if self.model_changed:
             parts.append("model file changed since the baseline")
         if self.noisy:
@@ -262,9 +220,13 @@ def compare_records(name: str, base: BenchRecord | None, cur: BenchRecord | None
         return Comparison(name, "new" if base is None else "missing", tol,
                           None if base is None else base.measurement,
                           None if cur is None else cur.measurement, max_ms=max_ms)
-    ratio, lo, hi = median_ratio_ci(base.measurement.samples_ms, cur.measurement.samples_ms)
+    ratio, lo, hi = median_ratio_ci(base.measurement.samples_ms, cur.measurement.samples_ms,
+                                    baseline_rounds=base.rounds or None,
+                                    current_rounds=cur.rounds or None,
+                                    baseline_run_medians=base.run_medians)
     return Comparison(name, classify(lo, hi, tol), tol, base.measurement, cur.measurement,
-                      ratio, lo, hi, max_ms)
+                      ratio, lo, hi, max_ms, run_drift(base.run_medians),
+                      max(len(base.run_medians), 1))
 
 
 def compare_results(baseline: BenchResults, results: BenchResults, *,
@@ -310,27 +272,38 @@ def exit_code(comparisons: Iterable[Comparison], inconclusive: str = "fail") -> 
     return EXIT_OK
 
 
-def update_baseline(baseline: BenchResults | None, results: BenchResults, *,
-                    names: list[str] | None = None, force: bool = False
+def update_baseline(baseline: BenchResults | None, results: BenchResults | Sequence[BenchResults],
+                    *, names: list[str] | None = None, force: bool = False
                     ) -> tuple[BenchResults, list[str]]:
-    """Accept ``results`` (all entries, or ``names``) into ``baseline``.
+    """Accept ``results`` (one run or several; all entries, or ``names``) as the baseline.
 
-    Entries not selected keep their old numbers. Replacing an entry measured on a
-    different device/runtime is refused unless ``force``. Returns the new baseline
-    and one line per change.
+    Several runs of the same suite are merged per entry (see :meth:`BenchRecord.merge`),
+    which lets the comparison account for run-to-run drift. Entries not selected keep
+    their old numbers. Replacing an entry measured on a different device/runtime is
+    refused unless ``force``. Returns the new baseline and one line per change.
     """
-    chosen = names or list(results.records)
-    unknown = [n for n in chosen if n not in results.records]
-    if unknown:
-        raise ValueError(f"no entry named {', '.join(map(repr, unknown))} in the results; "
-                         f"entries: {', '.join(results.records)}")
+    runs = [results] if isinstance(results, BenchResults) else list(results)
+    if not runs:
+        raise ValueError("no results to accept")
+    available = [n for n in runs[-1].records]
+    chosen = names or available
+    for i, r in enumerate(runs, start=1):
+        unknown = [n for n in chosen if n not in r.records]
+        if unknown:
+            raise ValueError(f"no entry named {', '.join(map(repr, unknown))} in results file "
+                             f"#{i}; entries: {', '.join(r.records)}")
     old = baseline.records if baseline is not None else {}
     lines: list[str] = []
+    accepted: dict[str, BenchRecord] = {}
     for n in chosen:
-        new = results.records[n]
+        new = BenchRecord.merge([r.records[n] for r in runs])
+        accepted[n] = new
+        drift = run_drift(new.run_medians)
+        note = "" if math.isnan(drift) else f", run-to-run drift ±{drift:.1%} over " \
+            f"{len(new.run_medians)} runs"
         prev = old.get(n)
         if prev is None:
-            lines.append(f"{n}: added at {new.measurement.median_ms:.3f} ms")
+            lines.append(f"{n}: added at {new.measurement.median_ms:.3f} ms{note}")
             continue
         diff = identity_diff(prev.identity(), new.identity())
         if diff and not force:
@@ -338,10 +311,11 @@ def update_baseline(baseline: BenchResults | None, results: BenchResults, *,
                              f"runtime than the baseline ({'; '.join(diff)}); pass --force to "
                              "replace the baseline measured there")
         a, b = prev.measurement.median_ms, new.measurement.median_ms
-        lines.append(f"{n}: {a:.3f} ms -> {b:.3f} ms ({b / a - 1:+.1%})"
+        lines.append(f"{n}: {a:.3f} ms -> {b:.3f} ms ({b / a - 1:+.1%}){note}"
                      + (" [device changed]" if diff else ""))
     merged = dict(old)
-    merged.update({n: results.records[n] for n in chosen})
+    merged.update(accepted)
     meta = dict(baseline.meta) if baseline is not None else {}
     meta["accepted_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return BenchResults(merged, results.suite, results.created, meta), lines
+    meta["accepted_runs"] = len(runs)
+    return BenchResults(merged, runs[-1].suite, runs[-1].created, meta), lines

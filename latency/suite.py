@@ -7,7 +7,8 @@ Format (paths are relative to the suite file)::
     tolerance = 0.05            # relative slowdown the gate tolerates (default 5%)
     threads = 1
     warmup = 10
-    runs = 50
+    runs = 30                   # timed runs per round (minimum; adaptive up to max_runs)
+    rounds = 3                  # measurements per entry, interleaved across entries
 
     [[entry]]
     name = "mobilenetv2"        # unique; keys the baseline
@@ -18,6 +19,10 @@ Format (paths are relative to the suite file)::
     [[entry]]
     name = "tiny-cnn"
     model = "models/tiny_cnn.onnx"   # .onnx or .tflite
+
+Each entry is measured in ``rounds`` separate rounds, round-robin over the entries, so the
+comparison sees how much a median moves between runs on this machine (the dominant
+noise on shared CI runners), not only the spread of samples within one run.
 
 Every problem is reported as one ``ValueError`` line naming the file, the entry and
 the field, so ``mnas bench`` can print it and exit 2.
@@ -47,13 +52,15 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SETTINGS: dict[str, type] = {"threads": int, "warmup": int, "runs": int, "max_runs": int,
                               "rel_ci": float, "max_seconds": float}
 _ENTRY_ONLY = ("name", "model", "arch")
-_SHARED = ("device", "space", "tolerance", "max_ms", "input_shape", "num_classes",
+_SHARED = ("device", "space", "tolerance", "max_ms", "rounds", "input_shape", "num_classes",
            *_SETTINGS)
 _ENTRY_KEYS = (*_ENTRY_ONLY, *_SHARED)
-# Defaults chosen for a CI gate: more timed runs than the search uses, so the CI of
-# each median is narrow enough to resolve a 5% tolerance.
-_BENCH_SETTINGS = MeasureSettings(threads=1, warmup=10, runs=50, max_runs=200, rel_ci=0.01,
-                                  max_seconds=60.0)
+# Defaults chosen for a CI gate: a tighter CI goal than the search uses (to resolve a 5%
+# tolerance) and several rounds (to see run-to-run drift).
+_BENCH_SETTINGS = MeasureSettings(threads=1, warmup=10, runs=30, max_runs=100, rel_ci=0.01,
+                                  max_seconds=30.0)
+DEFAULT_ROUNDS = 3
+MAX_ROUNDS = 50
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class SuiteEntry:
     settings: MeasureSettings
     tolerance: float = DEFAULT_TOLERANCE
     max_ms: float | None = None
+    rounds: int = DEFAULT_ROUNDS
     model: Path | None = None           # absolute path of an .onnx / .tflite file
     arch: str | None = None             # named point or canonical string of `space`
     space: str = DEFAULT_SPACE
@@ -85,7 +93,7 @@ class SuiteEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "settings": asdict(self.settings),
-                "tolerance": self.tolerance, "max_ms": self.max_ms,
+                "tolerance": self.tolerance, "max_ms": self.max_ms, "rounds": self.rounds,
                 "model": None if self.model is None else str(self.model),
                 "arch": self.arch, "space": self.space if self.arch is not None else None,
                 "input_shape": None if self.input_shape is None else list(self.input_shape),
@@ -205,6 +213,9 @@ def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) ->
         max_ms = _number(max_ms, "max_ms", bad)
         if max_ms <= 0:
             raise bad("max_ms", f"must be a positive number of milliseconds, got {max_ms}")
+    rounds = e.get("rounds", DEFAULT_ROUNDS)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
+        raise bad("rounds", f"must be an integer in [1, {MAX_ROUNDS}], got {rounds!r}")
     shape = e.get("input_shape")
     if shape is not None:
         if (not isinstance(shape, list) or len(shape) != 4
@@ -220,7 +231,7 @@ def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) ->
     if arch is None:  # a model file fixes its own shape; ignore inherited [defaults]
         shape, classes = None, None
     return SuiteEntry(name=name, device=device.strip(), settings=settings, tolerance=tol,
-                      max_ms=max_ms, model=model_path,
+                      max_ms=max_ms, rounds=rounds, model=model_path,
                       arch=arch.strip() if isinstance(arch, str) else None, space=space,
                       input_shape=shape, num_classes=classes)
 
@@ -334,44 +345,52 @@ def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
     """Measure every entry fresh (no cache: a gate must see today's numbers) and return
     :class:`latency.regression.BenchResults` with raw samples and fingerprints.
 
-    ValueError for a bad entry (before any measurement), RuntimeError naming the entry
-    when a device fails to measure.
+    Rounds run round-robin (round 1 of every entry, then round 2, ...) so an entry's
+    rounds are spread over the whole run. ValueError for a bad entry (before anything
+    is measured), RuntimeError naming the entry when a device fails to measure.
     """
-    from latency.regression import BenchRecord, BenchResults
+    from latency.bench_results import BenchRecord, BenchResults
+    from latency.estimate import measure_model
 
     opened = open_devices(suite.entries)
-    results = BenchResults(suite=str(suite.path),
-                           meta={"host": _host(), "python": _python()})
-    n = len(suite.entries)
+    results = BenchResults(suite=str(suite.path), meta={"host": _host(), "python": _python()})
+    n, total = len(suite.entries), max(e.rounds for e in suite.entries)
     try:
         with tempfile.TemporaryDirectory(prefix="mnas-bench-") as tmp:
             work = Path(workdir) if workdir is not None else Path(tmp)
-            for i, e in enumerate(suite.entries, start=1):
-                dev = opened[e.device]
-                path = prepare_model(e, getattr(dev, "model_format", "onnx"), work)
-                try:
-                    m = dev.measure(path, e.settings)
-                except RuntimeError as err:
-                    raise RuntimeError(f"entry {e.name!r}: measuring on {e.device} failed: "
-                                       f"{err}") from err
+            paths = {e.name: prepare_model(e, getattr(opened[e.device], "model_format", "onnx"),
+                                           work) for e in suite.entries}
+            rounds: dict[str, list[Any]] = {e.name: [] for e in suite.entries}
+            for r in range(1, total + 1):
+                for i, e in enumerate(suite.entries, start=1):
+                    if r > e.rounds:
+                        continue
+                    try:
+                        m = measure_model(opened[e.device], paths[e.name], e.settings)
+                    except RuntimeError as err:
+                        raise RuntimeError(f"entry {e.name!r}: measuring on {e.device} "
+                                           f"failed: {err}") from err
+                    rounds[e.name].append(m)
+                    if progress is not None:
+                        progress(progress_line(i, n, e, m, r))
+            for e in suite.entries:
                 entry = e.to_dict()
                 if e.model is not None:   # portable: relative to the suite file
                     entry["model"] = os.path.relpath(e.model, suite.path.parent.resolve())
-                results.records[e.name] = BenchRecord(e.name, entry, m)
-                if progress is not None:
-                    progress(progress_line(i, n, e, m))
+                results.records[e.name] = BenchRecord.from_rounds(e.name, entry, rounds[e.name],
+                                                                  e.settings.rel_ci)
     finally:
         close_devices(opened)
     return results
 
 
-def progress_line(i: int, n: int, e: SuiteEntry, m: Any) -> str:
+def progress_line(i: int, n: int, e: SuiteEntry, m: Any, r: int = 1) -> str:
     noisy = ", NOISY" if m.noisy else ""
     budget = ""
     if e.max_ms is not None:
         budget = f", max_ms {e.max_ms:g}" + (" EXCEEDED" if m.median_ms > e.max_ms else "")
-    return (f"[{i}/{n}] {e.name}: {m.median_ms:.3f} ms (95% CI {m.ci_low_ms:.3f}-"
-            f"{m.ci_high_ms:.3f}, {m.runs} runs{noisy}{budget}) on {e.device}")
+    return (f"[round {r}/{e.rounds}] [{i}/{n}] {e.name}: {m.median_ms:.3f} ms (95% CI "
+            f"{m.ci_low_ms:.3f}-{m.ci_high_ms:.3f}, {m.runs} runs{noisy}{budget}) on {e.device}")
 
 
 def _host() -> str:

@@ -6,8 +6,9 @@
   fail|pass] [--junit F] [--markdown F] [--plot F.png] [--force]`` — a verdict per
   entry; exit 0 (no regression), 1 (regression or over max_ms), 2 (error, or
   inconclusive under ``--inconclusive fail``, the default).
-* ``mnas bench baseline update RESULTS.json --baseline BASELINE.json [--entry NAME]
-  [--force]`` — accept new numbers on purpose.
+* ``mnas bench baseline update RESULTS.json [MORE.json ...] --baseline BASELINE.json
+  [--entry NAME] [--force]`` — accept new numbers on purpose; several runs are merged
+  and their spread becomes the entry's run-to-run drift.
 
 The statistics and the verdict rule are in :mod:`latency.regression`; the suite format
 in :mod:`latency.suite`.
@@ -36,7 +37,6 @@ def _tolerance(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from latency.regression import BenchResults  # noqa: F401  (fail fast on import)
     from latency.suite import load_suite, run_suite
     from mnas.cli import CliError
 
@@ -61,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from latency import bench_report
-    from latency.regression import BenchResults, compare_results, exit_code
+    from latency.bench_results import BenchResults
+    from latency.regression import compare_results, exit_code
 
     baseline = BenchResults.load(args.baseline)
     results = BenchResults.load(args.results)
@@ -86,12 +87,13 @@ def _write(path: str, text: str) -> None:
 
 
 def _baseline_update(args: argparse.Namespace) -> int:
-    from latency.regression import BenchResults, update_baseline
+    from latency.bench_results import BenchResults
+    from latency.regression import update_baseline
 
-    results = BenchResults.load(args.results)
+    runs = [BenchResults.load(p) for p in args.results]
     bpath = Path(args.baseline)
     old = BenchResults.load(bpath) if bpath.exists() else None
-    new, lines = update_baseline(old, results, names=args.entry, force=args.force)
+    new, lines = update_baseline(old, runs, names=args.entry, force=args.force)
     for line in lines:
         print(f"baseline: {line}")
     new.save(bpath, force=True)  # updating the baseline is the point of this command
@@ -133,7 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bsub = b.add_subparsers(dest="baseline_command", metavar="ACTION")
     bsub.required = True
     u = bsub.add_parser("update", help="accept results as the new baseline, on purpose")
-    u.add_argument("results", help="results JSON (from `mnas bench run`)")
+    u.add_argument("results", nargs="+", help="results JSON (from `mnas bench run`); give 3+ "
+                   "runs, ideally taken at different times, so the gate knows this device's "
+                   "run-to-run drift")
     u.add_argument("--baseline", required=True, help="baseline JSON to create or update")
     u.add_argument("--entry", action="append", metavar="NAME",
                    help="accept only this entry (repeatable); others keep their numbers")

@@ -1,0 +1,192 @@
+"""The ``mnas bench`` results file: one JSON per run (a baseline is the same format).
+
+Every entry keeps what a later comparison needs to be honest: the raw samples of each
+measurement round, the device fingerprint, runtime and settings, the model sha256 and a
+timestamp. Files are written atomically and never overwritten silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency.measurement import Measurement
+
+RESULTS_FORMAT = "mnas-bench-results/1"
+# Measurement fields that change latency as much as the hardware does: part of identity.
+_IDENTITY_FIELDS = ("runtime", "runtime_version", "threads")
+
+@dataclass(frozen=True)
+class BenchRecord:
+    """One measured suite entry: what was measured and how, and the raw samples."""
+
+    name: str
+    entry: dict[str, Any]          # SuiteEntry.to_dict(): device, settings, tolerance...
+    measurement: Measurement       # all rounds' samples pooled, in round order
+    rounds: tuple[int, ...] = ()   # samples per round; () = one round
+    run_medians: tuple[float, ...] = ()   # per-run medians of a baseline merged from runs
+
+    def __post_init__(self) -> None:
+        n = len(self.measurement.samples_ms)
+        if self.rounds and (sum(self.rounds) != n or min(self.rounds) < 1):
+            raise ValueError(f"entry {self.name!r}: rounds {list(self.rounds)} do not add up "
+                             f"to its {n} samples")
+
+    @classmethod
+    def from_rounds(cls, name: str, entry: dict[str, Any], rounds: Sequence[Measurement],
+                    rel_ci_goal: float = 0.02) -> BenchRecord:
+        """Pool the rounds of one entry; noisy if any round was or the pool is."""
+        if not rounds:
+            raise ValueError(f"entry {name!r}: no measurement rounds")
+        m0 = rounds[0]
+        if len({m.model_sha256 for m in rounds}) != 1:
+            raise ValueError(f"entry {name!r}: the model changed between rounds")
+        pooled = Measurement.from_samples(
+            [v for m in rounds for v in m.samples_ms], warmup=m0.warmup, threads=m0.threads,
+            runtime=m0.runtime, runtime_version=m0.runtime_version,
+            model_sha256=m0.model_sha256, device=m0.device, fingerprint=m0.fingerprint,
+            rel_ci_goal=rel_ci_goal)
+        pooled = pooled.with_(noisy=pooled.noisy or any(m.noisy for m in rounds),
+                              timestamp=m0.timestamp)
+        return cls(name, entry, pooled, tuple(len(m.samples_ms) for m in rounds))
+
+    @classmethod
+    def merge(cls, records: Sequence[BenchRecord]) -> BenchRecord:
+        """One baseline record from several runs of the same entry (same device, model):
+        rounds concatenated, each run's median kept for the drift estimate."""
+        if not records:
+            raise ValueError("nothing to merge")
+        if len(records) == 1:
+            return records[0]
+        first = records[0]
+        for r in records[1:]:
+            diff = identity_diff(first.identity(), r.identity())
+            if diff:
+                raise ValueError(f"entry {first.name!r}: the runs to merge come from different "
+                                 f"devices or runtimes ({'; '.join(diff)})")
+            if r.measurement.model_sha256 != first.measurement.model_sha256:
+                raise ValueError(f"entry {first.name!r}: the runs to merge measured different "
+                                 "model files (sha256 differs); accept one run per model")
+        rounds = [m for r in records for m in r.split_rounds()]
+        merged = cls.from_rounds(first.name, records[-1].entry, rounds,
+                                 float(first.entry.get("settings", {}).get("rel_ci", 0.02)))
+        medians = [v for r in records for v in (r.run_medians or (r.measurement.median_ms,))]
+        return cls(merged.name, merged.entry, merged.measurement, merged.rounds, tuple(medians))
+
+    def split_rounds(self) -> list[Measurement]:
+        """The rounds as separate Measurements (inverse of :meth:`from_rounds`)."""
+        m = self.measurement
+        sizes = self.rounds or (len(m.samples_ms),)
+        edges = np.cumsum([0, *sizes])
+        return [Measurement.from_samples(m.samples_ms[a:b], warmup=m.warmup, threads=m.threads,
+                                         runtime=m.runtime, runtime_version=m.runtime_version,
+                                         model_sha256=m.model_sha256, device=m.device,
+                                         fingerprint=m.fingerprint).with_(
+                                             timestamp=m.timestamp, noisy=m.noisy)
+                for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)]
+
+    @property
+    def round_medians(self) -> list[float]:
+        sizes = self.rounds or (len(self.measurement.samples_ms),)
+        x = np.asarray(self.measurement.samples_ms)
+        edges = np.cumsum([0, *sizes])
+        return [float(np.median(x[a:b])) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    @property
+    def tolerance(self) -> float:
+        return float(self.entry.get("tolerance", 0.05))
+
+    @property
+    def max_ms(self) -> float | None:
+        v = self.entry.get("max_ms")
+        return None if v is None else float(v)
+
+    def identity(self) -> dict[str, Any]:
+        """Device fingerprint plus the runtime/threads: what must match to compare."""
+        m = self.measurement
+        ident = {f"fingerprint.{k}": v for k, v in m.fingerprint.items()}
+        ident.update({k: getattr(m, k) for k in _IDENTITY_FIELDS})
+        return ident
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "entry": self.entry, "rounds": list(self.rounds),
+                "round_medians_ms": self.round_medians,
+                "run_medians_ms": list(self.run_medians),
+                "measurement": self.measurement.to_dict()}
+
+
+@dataclass
+class BenchResults:
+    """A ``mnas bench run`` output; a baseline is the same format."""
+
+    records: dict[str, BenchRecord] = field(default_factory=dict)
+    suite: str = ""
+    created: float = field(default_factory=time.time)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": RESULTS_FORMAT, "suite": self.suite, "created": self.created,
+                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)),
+                "meta": self.meta,
+                "entries": [r.to_dict() for r in self.records.values()]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "results") -> BenchResults:
+        if not isinstance(d, Mapping) or d.get("format") != RESULTS_FORMAT:
+            got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+            raise ValueError(f"{where}: not a mnas bench results file (format {got!r}, "
+                             f"expected {RESULTS_FORMAT!r}); produce one with `mnas bench run`")
+        records: dict[str, BenchRecord] = {}
+        for i, r in enumerate(d.get("entries") or [], start=1):
+            try:
+                rec = BenchRecord(str(r["name"]), dict(r["entry"]),
+                                  Measurement.from_dict(r["measurement"]),
+                                  tuple(int(v) for v in r.get("rounds") or ()),
+                                  tuple(float(v) for v in r.get("run_medians_ms") or ()))
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{where}: entry #{i} is malformed ({e!r})") from None
+            if len(rec.measurement.samples_ms) < 3:
+                raise ValueError(f"{where}: entry {rec.name!r} has fewer than 3 raw samples")
+            records[rec.name] = rec
+        return cls(records, str(d.get("suite", "")), float(d.get("created", 0.0)),
+                   dict(d.get("meta") or {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BenchResults:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"results file not found: {p}")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from None
+        return cls.from_dict(data, str(p))
+
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write atomically; refuse to replace an existing file unless ``force``."""
+        p = Path(path)
+        if p.exists() and not force:
+            raise FileExistsError(f"{p} exists; pass --force to overwrite it")
+        if p.exists() and p.is_dir():
+            raise IsADirectoryError(f"{p} is a directory, expected a .json file path")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+            f.write("\n")
+        os.replace(tmp, p)
+        return p
+
+
+def identity_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``field: 'x' != 'y'`` for every identity field that differs (missing = None)."""
+    return [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
