@@ -15,6 +15,8 @@ from mnas.spaces.base import (
 # Each import registers one space (keep one line per space).
 from mnas.spaces import mnasnet  # noqa: E402,F401
 from mnas.spaces import nb201  # noqa: E402,F401
+from mnas.spaces import nasrl  # noqa: E402,F401
+from mnas.spaces import nasnet  # noqa: E402,F401
 
 __all__ = ["SPACES", "Encodable", "Mutable", "SearchSpace", "get_space", "register_space",
            "space_names"]
