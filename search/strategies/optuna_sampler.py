@@ -1,0 +1,188 @@
+"""``optuna:<sampler>``: any Optuna sampler proposes children against both objectives.
+
+Each decision of the space becomes a categorical parameter (its choice index), and an
+in-memory Optuna study with directions (maximise accuracy, minimise latency) runs
+ask/tell inside the strategy: ``ask`` opens study trials, ``tell`` closes them with
+``[accuracy, latency_ms]`` — or as FAIL for a failed child. The loop's scalar reward is
+not used: these samplers search the accuracy/latency front directly.
+
+Samplers by short name or class name (``optuna:nsga2`` = ``optuna:NSGAIISampler``):
+nsga2, nsga3, tpe, gp, random, qmc, bruteforce. ``sampler_options`` go to the sampler's
+constructor (e.g. ``{"population_size": 20}`` for NSGA-II); ``seed`` is always passed.
+CmaEsSampler is single-objective only and GridSampler / PartialFixedSampler need a
+hand-made configuration, so they are refused with a clear message. ``gp`` works but is
+slow on CPU in the two-objective setting (seconds per child once its start-up trials
+are done), so it is not among the :data:`OptunaStrategy.variants` that
+``strategy_names()`` lists (and the conformance suite runs).
+
+Resume: ``state_dict`` pickles the in-memory storage (all trials, including ones asked
+but not told, and the study's system attributes that NSGA-II keeps its generations in)
+together with the sampler object (its RNG state and caches). Loading restores both, so
+the next asks are bit-identical to an uninterrupted run for every listed sampler. The
+snapshot is tied to the installed Optuna version (it is a pickle of Optuna objects).
+
+A trial told without a matching ask (e.g. from an earlier run) is added to the study
+as a finished trial, so the sampler learns from it too.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from mnas.trial import Trial
+from search.base import Candidate, Strategy, register_strategy
+
+#: short name → optuna.samplers class name
+SHORT_NAMES: dict[str, str] = {
+    "nsga2": "NSGAIISampler",
+    "nsga3": "NSGAIIISampler",
+    "tpe": "TPESampler",
+    "gp": "GPSampler",
+    "random": "RandomSampler",
+    "qmc": "QMCSampler",
+    "bruteforce": "BruteForceSampler",
+}
+#: samplers that exist but cannot drive this two-objective search as configured here
+REFUSED: dict[str, str] = {
+    "CmaEsSampler": "supports single-objective studies only",
+    "GridSampler": "needs an explicit search-space grid",
+    "PartialFixedSampler": "wraps another sampler with fixed parameters",
+    "BaseSampler": "is abstract",
+    "BaseGASampler": "is abstract",
+}
+DIRECTIONS = ("maximize", "minimize")
+
+
+def _valid_names() -> str:
+    return ", ".join([*SHORT_NAMES, *SHORT_NAMES.values()])
+
+
+def sampler_class(name: str) -> type:
+    """The ``optuna.samplers`` class for a short or class name; ValueError listing the
+    valid names otherwise."""
+    import optuna
+
+    cls_name = SHORT_NAMES.get(str(name).lower(), str(name))
+    if cls_name in REFUSED:
+        raise ValueError(f"optuna sampler {name!r} {REFUSED[cls_name]}; valid: {_valid_names()}")
+    cls = getattr(optuna.samplers, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
+        raise ValueError(f"unknown optuna sampler {name!r}; valid: {_valid_names()}")
+    return cls
+
+
+@register_strategy
+class OptunaStrategy(Strategy):
+    """An Optuna sampler over the space's decisions, two objectives, in-memory study."""
+
+    name = "optuna"
+    variant_option = "sampler"
+    variants = ("nsga2", "nsga3", "qmc", "random", "tpe")
+
+    def __init__(self, space: Any, seed: int = 0, sampler: str = "nsga2",
+                 sampler_options: dict[str, Any] | None = None) -> None:
+        super().__init__(space, seed=seed)
+        import optuna
+
+        self._optuna = optuna
+        self.sampler_name = sampler
+        self.sampler_options = dict(sampler_options or {})
+        cls = sampler_class(sampler)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per told trial
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.sampler = cls(seed=seed, **self.sampler_options)
+        except TypeError as e:
+            raise ValueError(f"optuna sampler {cls.__name__} rejects options "
+                             f"{self.sampler_options}: {e}") from None
+        self.study = optuna.create_study(directions=list(DIRECTIONS), sampler=self.sampler,
+                                         study_name="mnas-strategy")
+        #: optuna trial number → choices, for trials asked and not yet told
+        self.pending: dict[int, tuple[int, ...]] = {}
+
+    # -- decisions as parameters -----------------------------------------------------
+    def _params(self, children_seen: int) -> list[tuple[str, Any]]:
+        ds = self.space.decisions(children_seen)
+        names = [d.name for d in ds]
+        unique = len(set(names)) == len(names)
+        dist = self._optuna.distributions.CategoricalDistribution
+        return [(d.name if unique else f"{i}:{d.name}", dist(list(range(d.size))))
+                for i, d in enumerate(ds)]
+
+    def ask(self, n: int = 1) -> list[Candidate]:
+        if isinstance(n, bool) or int(n) < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        out = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
+            for _ in range(int(n)):
+                trial = self.study.ask()
+                choices = tuple(int(trial.suggest_categorical(name, dist.choices))
+                                for name, dist in self._params(self.children_seen))
+                self.pending[trial.number] = choices
+                self.children_seen += 1
+                out.append(self.candidate(choices, optuna_trial=trial.number))
+        return out
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        TS = self._optuna.trial.TrialState
+        for t in trials:
+            choices = tuple(int(c) for c in t.choices)
+            values = None
+            if (t.ok and t.accuracy is not None and t.latency_ms is not None
+                    and math.isfinite(t.accuracy) and math.isfinite(t.latency_ms)):
+                values = [float(t.accuracy), float(t.latency_ms)]
+            number = self._match(t, choices)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
+                if number is not None:
+                    del self.pending[number]
+                    if values is None:
+                        self.study.tell(number, state=TS.FAIL)
+                    else:
+                        self.study.tell(number, values)
+                else:
+                    self._add_foreign(choices, values)
+
+    def _match(self, t: Trial, choices: tuple[int, ...]) -> int | None:
+        number = (t.meta or {}).get("optuna_trial")
+        if isinstance(number, int) and self.pending.get(number) == choices:
+            return number
+        # the oldest pending ask with these choices (meta may not survive every path)
+        return next((k for k, c in self.pending.items() if c == choices), None)
+
+    def _add_foreign(self, choices: tuple[int, ...], values: list[float] | None) -> None:
+        params = self._params(max(self.children_seen - 1, 0))
+        if len(params) != len(choices):
+            return  # shaped for another depth of a growing space: nothing to learn from
+        ft = self._optuna.trial.create_trial(
+            params={name: c for (name, _), c in zip(params, choices, strict=True)},
+            distributions=dict(params),
+            values=values,
+            state=self._optuna.trial.TrialState.COMPLETE if values is not None
+            else self._optuna.trial.TrialState.FAIL)
+        self.study.add_trial(ft)
+
+    # -- checkpoint ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["optuna"] = pickle.dumps((self.study._storage, self.sampler, self.study.study_name,
+                                        dict(self.pending)))
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        storage, sampler, study_name, pending = pickle.loads(state["optuna"])  # our own bytes
+        self.sampler = sampler
+        self.study = self._optuna.load_study(study_name=study_name, storage=storage,
+                                             sampler=sampler)
+        self.pending = pending
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "sampler": self.sampler_name,
+                "sampler_options": self.sampler_options}
