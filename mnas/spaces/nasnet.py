@@ -34,6 +34,10 @@ probability of cell c (0-based, of C cells) to ``drop_path · p · (c + 1) / C``
 training progress, scaled by depth as in the slim reference (its default "v3"). Nothing
 is dropped in eval mode, hence never in an ONNX export.
 
+**Options** (constructor arguments): ``blocks`` 5, ``cells_per_stage`` 2, ``filters`` 16,
+``stem_multiplier`` 3 (slim's), ``drop_path`` 0.4 (the final drop probability; slim's
+CIFAR ``drop_path_keep_prob`` 0.6). ``build(width_mult=…)`` scales F (at least 2).
+
 **Deployment setting**: CIFAR — 32×32 inputs, 10 classes (``deploy_resolution`` /
 ``deploy_classes``). Global pooling lets the same model take 224×224 inputs.
 

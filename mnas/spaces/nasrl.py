@@ -28,6 +28,12 @@ The base class's fixed-length ``vector()`` covers only ``start_depth``-layer arc
 **Strings** read ``L0:fh3fw5f36s1|L1:fh1fw3f24s1in0|L2:fh3fw3f48s2in0+1|L3:fh1fw1f24s1in-``
 (``in-``: no input, so the image).
 
+**Options** (constructor arguments; list options also take strings like ``"1,2,3"``):
+``strides`` ``"1"`` (fixed, default) or ``"1,2,3"`` (``"fixed"`` / ``"search"`` work too);
+``start_depth`` 6, ``grow_by`` 2, ``grow_every`` 1600, ``max_depth`` None;
+``kernel_sizes`` ``"1,3,5,7"`` (filter height and width), ``filters`` ``"24,36,48,64"``.
+``build(width_mult=…)`` scales every layer's filters (at least 1).
+
 **Deployment setting**: CIFAR-10 — 32×32 inputs, 10 classes (``deploy_resolution`` /
 ``deploy_classes``). The paper cubes the accuracy reward: ``Reward(transform="cube")``.
 """
