@@ -45,6 +45,8 @@ SHORT_NAMES: dict[str, str] = {
     "random": "RandomSampler",
     "qmc": "QMCSampler",
     "bruteforce": "BruteForceSampler",
+    "cmaes": "CmaEsSampler",      # refused below, with the reason
+    "grid": "GridSampler",
 }
 #: samplers that exist but cannot drive this two-objective search as configured here
 REFUSED: dict[str, str] = {
@@ -58,7 +60,8 @@ DIRECTIONS = ("maximize", "minimize")
 
 
 def _valid_names() -> str:
-    return ", ".join([*SHORT_NAMES, *SHORT_NAMES.values()])
+    usable = {k: v for k, v in SHORT_NAMES.items() if v not in REFUSED}
+    return ", ".join([*usable, *usable.values()])
 
 
 def sampler_class(name: str) -> type:
