@@ -18,6 +18,8 @@ COMMANDS = (
     "mnas.cli.front_cmd",
     "mnas.cli.arch_cmd",
     "mnas.cli.latency_cmd",
+    "mnas.cli.devices_cmd",
+    "mnas.cli.lut_cmd",
     "mnas.cli.bench_cmd",
 )
 

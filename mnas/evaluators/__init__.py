@@ -6,4 +6,5 @@ Keep one import line per evaluator module.
 from __future__ import annotations
 
 from mnas.evaluators import measured  # noqa: F401
+from mnas.evaluators import lut  # noqa: F401
 from mnas.evaluators import table  # noqa: F401

@@ -1,0 +1,548 @@
+"""Per-layer latency lookup table: measure each distinct layer once, predict a network as
+the calibrated sum of its layers.
+
+For the ``mnasnet`` space a network is ``stem -> layers -> head`` and every layer is fixed
+by (op, kernel, SE, effective skip, input channels, output channels, stride, input size).
+:class:`MnasnetUnits` enumerates every such *unit* the space can produce at one input
+resolution (about 3,000 at 224: most of the space's 10^30 networks share them) and splits
+an arch into its units. :func:`build_table` measures each unit once as a tiny one-layer
+model, built with the same block classes the space builds from, on the device, then
+measures a few full networks and fits ``measured ~ a * sum + b * units + c`` by least
+squares (``b`` absorbs the per-inference overhead each tiny model paid and a network pays
+once). Prediction is a lookup and a sum: :meth:`LatencyTable.predict_choices` does it for
+a whole batch of decision tuples in NumPy, :meth:`LatencyTable.predict` for one arch from
+per-block precomputed sums.
+
+The error against real measurement is measured by :func:`evaluate_table`, never assumed.
+
+Clock: ``"wall"`` measures with the device (what a phone or a quiet host reports);
+``"cpu"`` (local devices, one thread) times each inference with the thread's CPU time, so
+a host shared with other jobs does not inflate long runs more than short ones (a 30 ms
+network is preempted on a busy host, a 0.1 ms layer rarely is). A table records its clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency.measurement import Measurement, MeasureSettings
+
+FORMAT_VERSION = 1
+#: seed of the weights of every unit (latency does not depend on their values)
+UNIT_SEED = 0
+CLOCKS = ("wall", "cpu")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One measurable piece of a network: ``stem``, a ``layer`` or the ``head``."""
+
+    kind: str
+    in_ch: int
+    out_ch: int
+    size: int           # input height = width
+    stride: int = 1
+    op: str = ""
+    kernel: int = 0
+    se: float = 0.0
+    skip: str = "none"  # effective skip: "identity" only where it adds a shortcut
+
+    @property
+    def key(self) -> str:
+        if self.kind != "layer":
+            return f"{self.kind}|{self.in_ch}>{self.out_ch}|{self.size}"
+        return (f"layer|{self.op}|k{self.kernel}|se{self.se:g}|{self.skip}|"
+                f"{self.in_ch}>{self.out_ch}|s{self.stride}|{self.size}")
+
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.in_ch, self.size, self.size)
+
+
+def _out(size: int, stride: int) -> int:
+    return -(-size // stride)  # "same" padding: ceil
+
+
+class MnasnetUnits:
+    """The units of the ``mnasnet`` space at one deployment resolution."""
+
+    def __init__(self, resolution: int = 224, num_classes: int = 1000,
+                 dropout: float = 0.2) -> None:
+        from mnas.spaces import mnasnet as sp
+
+        if int(resolution) < 32:
+            raise ValueError(f"resolution must be >= 32, got {resolution}")
+        self.sp = sp
+        self.resolution = int(resolution)
+        self.num_classes = int(num_classes)
+        self.dropout = float(dropout)
+        self.block_sizes: list[int] = []   # input size of each block
+        size = _out(self.resolution, 2)
+        for _, _, _, s in sp.SKELETON:
+            self.block_sizes.append(size)
+            size = _out(size, s)
+        self.head_size = size
+        # input channels each block (and the head) can see: an empty block passes its input on
+        self.block_inputs: list[tuple[int, ...]] = []
+        prev = (sp.STEM_CHANNELS,)
+        for i in range(sp.NUM_BLOCKS):
+            self.block_inputs.append(prev)
+            outs = sp.filter_options(i)
+            prev = tuple(sorted(set(outs) | (set(prev) if 0 in sp.layer_options(i) else set())))
+        self.head_inputs = prev
+
+    # -- units -------------------------------------------------------------------------
+    def stem(self) -> Unit:
+        return Unit("stem", 3, self.sp.STEM_CHANNELS, self.resolution, 2)
+
+    def head(self, in_ch: int) -> Unit:
+        return Unit("head", in_ch, self.sp.HEAD_CHANNELS, self.head_size)
+
+    def layer(self, block: int, first: bool, op: str, kernel: int, se: float, skip: str,
+              in_ch: int, out_ch: int) -> Unit:
+        stride = self.sp.SKELETON[block][3] if first else 1
+        size = self.block_sizes[block] if first else _out(self.block_sizes[block],
+                                                          self.sp.SKELETON[block][3])
+        if skip == "identity" and not (stride == 1 and in_ch == out_ch):
+            skip = "none"  # the blocks add no shortcut there: the same module as "none"
+        return Unit("layer", in_ch, out_ch, size, stride, op, kernel, float(se), skip)
+
+    def block_units(self, block: int, spec: Any, in_ch: int) -> list[Unit]:
+        out = []
+        for j in range(spec.layers):
+            out.append(self.layer(block, j == 0, spec.op, spec.kernel, spec.se, spec.skip,
+                                  in_ch if j == 0 else spec.filters, spec.filters))
+        return out
+
+    def units(self, arch: Any) -> list[Unit]:
+        """The units of one arch, in network order."""
+        units = [self.stem()]
+        ch = self.sp.STEM_CHANNELS
+        for i, b in enumerate(arch.blocks):
+            units += self.block_units(i, b, ch)
+            if b.layers:
+                ch = b.filters
+        units.append(self.head(ch))
+        return units
+
+    def enumerate(self) -> list[Unit]:
+        """Every distinct unit the space can produce (deduplicated by key)."""
+        sp = self.sp
+        found: dict[str, Unit] = {}
+
+        def add(u: Unit) -> None:
+            found.setdefault(u.key, u)
+
+        add(self.stem())
+        for i in range(sp.NUM_BLOCKS):
+            for op in sp.CONV_OPS:
+                for k in sp.KERNELS:
+                    for se in sp.SE_RATIOS:
+                        for skip in sp.SKIPS:
+                            for f in sp.filter_options(i):
+                                for c in self.block_inputs[i]:
+                                    add(self.layer(i, True, op, k, se, skip, c, f))
+                                if max(sp.layer_options(i)) > 1:
+                                    add(self.layer(i, False, op, k, se, skip, f, f))
+        for c in self.head_inputs:
+            add(self.head(c))
+        return list(found.values())
+
+    def module(self, unit: Unit) -> Any:
+        """The unit as a torch module, weights from a fixed seed (eval mode)."""
+        import torch
+
+        from mnas import blocks as bl
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNIT_SEED)
+            if unit.kind == "stem":
+                m = bl.ConvBnAct(unit.in_ch, unit.out_ch, 3, unit.stride)
+            elif unit.kind == "head":
+                m = bl.ClassifierHead(unit.in_ch, unit.out_ch, self.num_classes, self.dropout)
+            else:
+                kw = {"kernel": unit.kernel, "stride": unit.stride, "se_ratio": unit.se,
+                      "skip": unit.skip}
+                if unit.op == "conv":
+                    m = bl.RegularConv(unit.in_ch, unit.out_ch, **kw)
+                elif unit.op == "dsconv":
+                    m = bl.DepthwiseSeparable(unit.in_ch, unit.out_ch, **kw)
+                else:
+                    m = bl.MBConv(unit.in_ch, unit.out_ch,
+                                  expand=int(unit.op.removeprefix("mbconv")), **kw)
+            bl.init_weights(m)
+        return m.eval()
+
+
+def units_for(space: Any, resolution: int, num_classes: int) -> MnasnetUnits:
+    """The unit enumerator of ``space``; ValueError for spaces without one."""
+    name = getattr(space, "name", space)
+    if name != "mnasnet":
+        raise ValueError(f"lookup tables support the space 'mnasnet' only, got {name!r}")
+    dropout = getattr(space, "dropout", 0.2)
+    return MnasnetUnits(resolution, num_classes, dropout if isinstance(dropout, float) else 0.2)
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+def measure_file(device: Any, path: str | os.PathLike[str], settings: MeasureSettings,
+                 clock: str = "wall", cache: Any = None) -> Measurement:
+    """Measure a model file on ``device`` with ``clock`` (see the module doc)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock {clock!r} invalid; valid: {', '.join(CLOCKS)}")
+    if clock == "wall":
+        from latency.estimate import measure_model
+
+        return measure_model(device, path, settings, cache)
+    from devices.local import LocalDevice
+    from latency.export import file_sha256
+    from latency.protocol import measure_callable
+
+    if not isinstance(device, LocalDevice):
+        raise ValueError(f"clock 'cpu' needs a local device (local:<runtime>), got {device.spec}")
+    if settings.threads != 1:
+        raise ValueError("clock 'cpu' times the calling thread: it needs threads = 1")
+    run = device.runtime.load(path, 1)
+    cpu: list[int] = []
+    tick = time.thread_time_ns
+
+    def timed() -> None:
+        c0 = tick()
+        run()
+        cpu.append(tick() - c0)
+
+    # the protocol decides how many runs (on wall time, conservatively); CPU times are kept
+    measure_callable(timed, settings)
+    samples = [c / 1e6 for c in cpu[settings.warmup:]]
+    return Measurement.from_samples(
+        samples, warmup=settings.warmup, threads=1, runtime=device.runtime.name,
+        runtime_version=device.runtime_version, model_sha256=file_sha256(path),
+        device=device.spec, fingerprint={**device.fingerprint(), "clock": "cpu"},
+        rel_ci_goal=settings.rel_ci)
+
+
+# -- the table ---------------------------------------------------------------------------
+
+class LatencyTable:
+    """Unit latencies (ms) of one space on one device, plus the calibration."""
+
+    def __init__(self, *, space: str, resolution: int, num_classes: int, device: str,
+                 fingerprint: dict[str, Any], clock: str, settings: dict[str, Any],
+                 entries: dict[str, float], noisy: Sequence[str] = (),
+                 calibration: dict[str, Any] | None = None, created: float = 0.0) -> None:
+        self.space = space
+        self.resolution = int(resolution)
+        self.num_classes = int(num_classes)
+        self.device = device
+        self.fingerprint = dict(fingerprint)
+        self.clock = clock
+        self.settings = dict(settings)
+        self.entries = dict(entries)
+        self.noisy = sorted(set(noisy))
+        self.calibration = dict(calibration or {"a": 1.0, "b": 0.0, "c": 0.0, "points": 0})
+        self.created = created or time.time()
+        self.units = units_for(space, self.resolution, self.num_classes)
+        self._tables: tuple[Any, ...] | None = None
+
+    # -- persistence -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "space": self.space, "resolution": self.resolution,
+                "num_classes": self.num_classes, "device": self.device,
+                "fingerprint": self.fingerprint, "clock": self.clock,
+                "settings": self.settings, "created": self.created,
+                "calibration": self.calibration, "noisy": self.noisy,
+                "entries": dict(sorted(self.entries.items()))}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True))
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(2, "lookup table not found", str(p))
+        try:
+            d = json.loads(p.read_text())
+            if d.get("format") != FORMAT_VERSION:
+                raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
+            keys = ("space", "resolution", "num_classes", "device", "fingerprint", "clock",
+                    "settings", "entries", "noisy", "calibration", "created")
+            return cls(**{k: d[k] for k in keys})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{p} is not a mnas lookup table ({e})") from None
+
+    # -- prediction ----------------------------------------------------------------------
+    def missing(self) -> list[Unit]:
+        return [u for u in self.units.enumerate() if u.key not in self.entries]
+
+    def raw(self, arch: Any) -> tuple[float, int]:
+        """(sum of unit latencies in ms, number of units) of one arch."""
+        us = self.units.units(arch)
+        try:
+            return sum(self.entries[u.key] for u in us), len(us)
+        except KeyError as e:
+            raise ValueError(f"lookup table has no entry {e.args[0]!r}: it was built for "
+                             "another resolution or is incomplete") from None
+
+    def calibrated(self, raw_ms: Any, n_units: Any) -> Any:
+        c = self.calibration
+        return c["a"] * raw_ms + c["b"] * n_units + c["c"]
+
+    def _compile(self) -> tuple[Any, ...]:
+        """Per block: the summed latency and unit count of every (input channels, choice)
+        combination, as NumPy arrays indexed by decision indices, and as dicts."""
+        if self._tables is None:
+            sp, U = self.units.sp, self.units
+            e = self.entries
+            ms_t, n_t, pos_t, dicts = [], [], [], []
+            width = max(max(sp.filter_options(i)) for i in range(sp.NUM_BLOCKS)) + 1
+            width = max(width, sp.STEM_CHANNELS + 1)
+            for i in range(sp.NUM_BLOCKS):
+                ins = U.block_inputs[i]
+                f_opts, l_opts = sp.filter_options(i), sp.layer_options(i)
+                shape = (len(ins), len(sp.CONV_OPS), len(sp.KERNELS), len(sp.SE_RATIOS),
+                         len(sp.SKIPS), len(f_opts), len(l_opts))
+                ms, cnt = np.zeros(shape), np.zeros(shape, dtype=np.int64)
+                d: dict[tuple[int, Any], tuple[float, int]] = {}
+                for idx in np.ndindex(*shape):
+                    ci, oi, ki, si, ski, fi, li = idx
+                    spec = sp.BlockSpec(sp.CONV_OPS[oi], sp.KERNELS[ki], sp.SE_RATIOS[si],
+                                        sp.SKIPS[ski], f_opts[fi], l_opts[li])
+                    us = U.block_units(i, spec, ins[ci])
+                    ms[idx] = sum(e[u.key] for u in us)
+                    cnt[idx] = len(us)
+                    d[(ins[ci], spec)] = (float(ms[idx]), len(us))
+                pos = np.full(width, -1, dtype=np.int64)
+                pos[list(ins)] = np.arange(len(ins))
+                ms_t.append(ms)
+                n_t.append(cnt)
+                pos_t.append(pos)
+                dicts.append(d)
+            head = np.zeros(width)
+            head[list(U.head_inputs)] = [e[U.head(c).key] for c in U.head_inputs]
+            filt = [np.asarray(sp.filter_options(i)) for i in range(sp.NUM_BLOCKS)]
+            lay = [np.asarray(sp.layer_options(i)) for i in range(sp.NUM_BLOCKS)]
+            stem = e[U.stem().key]
+            self._tables = (ms_t, n_t, pos_t, dicts, head, filt, lay, stem)
+        return self._tables
+
+    def predict_choices(self, choices: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Predicted latency (ms) of each row of decision indices (``[n, 42]``)."""
+        ms_t, n_t, pos_t, _, head, filt, lay, stem = self._compile()
+        c = np.asarray(choices, dtype=np.int64)
+        if c.ndim != 2 or c.shape[1] != 6 * len(ms_t):
+            raise ValueError(f"choices must have shape [n, {6 * len(ms_t)}], got {c.shape}")
+        n = c.shape[0]
+        total = np.full(n, stem)
+        units = np.full(n, 2, dtype=np.int64)
+        ch = np.full(n, self.units.sp.STEM_CHANNELS, dtype=np.int64)
+        for i in range(len(ms_t)):
+            o, k, s, sk, f, ly = (c[:, 6 * i + j] for j in range(6))
+            ci = pos_t[i][ch]
+            total += ms_t[i][ci, o, k, s, sk, f, ly]
+            units += n_t[i][ci, o, k, s, sk, f, ly]
+            ch = np.where(lay[i][ly] > 0, filt[i][f], ch)
+        total += head[ch]
+        return self.calibrated(total, units) if calibrated else total
+
+    def predict(self, arch: Any, calibrated: bool = True) -> float:
+        """Predicted latency (ms) of one arch."""
+        _, _, _, dicts, head, _, _, stem = self._compile()
+        total, units = stem, 2
+        ch = self.units.sp.STEM_CHANNELS
+        try:
+            for d, b in zip(dicts, arch.blocks, strict=True):
+                ms, n = d[(ch, b)]
+                total += ms
+                units += n
+                if n:
+                    ch = b.filters
+        except (KeyError, AttributeError, TypeError, ValueError):
+            raise ValueError(f"{arch!r} is not an arch of the {self.space} space") from None
+        total += head[ch]
+        return float(self.calibrated(total, units)) if calibrated else float(total)
+
+    def fit(self, rows: Iterable[tuple[float, int, float]]) -> dict[str, Any]:
+        """Least-squares ``measured ~ a * raw + b * units + c`` over (raw, units, measured)
+        rows; with fewer than 4 rows only ``measured ~ a * raw``."""
+        r = np.asarray(list(rows), dtype=float)
+        if r.ndim != 2 or len(r) < 1:
+            raise ValueError("calibration needs at least one measured network")
+        if len(r) >= 4:
+            x = np.column_stack([r[:, 0], r[:, 1], np.ones(len(r))])
+            (a, b, c), *_ = np.linalg.lstsq(x, r[:, 2], rcond=None)
+        else:
+            a, b, c = float(r[:, 2].sum() / r[:, 0].sum()), 0.0, 0.0
+        pred = a * r[:, 0] + b * r[:, 1] + c
+        mape = float(np.mean(np.abs(pred - r[:, 2]) / r[:, 2]))
+        self.calibration = {"a": float(a), "b": float(b), "c": float(c), "points": len(r),
+                            "fit_mape": mape, "rows": r.tolist()}
+        return self.calibration
+
+
+# -- building and evaluating -------------------------------------------------------------
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sample_archs(space: Any, n: int, seed: int, exclude: Iterable[str] = ()) -> list[Any]:
+    """``n`` distinct random archs (uniform decisions), none of whose keys is excluded."""
+    rng = random.Random(seed)
+    seen = set(exclude)
+    out = []
+    for _ in range(100 * n + 100):
+        a = space.sample(rng)
+        k = space.key(a)
+        if k not in seen:
+            seen.add(k)
+            out.append(a)
+            if len(out) == n:
+                break
+    return out
+
+
+def measure_arch(space: Any, arch: Any, device: Any, settings: MeasureSettings, clock: str,
+                 resolution: int, num_classes: int, workdir: Path, cache: Any = None
+                 ) -> Measurement:
+    from latency.estimate import MeasuredLatency
+
+    est = MeasuredLatency(device, settings, None, workdir, resolution, num_classes)
+    path = est.export(space, arch, workdir / f"net.{device.model_format}")
+    return measure_file(device, path, settings, clock, cache)
+
+
+def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
+                resolution: int | None = None, num_classes: int | None = None,
+                settings: MeasureSettings | None = None, clock: str = "wall",
+                calibrate: int = 12, seed: int = 1_000_003, resume: bool = True,
+                cache: Any = None, workdir: str | os.PathLike[str] | None = None,
+                log: Callable[[str], None] = _log) -> LatencyTable:
+    """Measure every unit of ``space`` on ``device`` (resuming a compatible partial table
+    at ``out``), calibrate on ``calibrate`` measured networks, save to ``out``."""
+    import tempfile
+
+    from latency.export import get_exporter
+
+    settings = settings or MeasureSettings()
+    if clock not in CLOCKS:
+        raise ValueError(f"clock {clock!r} invalid; valid: {', '.join(CLOCKS)}")
+    res = int(resolution or space.deploy_resolution)
+    classes = int(num_classes or space.deploy_classes)
+    fp = device.fingerprint()
+    table = LatencyTable(space=space.name, resolution=res, num_classes=classes,
+                         device=device.spec, fingerprint=fp, clock=clock,
+                         settings=asdict(settings), entries={})
+    outp = Path(out)
+    if resume and outp.is_file():
+        old = LatencyTable.load(outp)
+        same = (old.space, old.resolution, old.num_classes, old.fingerprint, old.clock,
+                old.settings) == (table.space, res, classes, fp, clock, table.settings)
+        if not same:
+            raise ValueError(f"{outp} holds a table for another device, space, resolution, "
+                             "clock or settings; pass another --out or remove it")
+        table.entries, table.noisy = old.entries, old.noisy
+    export = get_exporter(device.model_format)
+    todo = table.missing()
+    log(f"lut: {len(table.entries)} units measured, {len(todo)} to go")
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mnas-lut-", dir=workdir) as tmp:
+        folder = Path(tmp)
+        for j, u in enumerate(todo, 1):
+            path = export(table.units.module(u), folder / f"unit.{device.model_format}",
+                          input_shape=u.input_shape())
+            m = measure_file(device, path, settings, clock, cache)
+            table.entries[u.key] = m.median_ms
+            if m.noisy:
+                table.noisy.append(u.key)
+            if j % 25 == 0 or j == len(todo):
+                table.save(outp)
+                rate = (time.monotonic() - t0) / j
+                log(f"lut: {j}/{len(todo)} units, {rate:.2f} s/unit, "
+                    f"~{rate * (len(todo) - j) / 60:.1f} min left")
+        archs = list(space.named().values())[:1]
+        archs += sample_archs(space, max(0, calibrate - len(archs)), seed,
+                              exclude=[space.key(a) for a in archs])
+        rows = []
+        for a in archs:
+            m = measure_arch(space, a, device, settings, clock, res, classes, folder, cache)
+            raw, n = table.raw(a)
+            rows.append((raw, n, m.median_ms))
+            log(f"lut: calibration {len(rows)}/{len(archs)}: sum {raw:.2f} ms, "
+                f"measured {m.median_ms:.2f} ms")
+    table.fit(rows)
+    table.calibration["archs"] = [space.encode(a) for a in archs]
+    table.created = time.time()
+    table.save(outp)
+    return table
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def evaluate_table(table: LatencyTable, device: Any, space: Any, n: int = 100, seed: int = 0,
+                   settings: MeasureSettings | None = None, cache: Any = None,
+                   workdir: str | os.PathLike[str] | None = None,
+                   log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Measure ``n`` random archs (none used for calibration) and compare with the table."""
+    import tempfile
+
+    if device.fingerprint() != table.fingerprint:
+        raise ValueError(f"the table was built on {table.device} "
+                         f"({table.fingerprint}); {device.spec} has another fingerprint")
+    settings = settings or MeasureSettings(**table.settings)
+    calib = {space.key(space.decode(s)) for s in table.calibration.get("archs", [])}
+    archs = sample_archs(space, n, seed, exclude=calib)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mnas-luteval-", dir=workdir) as tmp:
+        for a in archs:
+            m = measure_arch(space, a, device, settings, table.clock, table.resolution,
+                             table.num_classes, Path(tmp), cache)
+            rows.append({"arch": space.encode(a), "measured_ms": m.median_ms,
+                         "predicted_ms": table.predict(a), "raw_sum_ms": table.raw(a)[0],
+                         "noisy": m.noisy})
+            if len(rows) % 10 == 0:
+                log(f"lut eval: {len(rows)}/{len(archs)} networks measured")
+    meas = np.array([r["measured_ms"] for r in rows])
+    pred = np.array([r["predicted_ms"] for r in rows])
+    err = (pred - meas) / meas
+    return {"n": len(rows), "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
+            "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+            "mape": float(np.mean(np.abs(err))), "spearman": spearman(pred, meas),
+            "noisy_measurements": int(sum(r["noisy"] for r in rows)),
+            "predictions_per_s": prediction_speed(table, space), "rows": rows}
+
+
+def prediction_speed(table: LatencyTable, space: Any, n: int = 100_000, seed: int = 0
+                     ) -> dict[str, float]:
+    """Predictions per second: batched decision tuples, and one arch object at a time."""
+    rng = np.random.default_rng(seed)
+    sizes = [d.size for d in space.decisions()]
+    choices = np.column_stack([rng.integers(0, s, n) for s in sizes])
+    table.predict_choices(choices[:10])  # compile outside the timing
+    t0 = time.perf_counter()
+    table.predict_choices(choices)
+    batch = n / (time.perf_counter() - t0)
+    archs = [space.from_choices(tuple(int(v) for v in row)) for row in choices[:20_000]]
+    t0 = time.perf_counter()
+    for a in archs:
+        table.predict(a)
+    single = len(archs) / (time.perf_counter() - t0)
+    return {"batch": batch, "single": single}

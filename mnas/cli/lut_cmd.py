@@ -1,0 +1,140 @@
+"""``mnas lut build`` / ``mnas lut eval``: per-layer latency lookup tables.
+
+``build`` measures every distinct layer the space can produce once on ``--device`` (a
+tiny one-layer model each), calibrates the sum on a few measured networks and writes a
+JSON table with the device fingerprint; ``--latency lut:PATH`` then predicts instead of
+measuring. ``eval`` measures random networks (none used for calibration) and reports the
+share within ±5% / ±10%, MAPE, Spearman's rank correlation and predictions per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("lut", help="per-layer latency lookup tables (build, eval)",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    lsub = p.add_subparsers(dest="lut_command", metavar="{build,eval}")
+    lsub.required = True
+
+    b = lsub.add_parser("build", help="measure every layer configuration of a space once")
+    b.add_argument("--device", default="local:onnxruntime",
+                   help="device spec (default local:onnxruntime)")
+    b.add_argument("--space", default="mnasnet", help="search space (default mnasnet)")
+    b.add_argument("--resolution", type=int, default=None,
+                   help="deployment input resolution R (default: the space's, 224)")
+    b.add_argument("--classes", type=int, default=None,
+                   help="classes of the head (default: the space's deploy classes)")
+    b.add_argument("--out", required=True, metavar="PATH", help="table file to write (JSON); "
+                   "an existing compatible partial table is resumed")
+    b.add_argument("--calibrate", type=int, default=12,
+                   help="full networks measured for the calibration (default 12)")
+    b.add_argument("--seed", type=int, default=1_000_003,
+                   help="seed of the calibration networks")
+    _measure_args(b)
+    b.set_defaults(func=run_build)
+
+    e = lsub.add_parser("eval", help="compare a table's predictions with measurements")
+    e.add_argument("--lut", required=True, metavar="PATH", help="table written by 'lut build'")
+    e.add_argument("--device", default=None,
+                   help="device to measure on (default: the table's device; its fingerprint "
+                        "must match the table's)")
+    e.add_argument("--n", type=int, default=100, help="random networks to measure (default 100)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random networks")
+    e.add_argument("--rows", default=None, metavar="PATH",
+                   help="also write every network's measured and predicted latency (JSON)")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    e.set_defaults(func=run_eval)
+
+
+def _measure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: the device's timing (default); cpu: the measuring thread's "
+                        "CPU time (local devices, one thread; a busy host then inflates "
+                        "long and short runs alike)")
+    p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
+    p.add_argument("--runs", type=int, default=30, help="minimum timed runs (default 30)")
+    p.add_argument("--max-runs", type=int, default=300, help="cap on timed runs (default 300)")
+    p.add_argument("--cache", default=None, metavar="PATH",
+                   help="measurement cache for --clock wall (default: none)")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from latency.measurement import MeasureSettings
+
+    return MeasureSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
+                           max_runs=max(args.runs, args.max_runs))
+
+
+def _cache(args: argparse.Namespace) -> Any:
+    if not getattr(args, "cache", None):
+        return None
+    from latency.cache import MeasurementCache
+
+    return MeasurementCache(args.cache)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from devices.base import get_device
+    from latency.lut import build_table
+    from mnas.spaces.base import get_space
+
+    if args.calibrate < 1:
+        raise ValueError(f"--calibrate must be >= 1, got {args.calibrate}")
+    space = get_space(args.space)
+    device = get_device(args.device)
+    t0 = time.monotonic()
+    try:
+        table = build_table(device, space, args.out, resolution=args.resolution,
+                            num_classes=args.classes, settings=_settings(args),
+                            clock=args.clock, calibrate=args.calibrate, seed=args.seed,
+                            cache=_cache(args))
+    finally:
+        device.close()
+    c = table.calibration
+    print(f"lookup table {args.out}: {len(table.entries)} units of {table.space} at "
+          f"{table.resolution}x{table.resolution} on {table.device} (clock {table.clock}), "
+          f"{len(table.noisy)} noisy; calibration on {c['points']} networks: "
+          f"{c['a']:.4f} x sum + {c['b']:.4f} ms x units + {c['c']:.3f} ms "
+          f"(fit MAPE {c['fit_mape']:.2%}); {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from devices.base import get_device
+    from latency.lut import LatencyTable, evaluate_table
+    from latency.measurement import MeasureSettings
+    from mnas.spaces.base import get_space
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    table = LatencyTable.load(args.lut)
+    space = get_space(table.space)
+    device = get_device(args.device or table.device)
+    t0 = time.monotonic()
+    try:
+        res = evaluate_table(table, device, space, n=args.n, seed=args.seed,
+                             settings=MeasureSettings(**table.settings))
+    finally:
+        device.close()
+    rows = res.pop("rows")
+    res["seconds"] = time.monotonic() - t0
+    if args.rows:
+        Path(args.rows).write_text(json.dumps(rows, indent=1))
+    if args.json:
+        print(json.dumps(res, indent=1, sort_keys=True))
+        return 0
+    sp = res["predictions_per_s"]
+    print(f"{res['n']} networks on {device.spec} (clock {table.clock}): "
+          f"within ±5% {res['within_5pct']:.1%}, within ±10% {res['within_10pct']:.1%}, "
+          f"MAPE {res['mape']:.2%}, Spearman {res['spearman']:.4f}, "
+          f"{res['noisy_measurements']} noisy measurements; predictions/s: "
+          f"{sp['batch']:.3g} batched, {sp['single']:.3g} one arch at a time; "
+          f"{res['seconds']:.0f} s")
+    return 0
