@@ -1,0 +1,214 @@
+"""``mnas bench`` end to end on real tiny models measured with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from latency.bench_results import BenchResults
+from latency.export import file_sha256
+from mnas.cli import main
+
+FAST = "warmup = 2\nruns = 20\nmax_runs = 20\nrounds = 2\n"
+ONE_ROUND = "warmup = 2\nruns = 30\nmax_runs = 30\nrounds = 1\n"
+
+
+def suite(tmp_path: Path, body: str, name: str = "suite.toml", defaults: str = FAST) -> Path:
+    p = tmp_path / name
+    p.write_text(f"[defaults]\n{defaults}\n{body}")
+    return p
+
+
+def entry(name: str, model: Path, extra: str = "") -> str:
+    return f'[[entry]]\nname = "{name}"\nmodel = "{model}"\n{extra}\n'
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_heavier_model_under_the_same_name_fails_the_gate(tmp_path: Path, bench_models,
+                                                          capsys) -> None:
+    base_suite = suite(tmp_path, entry("net", bench_models["narrow"]), "base.toml")
+    heavy_suite = suite(tmp_path, entry("net", bench_models["wide"]), "heavy.toml")
+    rc, out, _ = run_cli(capsys, "bench", "run", base_suite, "--out", tmp_path / "base.json")
+    assert rc == 0
+    rc, out, _ = run_cli(capsys, "bench", "baseline", "update", tmp_path / "base.json",
+                         "--baseline", tmp_path / "baseline.json")
+    assert rc == 0 and "net: added at" in out
+    rc, _, _ = run_cli(capsys, "bench", "run", heavy_suite, "--out", tmp_path / "heavy.json")
+    assert rc == 0
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "baseline.json",
+                         tmp_path / "heavy.json", "--junit", tmp_path / "j.xml",
+                         "--markdown", tmp_path / "pr.md", "--plot", tmp_path / "trend.png")
+    assert rc == 1, out
+    assert "regression" in out and "model file changed since the baseline" in out
+    assert "exit 1" in out
+
+    root = ET.parse(tmp_path / "j.xml").getroot()
+    assert root.tag == "testsuites" and root.get("failures") == "1"
+    (ts,) = root.findall("testsuite")
+    assert ts.get("tests") == "1" and ts.get("failures") == "1" and ts.get("errors") == "0"
+    (tc,) = ts.findall("testcase")
+    assert tc.get("name") == "net" and tc.get("classname") and float(tc.get("time")) > 0
+    (failure,) = tc.findall("failure")
+    assert failure.get("type") == "regression" and "slower by" in failure.get("message")
+
+    md = (tmp_path / "pr.md").read_text()
+    assert md.startswith("### Latency benchmarks: ❌ latency regression")
+    assert "| ❌ | `net` | `local:onnxruntime` |" in md
+    png = (tmp_path / "trend.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    # the same results against themselves: nothing changed, nothing flagged. One round of
+    # 30 samples: with two rounds the interval rightly spans how much the rounds disagree,
+    # which on a loaded shared host can exceed any tolerance a test could fix.
+    one = suite(tmp_path, entry("net", bench_models["narrow"]), "one.toml", defaults=ONE_ROUND)
+    assert run_cli(capsys, "bench", "run", one, "--out", tmp_path / "one.json")[0] == 0
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "one.json",
+                         tmp_path / "one.json", "--junit", tmp_path / "same.xml",
+                         "--tolerance", "30%")
+    assert rc == 0 and "-> pass, exit 0" in out
+    root = ET.parse(tmp_path / "same.xml").getroot()
+    assert root.get("failures") == "0" and root.get("errors") == "0"
+
+
+def test_run_records_samples_fingerprint_settings_sha_and_progress(tmp_path: Path,
+                                                                   bench_models, capsys) -> None:
+    s = suite(tmp_path, entry("a", bench_models["narrow"], "max_ms = 1000")
+              + entry("b", bench_models["narrow"], "threads = 1\ntolerance = 0.1"))
+    rc, out, _ = run_cli(capsys, "bench", "run", s, "--out", tmp_path / "r.json")
+    assert rc == 0
+    progress = [ln for ln in out.splitlines() if ln.startswith("[round")]
+    assert len(progress) == 4     # 2 entries x 2 rounds, round-robin
+    assert progress[0].startswith("[round 1/2] [1/2] a:")
+    assert progress[1].startswith("[round 1/2] [2/2] b:")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["format"] == "mnas-bench-results/1" and data["created_utc"].endswith("Z")
+    a = data["entries"][0]
+    assert a["name"] == "a" and a["rounds"] == [20, 20] and len(a["round_medians_ms"]) == 2
+    m = a["measurement"]
+    assert len(m["samples_ms"]) == 40 and all(v > 0 for v in m["samples_ms"])
+    assert m["model_sha256"] == file_sha256(bench_models["narrow"])
+    assert m["fingerprint"]["runtime"] == "onnxruntime" and m["fingerprint"]["cpu"]
+    assert m["timestamp"] > 1.7e9
+    assert a["entry"]["settings"]["runs"] == 20 and a["entry"]["max_ms"] == 1000
+    assert data["entries"][1]["entry"]["tolerance"] == 0.1
+    # model paths are kept relative to the suite file, so a baseline is portable
+    assert not Path(a["entry"]["model"]).is_absolute()
+
+    rc, _, err = run_cli(capsys, "bench", "run", s, "--out", tmp_path / "r.json")
+    assert rc == 2 and "exists; pass --force to overwrite it" in err
+    rc, _, _ = run_cli(capsys, "bench", "run", s, "--out", tmp_path / "r.json", "--force",
+                       "--entry", "b")
+    assert rc == 0 and list(BenchResults.load(tmp_path / "r.json").records) == ["b"]
+
+
+def test_arch_entry_is_built_exported_and_measured(tmp_path: Path, capsys) -> None:
+    s = suite(tmp_path, '[[entry]]\nname = "mbv2-small"\narch = "mobilenetv2"\n'
+                        'space = "mnasnet"\ninput_shape = [1, 3, 32, 32]\nnum_classes = 10\n',
+              defaults="warmup = 1\nruns = 3\nmax_runs = 3\nrounds = 1\n")
+    rc, out, _ = run_cli(capsys, "bench", "run", s, "--out", tmp_path / "r.json")
+    assert rc == 0, out
+    rec = BenchResults.load(tmp_path / "r.json").records["mbv2-small"]
+    assert rec.entry["arch"] == "mobilenetv2" and rec.entry["space"] == "mnasnet"
+    assert len(rec.measurement.model_sha256) == 64 and rec.measurement.runs == 3
+
+
+def test_different_device_fingerprint_is_refused_then_forced(tmp_path: Path, bench_models,
+                                                             capsys) -> None:
+    s = suite(tmp_path, entry("net", bench_models["narrow"]))
+    assert run_cli(capsys, "bench", "run", s, "--out", tmp_path / "r.json")[0] == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    data["entries"][0]["measurement"]["fingerprint"]["cpu"] = "Snapdragon 855"
+    (tmp_path / "phone.json").write_text(json.dumps(data))
+    rc, _, err = run_cli(capsys, "bench", "compare", tmp_path / "phone.json", tmp_path / "r.json")
+    assert rc == 2
+    assert err.count("\n") == 1 and "fingerprint.cpu: 'Snapdragon 855' != " in err
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "phone.json",
+                         tmp_path / "r.json", "--force")
+    assert out.startswith("entry  baseline ms") and "+0.0%" in out and rc in (0, 2)
+    rc, _, err = run_cli(capsys, "bench", "baseline", "update", tmp_path / "r.json",
+                         "--baseline", tmp_path / "phone.json")
+    assert rc == 2 and "pass --force" in err
+    rc, out, _ = run_cli(capsys, "bench", "baseline", "update", tmp_path / "r.json",
+                         "--baseline", tmp_path / "phone.json", "--force")
+    assert rc == 0 and "[device changed]" in out
+
+
+def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, capsys) -> None:
+    s = suite(tmp_path, entry("net", bench_models["narrow"]))
+    for i in range(3):
+        assert run_cli(capsys, "bench", "run", s, "--out", tmp_path / f"r{i}.json")[0] == 0
+    rc, out, _ = run_cli(capsys, "bench", "baseline", "update", *(tmp_path / f"r{i}.json"
+                                                                  for i in range(3)),
+                         "--baseline", tmp_path / "b.json")
+    assert rc == 0 and "run-to-run drift ±" in out and "over 3 runs" in out
+    rec = BenchResults.load(tmp_path / "b.json").records["net"]
+    assert len(rec.run_medians) == 3 and rec.rounds == (20,) * 6
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "b.json", tmp_path / "r0.json",
+                         "--tolerance", "90%", "--inconclusive", "pass")
+    assert rc == 0 and "baseline runs included" in out
+
+
+@pytest.mark.parametrize(("make", "needle"), [
+    (lambda t, m: suite(t, entry("x", t / "missing.onnx")), "field 'model': model file not found"),
+    (lambda t, m: suite(t, entry("x", m["narrow"], 'device = "gpu:0"')),
+     "entry 'x': field 'device': unknown device 'gpu:0'; valid: local:onnxruntime"),
+    (lambda t, m: suite(t, '[[entry]]\nname = "x"\nmodel = \n'), "malformed TOML"),
+    (lambda t, m: suite(t, ""), "empty suite"),
+    (lambda t, m: t / "nope.toml", "suite file not found"),
+    (lambda t, m: suite(t, '[[entry]]\nname = "x"\narch = "not-an-arch"\n'),
+     "entry 'x': field 'arch':"),
+    (lambda t, m: suite(t, '[[entry]]\nname = "x"\narch = "mobilenetv2"\nspace = "nope"\n'),
+     "entry 'x': field 'space': unknown space 'nope'"),
+])
+def test_bad_suite_input_is_one_error_line_exit_2(tmp_path: Path, bench_models, capsys,
+                                                  make, needle) -> None:
+    rc, out, err = run_cli(capsys, "bench", "run", make(tmp_path, bench_models),
+                           "--out", tmp_path / "r.json")
+    assert rc == 2
+    assert err.startswith("mnas: error: ") and err.count("\n") == 1 and needle in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_model_the_device_cannot_run_is_refused_before_measuring(tmp_path: Path, capsys) -> None:
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    (tmp_path / "fake.onnx").write_text("hello")
+    rc, _, err = run_cli(capsys, "bench", "run",
+                         suite(tmp_path, entry("t", tmp_path / "m.tflite")), "--out",
+                         tmp_path / "r.json")
+    assert rc == 2 and "runs onnx models, but m.tflite is tflite" in err
+    rc, _, err = run_cli(capsys, "bench", "run",
+                         suite(tmp_path, entry("f", tmp_path / "fake.onnx")), "--out",
+                         tmp_path / "r.json")
+    assert rc == 2 and "entry 'f': field 'model':" in err and "is not an ONNX model" in err
+
+
+def test_bad_compare_input(tmp_path: Path, capsys) -> None:
+    (tmp_path / "x.json").write_text("[1, 2")
+    rc, _, err = run_cli(capsys, "bench", "compare", tmp_path / "x.json", tmp_path / "x.json")
+    assert rc == 2 and "not valid JSON" in err
+    rc, _, err = run_cli(capsys, "bench", "compare", tmp_path / "no.json", tmp_path / "x.json")
+    assert rc == 2 and "results file not found" in err
+    with pytest.raises(SystemExit) as ei:
+        main(["bench", "compare", "a", "b", "--tolerance", "5"])
+    assert ei.value.code == 2
+    assert "tolerance must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_no_traceback_from_the_real_command(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[entry]\nname = 1\n")
+    p = subprocess.run([sys.executable, "-m", "mnas", "bench", "run", str(bad), "--out",
+                        str(tmp_path / "r.json")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+    assert p.stderr.startswith(f"mnas: error: {bad}: malformed TOML")

@@ -1,0 +1,221 @@
+"""The gate's statistics and verdict rule, on constructed samples (no timing involved)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from latency.bench_results import BenchRecord, BenchResults
+from latency.measurement import Measurement
+from latency.regression import (
+    classify,
+    compare_records,
+    compare_results,
+    exit_code,
+    median_ratio_ci,
+    run_drift,
+    update_baseline,
+)
+
+FP = {"kind": "local", "cpu": "Test CPU", "cores": 2, "runtime": "onnxruntime",
+      "runtime_version": "1.0"}
+
+
+def samples(median: float, n: int = 60, rel_sd: float = 0.02, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return median * np.exp(rng.normal(0.0, rel_sd, n))
+
+
+def meas(x: np.ndarray | list[float], fp: dict | None = None, sha: str = "a" * 64,
+         threads: int = 1) -> Measurement:
+    return Measurement.from_samples(x, warmup=1, threads=threads, runtime="onnxruntime",
+                                    runtime_version="1.0", model_sha256=sha,
+                                    device="local:onnxruntime", fingerprint=fp or FP)
+
+
+def record(name: str, *rounds: np.ndarray, tol: float = 0.05, max_ms: float | None = None,
+           fp: dict | None = None, sha: str = "a" * 64) -> BenchRecord:
+    entry = {"name": name, "tolerance": tol, "max_ms": max_ms, "settings": {"rel_ci": 0.02}}
+    return BenchRecord.from_rounds(name, entry, [meas(r, fp, sha) for r in rounds])
+
+
+def test_identical_distribution_is_ok_and_ten_percent_slowdown_is_a_regression() -> None:
+    base = samples(10.0, seed=1)
+    same = samples(10.0, seed=2)
+    r, lo, hi = median_ratio_ci(base, same)
+    assert lo < 1.0 < hi and hi < 1.05
+    assert classify(lo, hi, 0.05) == "ok"
+    r, lo, hi = median_ratio_ci(base, samples(11.0, seed=3))
+    assert 1.07 < r < 1.13 and lo > 1.05
+    assert classify(lo, hi, 0.05) == "regression"
+
+
+def test_interval_straddling_the_tolerance_is_inconclusive() -> None:
+    # a 5% slowdown measured with 4% sample noise: the interval must straddle 1.05
+    base, cur = samples(10.0, n=30, rel_sd=0.04, seed=4), samples(10.5, n=30, rel_sd=0.04, seed=5)
+    r, lo, hi = median_ratio_ci(base, cur)
+    assert lo <= 1.05 < hi
+    assert classify(lo, hi, 0.05) == "inconclusive"
+
+
+def test_classify_rule_edges() -> None:
+    assert classify(1.051, 1.2, 0.05) == "regression"
+    assert classify(1.05, 1.2, 0.05) == "inconclusive"     # lo not strictly above
+    assert classify(0.97, 1.05, 0.05) == "ok"                # hi exactly on the bound
+    assert classify(0.80, 0.94, 0.05) == "improvement"
+    assert classify(0.90, 0.97, 0.05) == "ok"                # faster, but not surely by 5%
+    with pytest.raises(ValueError, match="tolerance"):
+        classify(1.0, 1.0, 1.5)
+
+
+def test_bootstrap_is_deterministic_and_validates_input() -> None:
+    a, b = samples(5.0, seed=6), samples(5.2, seed=7)
+    assert median_ratio_ci(a, b) == median_ratio_ci(a, b)
+    assert median_ratio_ci(a, b, seed=1) != median_ratio_ci(a, b, seed=2)
+    with pytest.raises(ValueError, match=">= 3 samples"):
+        median_ratio_ci([1.0, 2.0], a)
+    with pytest.raises(ValueError, match="finite and positive"):
+        median_ratio_ci([1.0, 0.0, 2.0], a)
+    with pytest.raises(ValueError, match="do not add up"):
+        median_ratio_ci(a, b, baseline_rounds=[10, 10])
+
+
+def test_rounds_that_disagree_widen_the_interval() -> None:
+    # three rounds whose medians drift by +-8%: pooled as one run the interval is narrow
+    # and would call a false regression; the two-level bootstrap sees the drift
+    base = np.concatenate([samples(10.0 * d, n=40, rel_sd=0.01, seed=i)
+                           for i, d in enumerate((0.92, 1.0, 1.08))])
+    cur = np.concatenate([samples(10.0 * d, n=40, rel_sd=0.01, seed=10 + i)
+                          for i, d in enumerate((1.02, 1.1, 1.12))])
+    flat = median_ratio_ci(base, cur)
+    nested = median_ratio_ci(base, cur, baseline_rounds=[40] * 3, current_rounds=[40] * 3)
+    assert flat[0] == nested[0]
+    assert (nested[2] - nested[1]) > 3 * (flat[2] - flat[1])
+    assert classify(flat[1], flat[2], 0.05) == "regression"
+    assert classify(nested[1], nested[2], 0.05) == "inconclusive"
+
+
+def test_run_to_run_drift_from_a_multi_run_baseline() -> None:
+    assert math.isnan(run_drift([10.0]))
+    assert run_drift([10.0, 10.0, 10.0]) == 0.0
+    assert run_drift([9.0, 10.0, 11.0]) == pytest.approx(np.std(np.log([9, 10, 11]), ddof=1))
+    base, cur = samples(10.0, seed=20), samples(10.8, seed=21)
+    plain = median_ratio_ci(base, cur)
+    drifty = median_ratio_ci(base, cur, baseline_run_medians=[9.0, 10.0, 11.0, 10.5, 9.6])
+    assert classify(plain[1], plain[2], 0.05) == "regression"
+    assert drifty[1] < plain[1] and drifty[2] > plain[2]
+    assert classify(drifty[1], drifty[2], 0.05) == "inconclusive"
+
+
+def test_compare_records_verdicts_budget_and_notes() -> None:
+    base = record("m", samples(10.0, seed=30))
+    slow = record("m", samples(11.0, seed=31), max_ms=10.5, sha="b" * 64)
+    c = compare_records("m", base, slow)
+    assert c.verdict == "regression" and c.over_budget and c.failed()
+    assert c.model_changed
+    assert "over max_ms 10.5" in c.explain() and "model file changed" in c.explain()
+    ok = compare_records("m", base, record("m", samples(10.0, seed=32), max_ms=20))
+    assert ok.verdict == "ok" and not ok.over_budget and not ok.failed()
+    # an entry can be ok against the baseline and still over its absolute budget
+    over = compare_records("m", base, record("m", samples(10.0, seed=33), max_ms=9.0))
+    assert over.verdict == "ok" and over.over_budget and exit_code([over]) == 1
+    assert compare_records("m", None, slow).verdict == "new"
+    assert compare_records("m", base, None).verdict == "missing"
+    # --tolerance overrides the suite's: 10% slower is fine under a 20% tolerance
+    assert compare_records("m", base, record("m", samples(11.0, seed=31)), 0.2).verdict == "ok"
+
+
+def test_exit_codes_and_inconclusive_policy() -> None:
+    base = record("m", samples(10.0, n=30, rel_sd=0.04, seed=4))
+    inc = compare_records("m", base, record("m", samples(10.5, n=30, rel_sd=0.04, seed=5)))
+    assert inc.verdict == "inconclusive"
+    ok = compare_records("m", base, record("m", samples(10.0, seed=40)))
+    reg = compare_records("m", base, record("m", samples(12.0, seed=41)))
+    assert exit_code([ok]) == 0
+    assert exit_code([ok, inc]) == 2 and exit_code([ok, inc], "pass") == 0
+    assert exit_code([inc, reg]) == 1 and exit_code([inc, reg], "pass") == 1
+    assert inc.failed("fail") and not inc.failed("pass")
+    with pytest.raises(ValueError, match="inconclusive policy"):
+        exit_code([ok], "maybe")
+
+
+def results(*recs: BenchRecord) -> BenchResults:
+    return BenchResults({r.name: r for r in recs}, suite="s.toml")
+
+
+def test_different_fingerprint_is_refused_naming_the_fields() -> None:
+    other = dict(FP, cpu="Other CPU", cores=8)
+    b = results(record("m", samples(10.0, seed=50)))
+    c = results(record("m", samples(10.0, seed=51), fp=other))
+    with pytest.raises(ValueError) as ei:
+        compare_results(b, c)
+    msg = str(ei.value)
+    assert "entry 'm'" in msg and "fingerprint.cpu: 'Test CPU' != 'Other CPU'" in msg
+    assert "fingerprint.cores: 2 != 8" in msg and "--force" in msg
+    assert "runtime_version" not in msg    # only the fields that differ are named
+    assert [x.verdict for x in compare_results(b, c, force=True)] == ["ok"]
+
+
+def test_threads_are_part_of_the_identity() -> None:
+    b = results(BenchRecord("m", {}, meas(samples(10.0, seed=52), threads=1)))
+    c = results(BenchRecord("m", {}, meas(samples(10.0, seed=53), threads=4)))
+    with pytest.raises(ValueError, match="threads: 1 != 4"):
+        compare_results(b, c)
+
+
+def test_results_round_trip_and_file_safety(tmp_path) -> None:
+    r = results(record("a", samples(3.0, n=20, seed=60), samples(3.1, n=25, seed=61), max_ms=5),
+                record("b", samples(7.0, seed=62)))
+    p = r.save(tmp_path / "r.json")
+    back = BenchResults.load(p)
+    assert list(back.records) == ["a", "b"]
+    a = back.records["a"]
+    assert a.rounds == (20, 25) and a.max_ms == 5.0
+    assert a.measurement.samples_ms == r.records["a"].measurement.samples_ms
+    assert a.measurement.fingerprint == FP
+    assert [m.median_ms for m in a.split_rounds()] == pytest.approx(a.round_medians)
+    with pytest.raises(FileExistsError, match="pass --force"):
+        r.save(p)
+    r.save(p, force=True)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        BenchResults.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ValueError, match="not a mnas bench results file"):
+        BenchResults.load(tmp_path / "other.json")
+    with pytest.raises(FileNotFoundError, match="results file not found"):
+        BenchResults.load(tmp_path / "none.json")
+
+
+def test_baseline_update_merges_runs_and_keeps_unselected_entries() -> None:
+    runs = [results(record("a", samples(10.0 * d, seed=70 + i)), record("b", samples(5.0)))
+            for i, d in enumerate((1.0, 1.04, 0.97))]
+    new, lines = update_baseline(None, runs)
+    a = new.records["a"]
+    assert len(a.run_medians) == 3 and len(a.rounds) == 3
+    assert len(a.measurement.samples_ms) == 180
+    assert 0.02 < run_drift(a.run_medians) < 0.05
+    assert lines[0].startswith("a: added at") and "drift" in lines[0]
+    # accept only b later: a keeps its three runs
+    later = results(record("a", samples(20.0, seed=80)), record("b", samples(6.0, seed=81)))
+    newer, lines = update_baseline(new, later, names=["b"])
+    assert newer.records["a"] is a and newer.records["b"].measurement.median_ms > 5.5
+    assert len(lines) == 1 and re.fullmatch(r"b: 5\.\d{3} ms -> 6\.\d{3} ms \(\+\d+\.\d%\)", lines[0])
+    with pytest.raises(ValueError, match="no entry named 'zz'"):
+        update_baseline(new, later, names=["zz"])
+    moved = results(record("b", samples(6.0, seed=82), fp=dict(FP, cpu="Phone")))
+    with pytest.raises(ValueError, match="fingerprint.cpu: 'Test CPU' != 'Phone'.*--force"):
+        update_baseline(newer, moved)
+    forced, lines = update_baseline(newer, moved, force=True)
+    assert "[device changed]" in lines[0]
+    assert forced.records["b"].measurement.fingerprint["cpu"] == "Phone"
+
+
+def test_merging_runs_of_different_models_is_refused() -> None:
+    a = results(record("m", samples(10.0), sha="a" * 64))
+    b = results(record("m", samples(10.0), sha="b" * 64))
+    with pytest.raises(ValueError, match="different model files"):
+        update_baseline(None, [a, b])
