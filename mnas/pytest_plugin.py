@@ -118,24 +118,37 @@ def _enforce(item: pytest.Item, marker: pytest.Mark) -> None:
     entry = suite.entries[0]
     budget = float(entry.max_ms)
     m = record.measurement
-    verdict = budget_verdict(m.ci_low_ms, m.ci_high_ms, budget)
-    what = f"{entry.source} on {entry.device}"
-    numbers = (f"median {m.median_ms:.3f} ms (95% CI {m.ci_low_ms:.3f}-{m.ci_high_ms:.3f} ms, "
-               f"{m.runs} runs{', flagged noisy' if m.noisy else ''})")
+    verdict, msg = judge(m, budget, f"{entry.source} on {entry.device}", policy)
     item.user_properties += [("latency_median_ms", round(m.median_ms, 4)),
                              ("latency_ci_ms", f"{m.ci_low_ms:.4f}-{m.ci_high_ms:.4f}"),
                              ("latency_budget_ms", budget), ("latency_verdict", verdict)]
-    item.config.stash[_RESULTS].append((item.nodeid, verdict, f"{numbers} vs {budget:g} ms"))
-    if verdict == "over":
-        pytest.fail(f"latency budget exceeded: {numbers} > budget {budget:g} ms for {what}",
-                    pytrace=False)
-    if verdict == "inconclusive":
-        msg = (f"latency budget inconclusive: {numbers} straddles the budget {budget:g} ms "
-               f"for {what}; too noisy to decide - raise runs/rounds, measure on a quieter "
-               f"machine, or accept with inconclusive='pass'")
-        if policy == "fail":
-            pytest.fail(msg, pytrace=False)
+    item.config.stash[_RESULTS].append((item.nodeid, verdict, _numbers(m) + f" vs {budget:g} ms"))
+    if verdict == "over" or (verdict == "inconclusive" and policy == "fail"):
+        pytest.fail(msg, pytrace=False)
+    if msg:
         warnings.warn(LatencyBudgetWarning(msg), stacklevel=1)
+
+
+def _numbers(m: Any) -> str:
+    return (f"median {m.median_ms:.3f} ms (95% CI {m.ci_low_ms:.3f}-{m.ci_high_ms:.3f} ms, "
+            f"{m.runs} runs{', flagged noisy' if m.noisy else ''})")
+
+
+def judge(m: Any, budget_ms: float, what: str = "the model", policy: str = "fail"
+          ) -> tuple[str, str]:
+    """``(verdict, message)`` for a Measurement against a budget; message is empty on a
+    clean pass. ``policy`` only words the inconclusive message; the caller acts on it."""
+    verdict = budget_verdict(m.ci_low_ms, m.ci_high_ms, budget_ms)
+    if verdict == "over":
+        return verdict, (f"latency budget exceeded: {_numbers(m)} > budget {budget_ms:g} ms "
+                         f"for {what}")
+    if verdict == "inconclusive":
+        tail = ("accepted because inconclusive='pass'" if policy == "pass" else
+                "too noisy to decide - raise runs/rounds, measure on a quieter machine, or "
+                "accept with inconclusive='pass'")
+        return verdict, (f"latency budget inconclusive: {_numbers(m)} straddles the budget "
+                         f"{budget_ms:g} ms for {what}; {tail}")
+    return verdict, ""
 
 
 @pytest.hookimpl(wrapper=True)
