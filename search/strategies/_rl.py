@@ -1,0 +1,220 @@
+"""Shared machinery of the controller-based strategies (REINFORCE, PPO).
+
+``ask`` samples children from the controller with the space's *current* decisions
+(``space.decisions(children_seen)``; ``children_seen`` counts children asked, so
+NAS-RL's "+2 layers every 1,600 sampled children" is literal). Each asked child is
+remembered as pending with its decisions and the log-probability it was sampled with.
+``tell`` matches trials to pending children by their choice vector, buffers
+``(decisions, choices, old log-prob, reward)`` and runs one update per ``batch`` buffered
+rewards. Failed trials (no reward) are dropped unless ``failed_reward`` gives them one.
+
+Baseline: an exponential moving average of previous rewards,
+``b ← decay·b + (1 − decay)·R`` after every reward. The advantage of a batch uses the
+baseline from *before* that batch (so ``b`` never depends on the actions it scores); the
+very first batch, with no previous reward, uses its own mean.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnas.decisions import Decision
+from mnas.spaces.base import SearchSpace
+from mnas.trial import Trial
+from search.base import Candidate, Strategy
+from search.controller import Controller
+
+log = logging.getLogger(__name__)
+
+Record = tuple[tuple[Decision, ...], tuple[int, ...], float, float]  # ds, choices, logp, R
+
+
+def parse_failed_reward(value: float | int | str | None) -> float | None:
+    """``None``/``"none"``/``""`` → skip failed trials; anything else → that reward."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"failed_reward must be a number or 'none', got {value!r}") from e
+    if not math.isfinite(out):
+        raise ValueError(f"failed_reward must be finite, got {value!r}")
+    return out
+
+
+class ControllerStrategy(Strategy):
+    """Base of the RL strategies; subclasses implement :meth:`_update`.
+
+    Subclasses declare every option with a typed default in their own ``__init__`` (the
+    CLI types ``--opt key=value`` from those defaults) and pass them all here.
+    """
+
+    def __init__(self, space: SearchSpace, seed: int = 0, *, hidden: int, layers: int,
+                 lr: float, init_range: float, baseline_decay: float, batch: int,
+                 entropy_weight: float, failed_reward: float | int | str | None,
+                 **extra: Any) -> None:
+        super().__init__(space, seed)
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if not 0.0 <= baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.options: dict[str, Any] = {
+            "hidden": int(hidden), "layers": int(layers), "lr": float(lr),
+            "init_range": float(init_range), "baseline_decay": float(baseline_decay),
+            "batch": int(batch), "entropy_weight": float(entropy_weight),
+            "failed_reward": parse_failed_reward(failed_reward), **extra}
+        self.lr, self.batch = float(lr), int(batch)
+        self.baseline_decay = float(baseline_decay)
+        self.entropy_weight = float(entropy_weight)
+        self.failed_reward = self.options["failed_reward"]
+        self.controller = Controller(hidden, layers, init_range, seed)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr)
+        self.controller.new_params_hook = self._add_params
+        self.gen = np.random.default_rng(seed)
+        self.baseline: float | None = None
+        self.pending: dict[tuple[int, ...], list[tuple[tuple[Decision, ...], float]]] = {}
+        self.buffer: list[Record] = []
+        self.updates = 0
+        self.ignored = 0
+        self._decisions_cache: tuple[int, tuple[Decision, ...]] | None = None
+        self.controller.ensure(self._decisions(0))
+
+    def _add_params(self, params: list[torch.nn.Parameter]) -> None:
+        self.optimizer.add_param_group({"params": params})
+
+    def _decisions(self, seen: int) -> tuple[Decision, ...]:
+        ds = tuple(self.space.decisions(seen))
+        # keep one tuple object while the space's answer is unchanged (the controller
+        # skips its parameter check for a list it has just seen)
+        c = self._decisions_cache
+        if c is not None and c[1] == ds:
+            return c[1]
+        self._decisions_cache = (seen, ds)
+        return ds
+
+    # -- ask / tell ------------------------------------------------------------------
+    def ask(self, n: int = 1) -> list[Candidate]:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        out = []
+        for _ in range(n):
+            ds = self._decisions(self.children_seen)
+            choices, logp, _ = self.controller.sample(ds, self.gen)
+            self.pending.setdefault(choices, []).append((ds, logp))
+            self.children_seen += 1
+            out.append(self.candidate(choices, log_prob=logp))
+        return out
+
+    def tell(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            key = tuple(int(c) for c in t.choices)
+            recs = self.pending.get(key)
+            if not recs:
+                self.ignored += 1
+                log.warning("%s: trial %s was not asked by this strategy (or told twice); "
+                            "ignored", self.name, t.number)
+                continue
+            ds, logp = recs.pop(0)
+            if not recs:
+                del self.pending[key]
+            reward = t.reward if t.ok and t.reward is not None else None
+            if reward is not None and not math.isfinite(reward):
+                reward = None
+            if reward is None:
+                reward = self.failed_reward
+            if reward is None:
+                continue
+            self.buffer.append((ds, key, logp, float(reward)))
+        while len(self.buffer) >= self.batch:
+            batch, self.buffer = self.buffer[: self.batch], self.buffer[self.batch:]
+            self._learn(batch)
+
+    def _learn(self, batch: list[Record]) -> None:
+        rewards = np.array([r for *_, r in batch])
+        b = float(rewards.mean()) if self.baseline is None else self.baseline
+        adv = torch.tensor(rewards - b, dtype=torch.float32)
+        self._update(batch, adv)
+        for r in rewards:
+            b = self.baseline_decay * b + (1.0 - self.baseline_decay) * float(r)
+        self.baseline = b
+        self.updates += 1
+
+    def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def _evaluate(self, batch: list[Record]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropies of the batch under the current policy, in batch
+        order; children sampled from different decision lists are evaluated per list."""
+        groups: dict[tuple[Decision, ...], list[int]] = {}
+        for i, (ds, *_rest) in enumerate(batch):
+            groups.setdefault(ds, []).append(i)
+        if len(groups) == 1:
+            return self.controller.evaluate(batch[0][0], [c for _, c, *_ in batch])
+        logp = [torch.zeros(())] * len(batch)
+        ent = [torch.zeros(())] * len(batch)
+        for ds, idx in groups.items():
+            lp, en = self.controller.evaluate(ds, [batch[i][1] for i in idx])
+            for j, i in enumerate(idx):
+                logp[i], ent[i] = lp[j], en[j]
+        return torch.stack(logp), torch.stack(ent)
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    # -- introspection and checkpoints ---------------------------------------------------
+    def probabilities(self, decisions: Sequence[Decision] | None = None
+                      ) -> list[np.ndarray]:
+        """Per-decision marginal choice frequencies of 200 samples (for reports/tests);
+        uses its own generator, so the strategy's random stream is untouched."""
+        ds = tuple(decisions) if decisions is not None else self._decisions(self.children_seen)
+        gen = np.random.default_rng(12345)
+        counts = [np.zeros(d.size) for d in ds]
+        for _ in range(200):
+            choices, _, _ = self.controller.sample(ds, gen)
+            for cnt, c in zip(counts, choices, strict=True):
+                cnt[c] += 1
+        return [c / 200 for c in counts]
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), **self.options}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "config": self.config(),
+                "gen": copy.deepcopy(self.gen.bit_generator.state),
+                "controller": self.controller.checkpoint(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "baseline": self.baseline,
+                "pending": {k: list(v) for k, v in self.pending.items()},
+                "buffer": list(self.buffer),
+                "updates": self.updates,
+                "ignored": self.ignored}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state["config"]
+        for k in ("hidden", "layers"):
+            if saved.get(k) != self.options[k]:
+                raise ValueError(f"checkpoint has {k}={saved.get(k)}, this strategy "
+                                 f"{k}={self.options[k]}: build it with the same options")
+        super().load_state_dict(state)
+        self.gen.bit_generator.state = copy.deepcopy(state["gen"])
+        self.controller.load_checkpoint(state["controller"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the options given now win
+            group["lr"] = self.lr
+        self.baseline = state["baseline"]
+        self.pending = {k: list(v) for k, v in state["pending"].items()}
+        self.buffer = list(state["buffer"])
+        self.updates = state["updates"]
+        self.ignored = state["ignored"]
