@@ -9,6 +9,10 @@ trials age like any other (they take a slot and push out the oldest) but are nev
 chosen as parents.
 
 ``selection="reward"`` (default, the paper's) compares members by their trial reward.
+Rewards are only compared between trials scored against the same target: when the loop
+spreads children across several targets (``--targets``), each tournament is held inside
+one target's members, the targets taking turns, so every target keeps its own line of
+parents (a soft reward's scale depends on its target, so mixing them would be unfair).
 ``selection="pareto"`` compares them by non-domination rank in the population on
 (accuracy ↑, latency ↓), then crowding distance (as NSGA-II does), so the population
 spreads along the accuracy/latency front instead of chasing one trade-off; it ignores
@@ -62,8 +66,9 @@ class RegularizedEvolution(Strategy):
         self.selection = selection
         self.dedupe = bool(dedupe)
         self.retries = int(retries)
-        #: (choices, reward, accuracy, latency_ms); reward None = failed (ages, never a parent)
-        self.members: deque[tuple[tuple[int, ...], float | None, float | None, float | None]]
+        #: (choices, reward, accuracy, latency_ms, target_ms); reward None = failed (ages,
+        #: never a parent)
+        self.members: deque[tuple[Any, ...]]
         self.members = deque()
         self.asked: set[tuple[int, ...]] = set()
 
@@ -107,9 +112,14 @@ class RegularizedEvolution(Strategy):
         return [m for m in self.members if m[1] is not None]
 
     def _tournament(self, alive: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-        picks = self.rng.sample(range(len(alive)), min(self.sample, len(alive)))
         if self.selection == "reward":
+            targets = sorted({m[4] for m in alive}, key=lambda t: (t is None, t or 0.0))
+            if len(targets) > 1:  # take turns; compare rewards of one target only
+                niche = targets[self.children_seen % len(targets)]
+                alive = [m for m in alive if m[4] == niche]
+            picks = self.rng.sample(range(len(alive)), min(self.sample, len(alive)))
             return alive[max(picks, key=lambda i: alive[i][1])]
+        picks = self.rng.sample(range(len(alive)), min(self.sample, len(alive)))
         rank, crowd = _rank_and_crowding([(m[2], m[3]) for m in alive])
         return alive[min(picks, key=lambda i: (rank[i], -crowd[i]))]
 
@@ -121,7 +131,8 @@ class RegularizedEvolution(Strategy):
             self.members.append((tuple(int(c) for c in t.choices),
                                  float(t.reward) if ok else None,
                                  float(t.accuracy) if ok else None,
-                                 float(t.latency_ms) if ok else None))
+                                 float(t.latency_ms) if ok else None,
+                                 None if t.target_ms is None else float(t.target_ms)))
             self.asked.add(tuple(int(c) for c in t.choices))
             while len(self.members) > self.population:
                 self.members.popleft()  # aging: the oldest leaves, however good
@@ -175,3 +186,4 @@ def _crowding(front: list[int], points: list[tuple[float, float]], crowd: list[f
             continue
         for k in range(1, len(order) - 1):
             crowd[order[k]] += (points[order[k + 1]][obj] - points[order[k - 1]][obj]) / (hi - lo)
+

@@ -90,3 +90,15 @@ def test_pareto_selection_prefers_the_front(space):
 def test_bad_options(space, opts, needle):
     with pytest.raises(ValueError, match=needle):
         get_strategy("evolution", space, **opts)
+
+
+def test_rewards_are_compared_within_one_target(space):
+    # a soft reward's scale depends on its target: each target keeps its own parents
+    evo = get_strategy("evolution", space, seed=5, population=4, sample=4)
+    c = evo.ask(4)
+    trials = [scored(x, r) for x, r in zip(c, (0.5, 0.2, 0.99, 0.98), strict=True)]
+    for t, target in zip(trials, (5.0, 5.0, 20.0, 20.0), strict=True):
+        t.target_ms = target
+    evo.tell(trials)
+    parents = [evo.ask(1)[0].meta["parent"] for _ in range(6)]
+    assert set(parents) == {c[0].arch, c[2].arch}
