@@ -1,0 +1,43 @@
+"""``mnas front RUN_DIR``: print the accuracy/latency front and re-export its files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mnas import run as runmod
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("front", help="print and re-export a run's Pareto front",
+                       description="Reads the run's ledger and rewrites trials.csv, "
+                       "pareto.csv/json/png and the front models.")
+    p.add_argument("run_dir", help="a folder written by `mnas search`")
+    p.add_argument("--no-export", action="store_true", help="skip exporting front models")
+    p.add_argument("--json", action="store_true", help="print pareto.json instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnas.cli.search_cmd import _print_front
+    from mnas.spaces import get_space
+    from search.ledger import Ledger
+
+    out = Path(args.run_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"run folder {out} does not exist")
+    cfg = runmod.load_config(out)
+    if not cfg.get("storage") and not (out / runmod.STUDY).exists():
+        raise FileNotFoundError(f"{out} has no {runmod.STUDY}: the search never started")
+    ledger = Ledger(cfg.get("storage") or out / runmod.STUDY, study_name=cfg.get("study_name", out.resolve().name))
+    trials = ledger.trials()
+    if not trials:
+        raise ValueError(f"{out} has no finished children yet")
+    space = get_space(cfg["space"], **cfg.get("space_options", {}))
+    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_front(doc)
+    return 0

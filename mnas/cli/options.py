@@ -1,0 +1,57 @@
+"""Shared CLI helpers: ``KEY=VALUE`` options typed from a constructor's defaults."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def parse_kv(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} option {item!r} is not KEY=VALUE")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def _convert(value: str, default: Any, key: str) -> Any:
+    if isinstance(default, bool):
+        low = value.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"option {key}={value!r}: expected true or false")
+    if default is None:  # untyped: try int, float, then keep the string
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+        return None if value.lower() == "none" else value
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"option {key}={value!r}: expected {type(default).__name__}") from e
+
+
+def typed_options(factory: Callable[..., Any], raw: dict[str, str], what: str,
+                  skip: Sequence[str] = ("self", "space", "seed")) -> dict[str, Any]:
+    """Convert ``raw`` strings to the types of ``factory``'s keyword defaults.
+
+    Unknown keys → ValueError listing the valid ones.
+    """
+    sig = inspect.signature(factory)
+    params = {n: p for n, p in sig.parameters.items()
+              if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    out = {}
+    for key, value in raw.items():
+        if key not in params:
+            valid = ", ".join(sorted(params)) or "(none)"
+            raise ValueError(f"unknown {what} option {key!r}; valid: {valid}")
+        default = params[key].default
+        out[key] = _convert(value, None if default is inspect.Parameter.empty else default, key)
+    return out

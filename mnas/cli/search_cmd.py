@@ -1,0 +1,221 @@
+"""``mnas search``: the MnasNet loop end to end, in a resumable run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mnas import run as runmod
+from mnas.cli.options import parse_kv, typed_options
+
+DEFAULT_BUDGET = 12
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search architectures (MnasNet reward, measured latency)",
+                       description="Sample children, train them briefly, measure their "
+                       "latency, reward ACC×(LAT/T)^w, learn, and export the Pareto front.")
+    g = p.add_argument_group("what to search")
+    g.add_argument("--space", default=None, help="search space (default mnasnet)")
+    g.add_argument("--space-opt", action="append", metavar="KEY=VALUE",
+                   help="space option, repeatable (e.g. strides=true for nasrl)")
+    g.add_argument("--strategy", default=None, help="strategy (default ppo)")
+    g.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="strategy option, repeatable (e.g. lr=0.001 batch=10)")
+    g.add_argument("--budget", type=int, default=None,
+                   help=f"children to score (default {DEFAULT_BUDGET})")
+    g.add_argument("--batch", type=int, default=None, help="children asked at once (default 1)")
+    g.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    r = p.add_argument_group("reward")
+    r.add_argument("--target-ms", default=None,
+                   help="latency target T in ms, or 'auto' = the MobileNetV2 point measured "
+                        "on the device (default auto)")
+    r.add_argument("--targets", default=None,
+                   help="several targets, comma-separated (children spread across them)")
+    r.add_argument("--alpha", type=float, default=None, help="exponent when LAT <= T (-0.07)")
+    r.add_argument("--beta", type=float, default=None, help="exponent when LAT > T (-0.07)")
+    r.add_argument("--hard", action="store_true", help="hard constraint: alpha=0, beta=-1")
+    r.add_argument("--reward-transform", default=None, choices=["identity", "cube"],
+                   help="applied to accuracy first (NAS-RL cubes it)")
+    a = p.add_argument_group("accuracy (proxy training)")
+    a.add_argument("--accuracy", default=None,
+                   help="accuracy evaluator: proxy (default) or table:PATH#COLUMN")
+    a.add_argument("--data", default=None,
+                   help="dataset: digits (default), imagefolder:PATH, cifar10:PATH, "
+                        "module:pkg.mod:Class")
+    a.add_argument("--epochs", type=int, default=None)
+    a.add_argument("--batch-limit", type=int, default=None, help="train batches per epoch")
+    a.add_argument("--width-mult", type=float, default=None, help="proxy width multiplier")
+    a.add_argument("--resolution", type=int, default=None, help="proxy input resolution")
+    m = p.add_argument_group("latency")
+    m.add_argument("--device", default=None, help="device spec (default local:onnxruntime)")
+    m.add_argument("--latency", default=None,
+                   help="latency estimator: measured (default), table:PATH#COLUMN, lut:PATH")
+    m.add_argument("--threads", type=int, default=None, help="inference threads (default 1)")
+    m.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 5)")
+    m.add_argument("--runs", type=int, default=None, help="minimum timed runs (default 20)")
+    m.add_argument("--max-runs", type=int, default=None, help="cap for adaptive repeats (100)")
+    o = p.add_argument_group("run folder")
+    o.add_argument("--out", default=None, help="run folder (default runs/<space>-<time>)")
+    o.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default: SQLite study.db in the run folder)")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out")
+    o.add_argument("--force", action="store_true", help="start over in a used --out")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--no-export", action="store_true", help="do not export front models")
+    p.set_defaults(func=run)
+
+
+def _pick(v: Any, default: Any) -> Any:
+    return default if v is None else v
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Every setting of a new run, defaults filled in (written to config.json)."""
+    from mnas.spaces import get_space
+    from search.base import get_strategy
+
+    if args.hard and (args.alpha is not None or args.beta is not None):
+        raise ValueError("--hard sets alpha=0 and beta=-1; do not combine it with --alpha/--beta")
+    space_name = _pick(args.space, "mnasnet")
+    from mnas.spaces import SPACES
+
+    get_space(space_name)  # validates the name with the list of valid spaces
+    space_opts = typed_options(SPACES[space_name], parse_kv(args.space_opt, "space"), "space",
+                               skip=("self",))
+    space = get_space(space_name, **space_opts)
+    strategy_name = _pick(args.strategy, "ppo")
+    seed = _pick(args.seed, 0)
+    from search.base import strategy_factory
+
+    get_strategy(strategy_name, space, seed=seed)  # validates name and space support
+    strat_opts = typed_options(strategy_factory(strategy_name),
+                               parse_kv(args.opt, "strategy"), "strategy")
+    strategy = get_strategy(strategy_name, space, seed=seed, **strat_opts)
+    targets: list[str] = []
+    if args.targets:
+        if args.target_ms is not None:
+            raise ValueError("give either --target-ms or --targets, not both")
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    else:
+        targets = [str(_pick(args.target_ms, "auto"))]
+    for t in targets:
+        if t != "auto":
+            try:
+                if float(t) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"target {t!r} is not a positive number of ms or 'auto'") from None
+    if "auto" in targets and len(targets) > 1:
+        raise ValueError("'auto' can only be used as the single target")
+    budget = _pick(args.budget, DEFAULT_BUDGET)
+    if budget < 1:
+        raise ValueError(f"--budget must be >= 1, got {budget}")
+    return {
+        "space": space_name, "space_options": space_opts,
+        "strategy": strategy_name, "strategy_options": strat_opts,
+        "strategy_config": strategy.config(),
+        "seed": seed, "budget": budget, "batch": _pick(args.batch, 1),
+        "targets": targets, "targets_ms": None,
+        "alpha": 0.0 if args.hard else _pick(args.alpha, -0.07),
+        "beta": -1.0 if args.hard else _pick(args.beta, -0.07),
+        "reward_transform": _pick(args.reward_transform, "identity"),
+        "accuracy": _pick(args.accuracy, "proxy"),
+        "proxy": {"data": _pick(args.data, "digits"), "epochs": args.epochs,
+                  "batch_limit": args.batch_limit, "width_mult": args.width_mult,
+                  "resolution": args.resolution},
+        "device": _pick(args.device, "local:onnxruntime"),
+        "latency": _pick(args.latency, "measured"),
+        "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
+        "runs": _pick(args.runs, 20), "max_runs": _pick(args.max_runs, 100),
+        "storage": args.storage,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from mnas.spaces import get_space
+    from search.base import get_strategy
+    from search.ledger import Ledger
+    from search.loop import ChildScorer, SearchLoop
+
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out RUN_DIR")
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{args.space or 'mnasnet'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = runmod.load_config(out) if args.resume else build_config(args)
+    runmod.prepare_folder(out, resume=args.resume, force=args.force)
+    if args.resume and args.budget is not None:
+        cfg["budget"] = args.budget
+    space = get_space(cfg["space"], **cfg["space_options"])
+    latency = runmod.make_latency(cfg, out)
+    accuracy = runmod.make_accuracy(cfg)
+    cfg.setdefault("study_name", out.resolve().name)
+    if cfg["targets_ms"] is None:
+        cfg["targets_ms"] = _resolve_targets(cfg, space, latency)
+    runmod.save_config(out, cfg)
+    strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
+    ledger = Ledger(cfg["storage"] or out / runmod.STUDY, study_name=cfg["study_name"])
+    scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
+    bar = _Progress(cfg["budget"], ledger.finished_count(), disable=args.no_progress)
+    loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
+                      batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
+                      callbacks=[bar.update])
+    print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
+          f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
+          f"budget {cfg['budget']} -> {out}", file=sys.stderr)
+    try:
+        trials = loop.run()
+    finally:
+        bar.close()
+    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export)
+    _print_front(doc)
+    return 0
+
+
+def _resolve_targets(cfg: dict[str, Any], space: Any, latency: Any) -> list[float]:
+    if cfg["targets"] != ["auto"]:
+        return [float(t) for t in cfg["targets"]]
+    name, arch = runmod.reference_arch(space)
+    m = latency(space, arch)
+    print(f"mnas: target auto = {name} on {cfg['device']}: {m.median_ms:.2f} ms",
+          file=sys.stderr)
+    return [float(m.median_ms)]
+
+
+def _print_front(doc: dict[str, Any]) -> None:
+    print(f"{doc['completed']} of {doc['trials']} children completed, {doc['failed']} failed; "
+          f"front of {len(doc['front'])}, hypervolume {doc['hypervolume']:.4g}")
+    for row in doc["front"]:
+        print(f"  acc {100 * row['accuracy']:5.1f}%  {row['latency_ms']:8.2f} ms  "
+              f"reward {row['reward']:.4f}  {row['arch']}")
+
+
+class _Progress:
+    """Children done / budget, best reward, front size, ETA (tqdm on stderr)."""
+
+    def __init__(self, total: int, initial: int, disable: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc="children", unit="child",
+                        disable=disable, file=sys.stderr, dynamic_ncols=True)
+        self.best = float("-inf")
+        self.points: list[tuple[float, float]] = []
+        self.failed = 0
+
+    def update(self, trial: Any) -> None:
+        from mnas.pareto import pareto_front
+
+        if trial.ok:
+            self.best = max(self.best, trial.reward)
+            self.points.append((trial.accuracy, trial.latency_ms))
+        else:
+            self.failed += 1
+        self.bar.set_postfix(best=f"{self.best:.4f}", front=len(pareto_front(self.points)),
+                             failed=self.failed, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,105 @@
+"""Run-folder reports: trials.csv, pareto.csv, pareto.json, pareto.png and front models."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mnas.pareto import hypervolume, pareto_front
+from mnas.trial import Trial
+
+TRIAL_COLUMNS = ["number", "state", "arch", "accuracy", "latency_ms", "reward", "target_ms",
+                 "params", "macs", "train_seconds", "measure_seconds", "noisy", "reason"]
+FRONT_COLUMNS = ["arch", "accuracy", "latency_ms", "reward", "params", "macs", "model"]
+
+
+def front_trials(trials: Sequence[Trial]) -> list[Trial]:
+    """Completed, non-duplicate trials on the accuracy/latency front, fastest first."""
+    done = [t for t in trials if t.ok and "duplicate_of" not in t.meta]
+    idx = pareto_front([(t.accuracy, t.latency_ms) for t in done])
+    return [done[i] for i in idx]
+
+
+def reference_point(trials: Sequence[Trial]) -> tuple[float, float]:
+    """Default hypervolume reference: accuracy 0, 1.1 × the slowest completed child."""
+    lats = [t.latency_ms for t in trials if t.ok]
+    return (0.0, 1.1 * max(lats)) if lats else (0.0, 1.0)
+
+
+def write_reports(out: Path, trials: Sequence[Trial], *, target_ms: float | Sequence[float],
+                  device: str, space: str,
+                  export_model: Callable[[str, Path], Path] | None = None) -> dict[str, Any]:
+    """Write every report file; returns the pareto.json document."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "trials.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=TRIAL_COLUMNS)
+        w.writeheader()
+        for t in trials:
+            row = {k: getattr(t, k, None) for k in TRIAL_COLUMNS if hasattr(t, k)}
+            row["noisy"] = bool((t.measurement or {}).get("noisy", False))
+            w.writerow(row)
+    front = front_trials(trials)
+    models = out / "models"
+    rows = []
+    for rank, t in enumerate(front):
+        model = ""
+        if export_model is not None:
+            path = models / f"front{rank:02d}_trial{t.number}.onnx"
+            try:
+                model = str(export_model(t.arch, path).relative_to(out))
+            except Exception as e:  # noqa: BLE001 — a report must not lose the run
+                model = f"export failed: {type(e).__name__}: {e}"
+        rows.append({"arch": t.arch, "accuracy": t.accuracy, "latency_ms": t.latency_ms,
+                     "reward": t.reward, "params": t.params, "macs": t.macs, "model": model,
+                     "trial": t.number, "target_ms": t.target_ms})
+    with open(out / "pareto.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FRONT_COLUMNS + ["trial", "target_ms"])
+        w.writeheader()
+        w.writerows(rows)
+    ref = reference_point(trials)
+    targets = [target_ms] if isinstance(target_ms, int | float) else list(target_ms)
+    doc = {
+        "space": space,
+        "device": device,
+        "target_ms": targets[0] if len(targets) == 1 else targets,
+        "trials": len(trials),
+        "completed": sum(t.ok for t in trials),
+        "failed": sum(t.state == "failed" for t in trials),
+        "hypervolume": hypervolume([(t.accuracy, t.latency_ms) for t in trials if t.ok], ref),
+        "hypervolume_ref": list(ref),
+        "front": rows,
+    }
+    (out / "pareto.json").write_text(json.dumps(doc, indent=2) + "\n")
+    plot_front(out / "pareto.png", trials, front, targets, device)
+    return doc
+
+
+def plot_front(path: Path, trials: Sequence[Trial], front: Sequence[Trial],
+               targets: Sequence[float], device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    done = [t for t in trials if t.ok]
+    ax.scatter([t.latency_ms for t in done], [100 * t.accuracy for t in done], s=18,
+               color="0.65", label=f"children ({len(done)})", zorder=2)
+    if front:
+        ax.plot([t.latency_ms for t in front], [100 * t.accuracy for t in front], "-o",
+                color="tab:red", ms=6, lw=1.5, label=f"Pareto front ({len(front)})", zorder=3)
+    for i, tgt in enumerate(targets):
+        ax.axvline(tgt, color="tab:blue", ls="--", lw=1,
+                   label="target T" if i == 0 else None, zorder=1)
+    failed = sum(t.state == "failed" for t in trials)
+    ax.set_xlabel(f"latency (ms, median) on {device}")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"accuracy vs latency — {len(trials)} children, {failed} failed")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""Run folders: configuration, evaluator wiring, the reference target, reports.
+
+``mnas search`` and ``mnas front`` both go through here so a resumed or re-exported run
+is configured exactly as it was started.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from mnas.reward import Reward
+
+CONFIG = "config.json"
+STUDY = "study.db"
+CHECKPOINT = "strategy.ckpt"
+#: files a search writes; --force removes exactly these
+RUN_FILES = (CONFIG, STUDY, CHECKPOINT, "trials.csv", "pareto.csv", "pareto.json",
+             "pareto.png")
+RUN_DIRS = ("models", "work")
+
+
+def prepare_folder(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite an existing run unless resuming or forced."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    existing = [n for n in RUN_FILES + RUN_DIRS if (out / n).exists()]
+    if resume:
+        if not (out / CONFIG).exists():
+            raise FileNotFoundError(f"nothing to resume in {out}: no {CONFIG} there")
+        return
+    if existing and not force:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(existing)}); "
+                              "pass --resume to continue it or --force to start over")
+    if force:
+        for n in existing:
+            p = out / n
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def save_config(out: Path, config: dict[str, Any]) -> None:
+    tmp = out / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+    tmp.replace(out / CONFIG)
+
+
+def load_config(out: Path) -> dict[str, Any]:
+    path = out / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{out} is not a run folder: no {CONFIG}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def rewards_from(cfg: dict[str, Any]) -> list[Reward]:
+    return [Reward(t, alpha=cfg["alpha"], beta=cfg["beta"], transform=cfg["reward_transform"])
+            for t in cfg["targets_ms"]]
+
+
+def make_latency(cfg: dict[str, Any], out: Path) -> Any:
+    from latency.measurement import MeasureSettings
+    from mnas.evaluate import make_latency as _make
+
+    settings = MeasureSettings(threads=cfg["threads"], warmup=cfg["warmup"], runs=cfg["runs"],
+                               max_runs=max(cfg["runs"], cfg["max_runs"]))
+    return _make(cfg["latency"], device=cfg["device"], settings=settings,
+                 workdir=out / "work", cache=None)
+
+
+def make_accuracy(cfg: dict[str, Any]) -> Any:
+    from mnas.evaluate import make_accuracy as _make
+
+    ctx = {k: v for k, v in cfg["proxy"].items() if v is not None}
+    return _make(cfg["accuracy"], seed=cfg["seed"], **ctx)
+
+
+def reference_arch(space: Any) -> tuple[str, Any]:
+    """The point ``--target-ms auto`` measures: MobileNetV2 where the space has it."""
+    named = space.named()
+    for name in ("mobilenetv2", *named):
+        if name in named:
+            return name, named[name]
+    raise ValueError(f"--target-ms auto needs a named reference point and space "
+                     f"{space.name!r} has none; give --target-ms N")
+
+
+def export_front_model(space: Any, arch_str: str, path: Path) -> Path:
+    """The full-size child (deployment classes and input) as ONNX."""
+    from latency.export import export_onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = space.build(space.decode(arch_str), num_classes=space.deploy_classes)
+    r = space.deploy_resolution
+    return export_onnx(model, path, input_shape=(1, 3, r, r))
+
+
+def write_run_reports(out: Path, cfg: dict[str, Any], trials: list, space: Any,
+                      export: bool = True) -> dict[str, Any]:
+    from mnas.report import write_reports
+
+    def exporter(arch: str, path: Path) -> Path:
+        return export_front_model(space, arch, path)
+
+    return write_reports(out, trials, target_ms=cfg["targets_ms"], device=cfg["device"],
+                         space=cfg["space"], export_model=exporter if export else None)

@@ -1,0 +1,195 @@
+"""The search loop: ask → score → record → tell, checkpointed after every child.
+
+The loop owns no I/O beyond its ledger and checkpoint file; the CLI wires run folders,
+reports and progress bars around it through ``callbacks``.
+
+Resume invariant: the checkpoint is written (strategy state + the candidates asked but
+not yet told, each with a ``slot``) *before* any of those candidates is opened in the
+ledger, and again after each child is told. On restart a pending slot that the ledger
+already finished is told from the ledger (never re-scored); a slot left RUNNING is
+scored under its existing trial number; a slot never opened is opened. So a search killed
+at any instant loses and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mnas.reward import Reward
+from mnas.trial import Trial
+from search.base import Strategy
+from search.ledger import Ledger, to_trial
+
+CHECKPOINT_VERSION = 1
+
+
+class ChildScorer:
+    """Scores one child: params/MACs at deployment size, accuracy, latency, reward.
+
+    Any exception becomes a failed trial whose reason names the stage; the search goes on.
+    Architectures already scored in this run are not scored again (their result is
+    reused and the trial's meta says ``duplicate_of``).
+    """
+
+    def __init__(self, space: Any, accuracy: Callable[[Any, Any], float],
+                 latency: Callable[[Any, Any], Any], rewards: Sequence[Reward],
+                 count_stats: bool = True) -> None:
+        if not rewards:
+            raise ValueError("at least one reward (target) is needed")
+        self.space = space
+        self.accuracy = accuracy
+        self.latency = latency
+        self.rewards = list(rewards)
+        self.count_stats = count_stats
+        self.seen: dict[str, Trial] = {}
+
+    def reward_for(self, number: int) -> Reward:
+        """Children are spread across targets round-robin by trial number."""
+        return self.rewards[number % len(self.rewards)]
+
+    def remember(self, trial: Trial) -> None:
+        if trial.ok:
+            self.seen.setdefault(trial.arch, trial)
+
+    def __call__(self, number: int, choices: tuple[int, ...], arch_str: str,
+                 meta: dict[str, Any] | None = None) -> Trial:
+        reward = self.reward_for(number)
+        trial = Trial(number=number, arch=arch_str, choices=tuple(choices),
+                      target_ms=reward.target_ms, meta=dict(meta or {}))
+        prev = self.seen.get(arch_str)
+        if prev is not None:
+            trial.accuracy, trial.latency_ms = prev.accuracy, prev.latency_ms
+            trial.params, trial.macs, trial.measurement = prev.params, prev.macs, prev.measurement
+            trial.reward = reward(prev.accuracy, prev.latency_ms)
+            trial.meta["duplicate_of"] = prev.number
+            return trial
+        stage = "decode"
+        try:
+            arch = self.space.decode(arch_str)
+            if self.count_stats:
+                stage = "build"
+                from mnas.counting import arch_stats
+
+                stats = arch_stats(self.space, arch, num_classes=self.space.deploy_classes,
+                                   resolution=self.space.deploy_resolution)
+                trial.params, trial.macs = int(stats["params"]), int(stats["macs"])
+            stage = "latency"
+            t0 = time.perf_counter()
+            m = self.latency(self.space, arch)
+            trial.measure_seconds = time.perf_counter() - t0
+            trial.measurement = _summary(m)
+            trial.latency_ms = float(m.median_ms)
+            if not (math.isfinite(trial.latency_ms) and trial.latency_ms > 0):
+                raise RuntimeError(f"latency {trial.latency_ms} ms is not a positive number")
+            stage = "accuracy"
+            t0 = time.perf_counter()
+            acc = float(self.accuracy(self.space, arch))
+            trial.train_seconds = time.perf_counter() - t0
+            if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
+                raise RuntimeError(f"accuracy {acc} is not in [0, 1]")
+            trial.accuracy = acc
+            stage = "reward"
+            trial.reward = reward(acc, trial.latency_ms)
+        except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
+            trial.state = "failed"
+            trial.reward = None
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            trial.reason = f"{stage}: {type(e).__name__}: {msg}"[:500]
+        return trial
+
+
+def _summary(m: Any) -> dict[str, Any]:
+    """The measurement record without the bulky raw samples (kept in the latency cache)."""
+    d = m.to_dict() if hasattr(m, "to_dict") else dict(m)
+    samples = d.pop("samples_ms", None)
+    if samples is not None:
+        d["n_samples"] = len(samples)
+    return d
+
+
+class SearchLoop:
+    """Runs a strategy against a scorer until ``budget`` children are finished."""
+
+    def __init__(self, space: Any, strategy: Strategy, scorer: ChildScorer,
+                 ledger: Ledger | None = None, budget: int = 10, batch: int = 1,
+                 checkpoint: str | Path | None = None,
+                 callbacks: Sequence[Callable[[Trial], None]] = ()) -> None:
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1 child, got {budget}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.space = space
+        self.strategy = strategy
+        self.scorer = scorer
+        self.ledger = ledger if ledger is not None else Ledger(None)
+        self.budget = budget
+        self.batch = batch
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.callbacks = list(callbacks)
+        self.batch_seq = 0
+        self.pending: list[dict[str, Any]] = []
+        self._restore()
+
+    # -- checkpoint --------------------------------------------------------------
+    def _restore(self) -> None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        with open(self.checkpoint, "rb") as f:  # our own run folder's file
+            ck = pickle.load(f)
+        if ck.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"{self.checkpoint}: unsupported checkpoint version")
+        self.strategy.load_state_dict(ck["strategy"])
+        self.batch_seq = ck["batch_seq"]
+        self.pending = list(ck["pending"])
+
+    def _save(self) -> None:
+        if self.checkpoint is None:
+            return
+        ck = {"version": CHECKPOINT_VERSION, "strategy": self.strategy.state_dict(),
+              "batch_seq": self.batch_seq, "pending": self.pending}
+        tmp = self.checkpoint.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(ck, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.checkpoint)
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self) -> list[Trial]:
+        TS = self.ledger._optuna.trial.TrialState
+        for t in self.ledger.trials():
+            self.scorer.remember(t)
+        while True:
+            if not self.pending:
+                done = self.ledger.finished_count()
+                if done >= self.budget:
+                    break
+                cands = self.strategy.ask(min(self.batch, self.budget - done))
+                self.batch_seq += 1
+                self.pending = [{"slot": f"{self.batch_seq}:{i}", "choices": c.choices,
+                                 "arch": c.arch, "meta": dict(c.meta)}
+                                for i, c in enumerate(cands)]
+                self._save()
+            slots = self.ledger.by_slot()
+            while self.pending:
+                p = self.pending[0]
+                ft = slots.get(p["slot"])
+                trial = to_trial(ft, TS) if ft is not None else None
+                if trial is None:  # never opened, or left RUNNING by a killed process
+                    number = ft.number if ft is not None else self.ledger.open(
+                        p["slot"], p["choices"], p["arch"], p["meta"])
+                    trial = self.scorer(number, p["choices"], p["arch"], p["meta"])
+                    self.ledger.record(trial)
+                self.scorer.remember(trial)
+                self.strategy.tell([trial])
+                self.pending.pop(0)
+                self._save()
+                for cb in self.callbacks:
+                    cb(trial)
+        return self.ledger.trials()
