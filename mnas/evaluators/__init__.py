@@ -8,3 +8,4 @@ from __future__ import annotations
 from mnas.evaluators import measured  # noqa: F401
 from mnas.evaluators import lut  # noqa: F401
 from mnas.evaluators import table  # noqa: F401
+from mnas.evaluators import proxy  # noqa: F401
