@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+#: timing clocks of the measurement protocol (see MeasureSettings.clock)
+CLOCKS = ("wall", "cpu")
+
 
 @dataclass(frozen=True)
 class MeasureSettings:
@@ -20,6 +23,10 @@ class MeasureSettings:
     max_runs: int = 300     # cap for the adaptive protocol
     rel_ci: float = 0.02    # stop once the 95% CI of the median is within ±rel_ci
     max_seconds: float = 30.0
+    #: "wall": time.perf_counter, what a user waits. "cpu": the measuring thread's CPU time,
+    #: which other processes on a shared host cannot inflate (threads=1 only: with one
+    #: intra-op thread the runtime computes on the calling thread)
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -30,9 +37,17 @@ class MeasureSettings:
             raise ValueError(f"runs must be >= 3, got {self.runs}")
         if self.max_runs < self.runs:
             raise ValueError(f"max_runs ({self.max_runs}) must be >= runs ({self.runs})")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"unknown clock {self.clock!r}; valid: {', '.join(CLOCKS)}")
+        if self.clock == "cpu" and self.threads != 1:
+            raise ValueError(f"clock 'cpu' counts the calling thread's CPU time only, so it "
+                             f"needs threads=1 (got threads={self.threads}); use clock 'wall'")
 
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["clock"] == "wall":  # keys written before the clock option existed stay valid
+            del d["clock"]
+        return json.dumps(d, sort_keys=True)
 
 
 def median_ci(samples: np.ndarray, z: float = 1.96) -> tuple[float, float]:
@@ -66,6 +81,8 @@ class Measurement:
     model_sha256: str
     device: str
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    #: the clock the samples were read from: "wall" or "cpu" (MeasureSettings.clock)
+    clock: str = "wall"
     timestamp: float = 0.0
     noisy: bool = False
     cached: bool = False
@@ -80,8 +97,8 @@ class Measurement:
     @classmethod
     def from_samples(cls, samples_ms: list[float] | np.ndarray, *, warmup: int, threads: int,
                      runtime: str, runtime_version: str, model_sha256: str, device: str,
-                     fingerprint: dict[str, Any] | None = None, rel_ci_goal: float = 0.02
-                     ) -> Measurement:
+                     fingerprint: dict[str, Any] | None = None, rel_ci_goal: float = 0.02,
+                     clock: str = "wall") -> Measurement:
         x = np.asarray(samples_ms, dtype=float)
         if x.size == 0:
             raise ValueError("a measurement needs at least one sample")
@@ -103,6 +120,7 @@ class Measurement:
             model_sha256=model_sha256,
             device=device,
             fingerprint=dict(fingerprint or {}),
+            clock=clock,
             timestamp=time.time(),
         )
         return m.with_(noisy=m.rel_ci > rel_ci_goal)
