@@ -100,7 +100,7 @@ class LocalDevice(Device):
             samples, warmup=settings.warmup, threads=settings.threads,
             runtime=self.runtime.name, runtime_version=self.runtime_version,
             model_sha256=sha, device=self.spec, fingerprint=self.fingerprint(),
-            rel_ci_goal=settings.rel_ci)
+            rel_ci_goal=settings.rel_ci, clock=settings.clock)
         return m.with_(noisy=noisy or m.noisy)
 
 

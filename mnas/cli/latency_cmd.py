@@ -42,6 +42,10 @@ def register(sub: Any) -> None:
                    help=f"target half-width of the median's 95%% CI (default {d.rel_ci})")
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help=f"time cap once --runs are done (default {d.max_seconds})")
+    p.add_argument("--clock", choices=("wall", "cpu"), default=d.clock,
+                   help="wall: perf_counter, the latency a user waits (default); cpu: the "
+                        "measuring thread's CPU time, robust on a busy shared host "
+                        "(--threads 1 only)")
     p.add_argument("--cache", default=None, metavar="PATH",
                    help="cache file (default $MNAS_CACHE_DIR/latency.db or "
                         "~/.cache/mnas/latency.db)")
@@ -70,8 +74,12 @@ def _settings(args: argparse.Namespace) -> Any:
     for flag, fvalue in (("--rel-ci", args.rel_ci), ("--max-seconds", args.max_seconds)):
         if not fvalue > 0:
             raise ValueError(f"{flag} must be > 0, got {fvalue}")
+    if args.clock == "cpu" and args.threads != 1:
+        raise ValueError(f"--clock cpu counts one thread's CPU time, so it needs --threads 1 "
+                         f"(got --threads {args.threads}); use --clock wall")
     return MeasureSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
-                           max_runs=max_runs, rel_ci=args.rel_ci, max_seconds=args.max_seconds)
+                           max_runs=max_runs, rel_ci=args.rel_ci, max_seconds=args.max_seconds,
+                           clock=args.clock)
 
 
 def _is_model_file(target: str) -> bool:
@@ -130,7 +138,7 @@ def summary(m: Any, what: str) -> str:
         f"p10/p90   {m.p10_ms:.3f} / {m.p90_ms:.3f} ms",
         f"MAD       {m.mad_ms:.3f} ms",
         f"95% CI    [{m.ci_low_ms:.3f}, {m.ci_high_ms:.3f}] ms  (±{100 * m.rel_ci:.2f}%)",
-        f"runs      {m.runs} timed after {m.warmup} warm-up",
+        f"runs      {m.runs} timed after {m.warmup} warm-up ({m.clock} clock)",
         f"noisy     {flag}",
         f"cached    {'yes' if m.cached else 'no'}",
         f"sha256    {m.model_sha256}",

@@ -70,3 +70,10 @@ def test_bad_model_files(tmp_path: Path) -> None:
         d.measure(tmp_path / "missing.onnx", FAST)
     with pytest.raises(ValueError, match="not a regular file"):
         d.measure(tmp_path, FAST)
+
+
+def test_cpu_clock_is_recorded(model_path: Path) -> None:
+    s = MeasureSettings(warmup=1, runs=5, max_runs=10, rel_ci=0.5, clock="cpu")
+    m = get_device("local:onnxruntime").measure(model_path, s)
+    assert m.clock == "cpu" and m.median_ms > 0
+    assert get_device("local:onnxruntime").measure(model_path, FAST).clock == "wall"

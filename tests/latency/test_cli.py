@@ -50,8 +50,10 @@ def test_human_summary(model: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["latency", str(model), "--threads", "2", *FAST]) == 0
     out = capsys.readouterr().out
     for word in ("median", "p10/p90", "MAD", "95% CI", "runs", "noisy", "cached",
-                 "2 threads", str(model)):
+                 "2 threads", "wall clock", str(model)):
         assert word in out
+    assert main(["latency", str(model), "--clock", "cpu", "--json", *FAST]) == 0
+    assert json.loads(capsys.readouterr().out)["clock"] == "cpu"
 
 
 def test_arch_of_the_mnasnet_space(capsys: pytest.CaptureFixture) -> None:
@@ -68,6 +70,7 @@ def test_arch_of_the_mnasnet_space(capsys: pytest.CaptureFixture) -> None:
     (["MODEL", "--device", "local:nope"], "'local:nope'; valid: .*local:onnxruntime"),
     (["MODEL", "--device", "pixel"], "unknown device 'pixel'"),
     (["MODEL", "--runs", "2"], "--runs must be >= 3"),
+    (["MODEL", "--clock", "cpu", "--threads", "2"], "--clock cpu .* needs --threads 1"),
     (["MODEL", "--runs", "50", "--max-runs", "10"], r"--max-runs \(10\) must be >= --runs \(50\)"),
     (["not_an_arch_at_all", "--space", "mnasnet"], "not_an_arch_at_all"),
     (["mobilenetv2", "--space", "nope"], "unknown space 'nope'"),

@@ -86,3 +86,26 @@ def test_failing_run_propagates() -> None:
 
     with pytest.raises(OSError, match="device gone"):
         measure_callable(run, MeasureSettings(warmup=1))
+
+
+def test_cpu_clock_ignores_time_off_cpu() -> None:
+    # a run that mostly sleeps: wall samples see the sleep, the thread's CPU time does not
+    def run() -> None:
+        time.sleep(0.003)
+        spin(0.2)
+
+    base = dict(warmup=1, runs=5, max_runs=5, rel_ci=1.0)
+    wall, _ = measure_callable(run, MeasureSettings(**base))
+    cpu, _ = measure_callable(run, MeasureSettings(**base, clock="cpu"))
+    assert min(wall) >= 3.0
+    assert max(cpu) < 2.5 and sorted(cpu)[2] >= 0.1
+
+
+def test_clock_settings() -> None:
+    assert MeasureSettings().clock == "wall"
+    assert "clock" not in MeasureSettings().key()  # wall keys predate the option
+    assert MeasureSettings(clock="cpu").key() != MeasureSettings().key()
+    with pytest.raises(ValueError, match="valid: wall, cpu"):
+        MeasureSettings(clock="sundial")
+    with pytest.raises(ValueError, match="threads=1"):
+        MeasureSettings(clock="cpu", threads=2)
