@@ -118,3 +118,18 @@ def test_table_is_reloaded_when_the_file_changes(tmp_path, space):
 def test_unknown_scheme_lists_table():
     with pytest.raises(ValueError, match=r"table:PATH#COLUMN"):
         make_accuracy("tabel:x.csv#acc")
+
+
+def test_missing_arch_becomes_a_failed_trial_in_the_loop(tmp_path, space):
+    from mnas.reward import Reward
+    from search.loop import ChildScorer
+
+    path = write(tmp_path / "t.csv", f"arch,acc,ms\n{BEST},0.5,3.0\n")
+    scorer = ChildScorer(space, make_accuracy(f"table:{path}#acc"),
+                         make_latency(f"table:{path}#ms"), [Reward(10.0)], count_stats=False)
+    ok = scorer(0, space.to_choices(space.decode(BEST)), BEST)
+    assert ok.ok and (ok.accuracy, ok.latency_ms) == (0.5, 3.0)
+    other = space.parse("resnet")
+    failed = scorer(1, space.to_choices(other), other.encode())
+    assert failed.state == "failed" and failed.reward is None
+    assert f"arch not in table {path}" in failed.reason
