@@ -12,7 +12,11 @@ Printed: per-round medians, the ratio of medians ours/bare (goal within ±3%) an
 coefficient of variation of our repeated medians (goal <= 2%). The round order alternates
 so slow drift of the host loads both sides alike.
 
+``--clock cpu`` compares ``mnas latency --clock cpu`` with a bare loop timed by
+``time.thread_time`` instead (the robust choice on a busy shared host).
+
     .venv/bin/python benchmarks/latency_fidelity.py [MODEL.onnx] [--rounds 6] [--threads 1]
+        [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -47,10 +51,10 @@ def export_reference(folder: Path) -> Path:
     arch = space.parse("mobilenetv2")
     est = MeasuredLatency(get_device("local:onnxruntime"))
     for i in range(3):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         path = est.export(space, arch, folder / "mobilenetv2.onnx")
         print(f"export mobilenetv2 (build + ONNX, 1x3x224x224) #{i + 1}: "
-              f"{time.perf_counter() - t0:.2f} s")
+              f"{time.perf_counter() - t0:.2f} s wall, {time.process_time() - c0:.2f} s CPU")
     return path
 
 
@@ -58,7 +62,7 @@ def ours(path: Path, args: argparse.Namespace) -> dict:
     from mnas.cli import main
 
     argv = ["latency", str(path), "--json", "--no-cache", "--threads", str(args.threads),
-            "--warmup", str(args.warmup), "--runs", str(args.runs)]
+            "--warmup", str(args.warmup), "--runs", str(args.runs), "--clock", args.clock]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(argv)
@@ -67,7 +71,7 @@ def ours(path: Path, args: argparse.Namespace) -> dict:
     return json.loads(buf.getvalue())
 
 
-def bare(path: Path, threads: int, warmup: int, runs: int) -> float:
+def bare(path: Path, threads: int, warmup: int, runs: int, clock: str) -> float:
     import onnxruntime as ort
 
     from latency.runtimes import onnxruntime_session_options
@@ -79,11 +83,12 @@ def bare(path: Path, threads: int, warmup: int, runs: int) -> float:
     feed = {inp.name: x}
     for _ in range(warmup):
         sess.run(None, feed)
+    now = time.perf_counter if clock == "wall" else time.thread_time
     times = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = now()
         sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((now() - t0) * 1e3)
     return float(np.median(times))
 
 
@@ -94,12 +99,17 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = ap.parse_args()
 
     import onnxruntime
+    import torch
+
+    torch.set_num_threads(1)  # as the tests and a 2-core host's workers: export on one core
 
     print(f"onnxruntime {onnxruntime.__version__}, threads {args.threads}, "
-          f"warm-up {args.warmup}, min runs {args.runs}, rounds {args.rounds}")
+          f"warm-up {args.warmup}, min runs {args.runs}, rounds {args.rounds}, "
+          f"clock {args.clock}, load average {_loadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.model) if args.model else export_reference(Path(tmp))
         ours_med, bare_med, runs = [], [], []
@@ -113,7 +123,7 @@ def main() -> int:
                     noisy = rec["noisy"]
                 else:  # as many timed runs as ours took last (or the minimum, first)
                     n = runs[-1] if runs else args.runs
-                    bare_med.append(bare(path, args.threads, args.warmup, n))
+                    bare_med.append(bare(path, args.threads, args.warmup, n, args.clock))
             print(f"round {r + 1}: ours {ours_med[-1]:8.3f} ms ({runs[-1]} runs"
                   f"{', NOISY' if noisy else ''})   bare {bare_med[-1]:8.3f} ms   "
                   f"ratio {ours_med[-1] / bare_med[-1]:.4f}")
@@ -129,7 +139,15 @@ def main() -> int:
     print(f"CV of our repeated medians: {cv:.2%}  (goal <= {CV_GOAL:.0%}: "
           f"{'PASS' if cv <= CV_GOAL else 'FAIL'}); bare loop's CV for reference: "
           f"{cv_bare:.2%}")
+    print(f"load average at the end: {_loadavg()}")
     return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 if __name__ == "__main__":
