@@ -1,0 +1,298 @@
+"""Data specs: each form loads real (tiny, generated) data; bad specs fail clearly."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnas.train.data import data_specs, make_datamodule, split_indices
+
+# -- registry and bad specs ---------------------------------------------------------
+
+
+def test_registry_lists_every_form():
+    assert data_specs() == ["digits", "imagefolder:PATH", "cifar10:PATH",
+                            "module:pkg.mod:Class"]
+
+
+@pytest.mark.parametrize("spec", ["mnist", "imagenet:/x", "", "Digits"])
+def test_unknown_spec_lists_valid_forms(spec):
+    with pytest.raises(ValueError) as e:
+        make_datamodule(spec)
+    for form in data_specs():
+        assert form in str(e.value)
+
+
+@pytest.mark.parametrize("spec, needle", [("imagefolder", "imagefolder:PATH"),
+                                          ("cifar10:", "cifar10:PATH"),
+                                          ("digits:extra", "takes no argument")])
+def test_spec_argument_checked(spec, needle):
+    with pytest.raises(ValueError, match=needle):
+        make_datamodule(spec)
+
+
+@pytest.mark.parametrize("kw", [{"val_fraction": 0.0}, {"val_fraction": 1.0},
+                                {"resolution": 0}, {"batch_size": 0}, {"batch_size": 2.5}])
+def test_bad_knobs(kw):
+    with pytest.raises(ValueError):
+        make_datamodule("digits", **kw)
+
+
+@pytest.mark.parametrize("scheme", ["imagefolder", "cifar10"])
+def test_missing_path_names_it(tmp_path, scheme):
+    missing = tmp_path / "nope"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        make_datamodule(f"{scheme}:{missing}")
+
+
+# -- split -------------------------------------------------------------------------------
+
+
+def test_split_is_disjoint_stratified_and_seeded():
+    labels = np.repeat(np.arange(5), [10, 20, 30, 40, 50])
+    tr, va = split_indices(labels, 0.2, seed=3)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == len(labels)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(labels)))
+    per_class = np.bincount(labels[va], minlength=5)
+    assert per_class.tolist() == [2, 4, 6, 8, 10]  # 20% of each class
+    tr2, va2 = split_indices(labels, 0.2, seed=3)
+    assert np.array_equal(va, va2)
+    _, va3 = split_indices(labels, 0.2, seed=4)
+    assert not np.array_equal(va, va3)
+
+
+def test_split_refuses_too_few_samples():
+    with pytest.raises(ValueError, match="cannot split"):
+        split_indices(np.array([0]), 0.2, seed=0)
+
+
+# -- digits -------------------------------------------------------------------------------
+
+
+def test_digits_shapes_split_and_normalisation():
+    dm = make_datamodule("digits", resolution=16, batch_size=32, val_fraction=0.25, seed=1)
+    dm.setup("fit")
+    assert dm.num_classes == 10 and dm.in_channels == 3
+    assert len(dm.train_set) + len(dm.val_set) == 1797
+    assert len(dm.val_set) == round(1797 * 0.25)
+    assert torch.bincount(dm.val_set.labels, minlength=10).min() >= 40  # every class held out
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])  # grey → 3 channels
+    all_train = dm.train_set.images
+    assert abs(float(all_train.mean())) < 1e-3 and abs(float(all_train.std()) - 1) < 1e-2
+    # no validation image is also a training image (the split is over samples)
+    tr = {t.numpy().tobytes() for t in dm.train_set.images[:, 0]}
+    dup = sum(v.numpy().tobytes() in tr for v in dm.val_set.images[:, 0])
+    assert dup <= 5  # load_digits itself holds a handful of identical images
+
+
+def test_train_order_is_seeded_per_loader():
+    dm = make_datamodule("digits", resolution=8, batch_size=64, seed=0)
+    dm.setup("fit")
+    a = next(iter(dm.train_dataloader()))[1]
+    b = next(iter(dm.train_dataloader()))[1]  # a fresh loader starts the same order
+    assert torch.equal(a, b)
+    other = make_datamodule("digits", resolution=8, batch_size=64, seed=1)
+    assert not torch.equal(a, next(iter(other.train_dataloader()))[1])
+
+
+# -- imagefolder -------------------------------------------------------------------------
+
+COLOURS = {"blue": (0, 0, 255), "green": (0, 200, 0), "red": (255, 0, 0)}
+
+
+def _image_folder(root: Path, per_class: int = 6) -> Path:
+    for name, rgb in COLOURS.items():
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            img = Image.new("RGB", (10 + i, 12), rgb)
+            fmt = "png" if i % 2 else "jpeg"
+            img.save(d / f"{i}.{'png' if fmt == 'png' else 'jpg'}", format=fmt.upper())
+    (root / "empty").mkdir()                       # not a class
+    (root / "notes.txt").write_text("ignored")
+    return root
+
+
+def test_imagefolder_loads_classes_resized_rgb(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    dm = make_datamodule(f"imagefolder:{root}", resolution=16, batch_size=4, seed=0)
+    dm.setup("fit")
+    assert dm.num_classes == 3 and dm.in_channels == 3
+    assert dm.class_names == ["blue", "green", "red"]
+    assert len(dm.val_set) == round(18 * 0.2) and len(dm.train_set) == 18 - len(dm.val_set)
+    assert dm.train_set.images.shape[1:] == (3, 16, 16)
+    assert dm.train_set.images.dtype == torch.uint8
+    # each class's pixels carry its colour: the dominant channel matches the label
+    imgs = torch.cat([dm.train_set.images, dm.val_set.images]).float()
+    labels = torch.cat([dm.train_set.labels, dm.val_set.labels])
+    dominant = imgs.mean(dim=(2, 3)).argmax(dim=1)
+    assert torch.equal(dominant, torch.tensor([2, 1, 0])[labels])
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32
+
+
+def test_imagefolder_without_classes(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "loose.png").write_bytes(b"")
+    dm = make_datamodule(f"imagefolder:{tmp_path}")
+    with pytest.raises(ValueError, match="no classes"):
+        dm.setup("fit")
+
+
+def test_imagefolder_unreadable_image(tmp_path):
+    root = _image_folder(tmp_path / "imgs", per_class=3)
+    (root / "red" / "broken.png").write_bytes(b"not a png")
+    dm = make_datamodule(f"imagefolder:{root}")
+    with pytest.raises(ValueError, match="broken.png"):
+        dm.setup("fit")
+
+
+# -- cifar10 ------------------------------------------------------------------------------
+
+
+def _cifar(root: Path, per_batch: int = 10) -> Path:
+    """A tiny CIFAR-10 in the exact python format: dicts with bytes keys, uint8
+    [N, 3072] rows (1024 red, 1024 green, 1024 blue, row-major), pickle protocol 2."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
+             b"ship", b"truck"]
+    for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        data = np.zeros((per_batch, 3072), dtype=np.uint8)
+        for j, lab in enumerate(labels):
+            data[j, :1024] = lab * 20          # red plane encodes the label
+            data[j, 1024:2048] = k             # green plane: which batch
+            data[j, 2048:2048 + 32] = 255      # blue plane: first row white
+        d = {b"batch_label": f"batch {k}".encode(), b"labels": labels, b"data": data,
+             b"filenames": [f"{k}_{j}.png".encode() for j in range(per_batch)]}
+        with open(root / name, "wb") as f:
+            pickle.dump(d, f, protocol=2)
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch,
+                     b"num_vis": 3072}, f, protocol=2)
+    return root
+
+
+def test_cifar10_reads_train_batches_in_layout(tmp_path):
+    root = _cifar(tmp_path / "cifar-10-batches-py")
+    dm = make_datamodule(f"cifar10:{tmp_path}", resolution=32, batch_size=8, seed=0)  # parent
+    dm.setup("fit")
+    assert dm.num_classes == 10 and dm.in_channels == 3 and dm.class_names[9] == "truck"
+    assert dm.root == root
+    imgs = torch.cat([dm.train_set.images, dm.val_set.images])
+    labels = torch.cat([dm.train_set.labels, dm.val_set.labels])
+    assert imgs.shape == (50, 3, 32, 32)               # 5 train batches, test batch unused
+    assert torch.equal(imgs[:, 0, 5, 5].long(), labels * 20)
+    assert set(imgs[:, 1, 0, 0].tolist()) == {0, 1, 2, 3, 4}
+    assert (imgs[:, 2, 0, :] == 255).all() and (imgs[:, 2, 1, :] == 0).all()
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 32, 32)
+
+
+def test_cifar10_resized_to_proxy_resolution(tmp_path):
+    _cifar(tmp_path / "c")
+    dm = make_datamodule(f"cifar10:{tmp_path / 'c'}", resolution=16)
+    dm.setup("fit")
+    assert dm.train_set.images.shape[1:] == (3, 16, 16)
+    assert dm.train_set.images.dtype == torch.uint8
+
+
+def test_cifar10_missing_batch_named(tmp_path):
+    root = _cifar(tmp_path / "c")
+    (root / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3"):
+        make_datamodule(f"cifar10:{root}")
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_cifar10_refuses_code_in_pickle(tmp_path):
+    root = _cifar(tmp_path / "c")
+    marker = tmp_path / "pwned"
+    with open(root / "data_batch_2", "wb") as f:
+        pickle.dump({b"data": _Evil(marker), b"labels": []}, f, protocol=2)
+    dm = make_datamodule(f"cifar10:{root}")
+    with pytest.raises(ValueError, match="refusing to load global"):
+        dm.setup("fit")
+    assert not marker.exists()
+
+
+def test_cifar10_wrong_shape(tmp_path):
+    root = _cifar(tmp_path / "c")
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f, protocol=2)
+    with pytest.raises(ValueError, match=r"uint8 array \[N, 3072\]"):
+        make_datamodule(f"cifar10:{root}").setup("fit")
+
+
+# -- module:pkg.mod:Class -------------------------------------------------------------------
+
+MODULE_SRC = textwrap.dedent('''
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Good(L.LightningDataModule):
+        num_classes = 4
+        in_channels = 1
+
+        def setup(self, stage=None):
+            g = torch.Generator().manual_seed(0)
+            self.ds = TensorDataset(torch.randn(16, 1, 8, 8, generator=g),
+                                    torch.arange(16) % 4)
+
+        def train_dataloader(self):
+            return DataLoader(self.ds, batch_size=4)
+
+        def val_dataloader(self):
+            return DataLoader(self.ds, batch_size=4)
+
+    class NoClasses(L.LightningDataModule):
+        pass
+
+    class NotADataModule:
+        num_classes = 3
+''')
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "user_dm_mod.py").write_text(MODULE_SRC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "user_dm_mod"
+    sys.modules.pop("user_dm_mod", None)
+
+
+def test_module_spec_instantiates_class(user_module):
+    dm = make_datamodule(f"module:{user_module}:Good")
+    assert type(dm).__name__ == "Good" and dm.num_classes == 4 and dm.in_channels == 1
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 1, 8, 8)
+
+
+@pytest.mark.parametrize("target, exc, needle", [
+    ("{m}:NoClasses", ValueError, "num_classes"),
+    ("{m}:NotADataModule", TypeError, "not a LightningDataModule"),
+    ("{m}:Missing", ValueError, "no attribute 'Missing'"),
+    ("no_such_pkg_xyz.mod:Good", ValueError, "cannot import"),
+    ("{m}", ValueError, "module:pkg.mod:Class"),
+])
+def test_module_spec_errors(user_module, target, exc, needle):
+    with pytest.raises(exc, match=needle):
+        make_datamodule("module:" + target.format(m=user_module))

@@ -1,0 +1,100 @@
+"""The ``proxy`` accuracy evaluator end to end on digits (tiny CNN stub and one real
+MnasNet child)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnas.evaluate import ACCURACY, make_accuracy
+from mnas.evaluators.proxy import ProxyAccuracy
+from tests.train.stubs import TinyArch, TinySpace
+
+FAST = {"resolution": 16, "width_mult": 1.0, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return ProxyAccuracy(**FAST)
+
+
+def test_trains_tiny_cnn_well_above_chance(evaluator):
+    space = TinySpace()
+    acc = evaluator(space, TinyArch(8))
+    assert 0.6 < acc <= 1.0  # chance is 0.1
+    assert space.calls == [{"num_classes": 10, "width_mult": 1.0, "in_channels": 3}]
+
+
+def test_same_arch_and_seed_same_accuracy(evaluator):
+    space = TinySpace()
+    a = evaluator(space, TinyArch(4))
+    b = evaluator(space, TinyArch(8))
+    c = evaluator(space, TinyArch(4))   # after another child: data order/init re-seeded
+    assert a == c
+    assert ProxyAccuracy(**FAST)(space, TinyArch(4)) == a  # a fresh evaluator agrees
+    assert b != a
+    for m1, m2 in zip(space.built[0].parameters(), space.built[2].parameters(), strict=True):
+        assert torch.equal(m1, m2)  # identical trained weights, not just accuracy
+
+
+def test_data_is_read_once_per_evaluator(evaluator, monkeypatch):
+    dm = evaluator.datamodule
+    train_set = dm.train_set
+
+    def fail(self):
+        raise AssertionError("data reloaded")
+    monkeypatch.setattr(type(dm), "load", fail)
+    evaluator(TinySpace(), TinyArch(4))
+    assert dm.train_set is train_set
+
+
+def test_batch_limit_limits_steps():
+    space = TinySpace()
+    ProxyAccuracy(batch_limit=3, **FAST)(space, TinyArch(4, "progress"))
+    assert len(space.built[0].progress) == 3
+
+
+def test_nan_child_fails_with_runtime_error(evaluator):
+    with pytest.raises(RuntimeError, match="loss became NaN at step 0"):
+        evaluator(TinySpace(), TinyArch(4, "nan"))
+
+
+def test_threads_restored(evaluator):
+    torch.set_num_threads(2)
+    try:
+        evaluator(TinySpace(), TinyArch(4))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("kw", [{"epochs": 0}, {"batch_limit": 0}, {"width_mult": 0},
+                                {"lr": -1.0}, {"threads": 0}, {"seed": "x"},
+                                {"data": "mnist"}, {"val_fraction": 1.5}])
+def test_bad_options(kw):
+    with pytest.raises(ValueError):
+        ProxyAccuracy(**kw)
+
+
+def test_registered_factory_takes_context():
+    assert "proxy" in ACCURACY
+    ev = make_accuracy("proxy", epochs=1, resolution=16, width_mult=1.0, batch_limit=None,
+                       seed=3, strategy="ppo", budget=10, lr=None)
+    assert isinstance(ev, ProxyAccuracy)
+    assert (ev.epochs, ev.resolution, ev.width_mult, ev.seed, ev.batch_limit) == (1, 16, 1.0, 3,
+                                                                                  None)
+    assert ev.lr == ProxyAccuracy.__init__.__defaults__[6]  # None → the default
+    assert make_accuracy("proxy:digits", resolution=8).data == "digits"
+    with pytest.raises(ValueError, match="conflicts"):
+        make_accuracy("proxy:digits", data="cifar10:/x")
+    with pytest.raises(ValueError, match="imagefolder:PATH"):
+        make_accuracy("proxy:mnist")
+
+
+def test_real_mnasnet_child_trains():
+    from mnas.spaces import get_space
+
+    space = get_space("mnasnet")
+    ev = ProxyAccuracy(resolution=16, width_mult=0.25, epochs=1, batch_limit=8)
+    acc = ev(space, space.parse("mobilenetv2"))
+    assert 0.0 <= acc <= 1.0
