@@ -48,7 +48,7 @@ def register_device(scheme: str, example: str) -> Callable[[DeviceFactory], Devi
 
 
 def _load_builtin() -> None:
-    from devices import local  # noqa: F401
+    from devices import adb, local  # noqa: F401
     from latency import litert  # noqa: F401  (registers the local:litert runtime)
 
 

@@ -86,6 +86,9 @@ class Measurement:
     timestamp: float = 0.0
     noisy: bool = False
     cached: bool = False
+    #: what one sample is: "run" (one timed inference) or, for on-device tools that print
+    #: only summaries, "invocation_median" / "invocation_mean" (one tool invocation each)
+    sample_kind: str = "run"
 
     @property
     def rel_ci(self) -> float:

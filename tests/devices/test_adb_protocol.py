@@ -1,0 +1,119 @@
+"""The loopback daemon speaks real ADB: Debian's ``adb`` client drives it.
+
+Each test uses a private adb server (``ANDROID_ADB_SERVER_PORT``) and a private HOME (so
+``~/.android/adbkey`` is created in the temporary folder) and kills that server at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from tests.fakes.adbd import fake_adbd, unquoted_metachar
+
+ADB = shutil.which("adb")
+needs_adb = pytest.mark.skipif(ADB is None, reason="Debian's adb client is not installed "
+                               "(apt-get install adb; .ci/run installs it)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def adb(tmp_path):
+    """Run the adb client against a private server; yields ``adb(*args) -> stdout``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "ANDROID_ADB_SERVER_PORT": str(_free_port())}
+    env.pop("ANDROID_SERIAL", None)
+
+    def run(*args: str, check: bool = True) -> str:
+        p = subprocess.run([ADB, *args], env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+        if check and p.returncode != 0:
+            raise AssertionError(f"adb {' '.join(args)} failed: {p.stdout}{p.stderr}")
+        return p.stdout + p.stderr
+
+    run.home = home
+    yield run
+    subprocess.run([ADB, "kill-server"], env=env, capture_output=True, timeout=30, check=False)
+
+
+def _connect(adb, d) -> str:
+    adb("connect", d.address)
+    adb("-s", d.address, "wait-for-device")
+    return d.address
+
+
+@needs_adb
+def test_adb_connects_with_rsa_auth_and_reads_props(adb):
+    with fake_adbd() as d:
+        serial = _connect(adb, d)
+        assert f"{serial}\tdevice" in adb("devices")
+        listing = adb("devices", "-l")
+        assert "model:Fake_Pixel" in listing
+        assert adb("-s", serial, "shell", "getprop", "ro.product.model").strip() == "Fake Pixel"
+        assert adb("-s", serial, "shell", "cat",
+                   "/sys/devices/system/cpu/cpu7/cpufreq/cpuinfo_max_freq").strip() == "2841600"
+        # first connection: unknown key -> the host offers its public key (the phone's prompt)
+        assert ("auth", "publickey") in d.events
+        assert (adb.home / ".android" / "adbkey").is_file()
+        # reconnect: the daemon now knows the key and verifies adb's RSA signature
+        adb("disconnect", serial)
+        _connect(adb, d)
+        assert ("auth", "signature") in d.events
+
+
+@needs_adb
+def test_adb_push_and_pull_round_trip_binary_data(adb, tmp_path):
+    payload = os.urandom(300_000)  # several sync DATA chunks and WRTE packets
+    src = tmp_path / "blob.bin"
+    src.write_bytes(payload)
+    with fake_adbd() as d:
+        serial = _connect(adb, d)
+        adb("-s", serial, "push", str(src), "/data/local/tmp/blob.bin")
+        assert d.path("/data/local/tmp/blob.bin").read_bytes() == payload
+        assert "blob.bin" in adb("-s", serial, "shell", "ls", "/data/local/tmp")
+        back = tmp_path / "back.bin"
+        adb("-s", serial, "pull", "/data/local/tmp/blob.bin", str(back))
+        assert back.read_bytes() == payload
+        adb("-s", serial, "shell", "rm", "/data/local/tmp/blob.bin")
+        assert not d.path("/data/local/tmp/blob.bin").exists()
+        assert "does not exist" in adb("-s", serial, "pull", "/data/local/tmp/blob.bin",
+                                     str(tmp_path / "none.bin"), check=False)
+
+
+@needs_adb
+def test_adb_shell_runs_the_benchmark_tool_and_refuses_unquoted_metacharacters(adb, tmp_path):
+    from devices.android import parse_benchmark_model
+
+    model = tmp_path / "m.tflite"
+    with fake_adbd(preinstalled=True) as d:
+        serial = _connect(adb, d)
+        out = adb("-s", serial, "shell", "taskset", "80", "/data/local/tmp/benchmark_model",
+                  "--graph=/data/local/tmp/missing.tflite", "--num_runs=3")
+        assert "Failed to load model" in out
+        with pytest.raises(ValueError):
+            parse_benchmark_model(out)
+        # adb joins its arguments into one command line: an unquoted ';' reaches the shell
+        out = adb("-s", serial, "shell", "echo", "a;", "rm", "-f", str(model))
+        assert "refused" in out and d.refused == ["echo a; rm -f " + str(model)]
+        quoted = adb("-s", serial, "shell", shlex.join(["echo", "a; $(rm -rf /)"]))
+        assert quoted.strip() == "a; $(rm -rf /)"
+
+
+@pytest.mark.parametrize("line,bad", [
+    ("echo a; b", ";"), ("echo $(id)", "$"), ("echo `id`", "`"), ("a | b", "|"),
+    ("a > f", ">"), ('echo "$HOME"', "$"), ("echo 'a;b' \"c\"", None),
+    ("echo a\\;b", None), (shlex.join(["x", "it's; $(rm -rf /) `id` \"q\""]), None),
+])
+def test_unquoted_metacharacter_detection(line, bad):
+    assert unquoted_metachar(line) == bad
