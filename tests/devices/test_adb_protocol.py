@@ -6,6 +6,7 @@ Each test uses a private adb server (``ANDROID_ADB_SERVER_PORT``) and a private 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -42,7 +43,7 @@ def adb(tmp_path):
             raise AssertionError(f"adb {' '.join(args)} failed: {p.stdout}{p.stderr}")
         return p.stdout + p.stderr
 
-    run.home = home
+    run.home, run.env = home, env
     yield run
     subprocess.run([ADB, "kill-server"], env=env, capture_output=True, timeout=30, check=False)
 
@@ -117,3 +118,47 @@ def test_adb_shell_runs_the_benchmark_tool_and_refuses_unquoted_metacharacters(a
 ])
 def test_unquoted_metacharacter_detection(line, bad):
     assert unquoted_metachar(line) == bad
+
+
+@needs_adb
+def test_mnas_devices_lists_local_runtimes_server_and_config_phones(adb, tmp_path,
+                                                                     monkeypatch, capsys):
+    from mnas.cli import main
+
+    for k in ("HOME", "ANDROID_ADB_SERVER_PORT"):
+        monkeypatch.setenv(k, adb.env[k])
+    with fake_adbd(preinstalled=True) as a, fake_adbd(
+            preinstalled=True, props={"ro.product.model": "Config Phone"}) as b, fake_adbd() as c:
+        cfg = tmp_path / "devices.toml"
+        cfg.write_text(f'[[adb.device]]\naddress = "{b.address}"\n\n'
+                       f'[[adb.device]]\naddress = "{c.address}"\n')
+        monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(cfg))
+        _connect(adb, a)
+        assert main(["devices", "--json"]) == 0
+        rows = {r["spec"]: r for r in json.loads(capsys.readouterr().out)["devices"]}
+        assert rows["local:onnxruntime"]["usable"] is True
+        server = rows[f"adb:{a.address}"]
+        assert server["usable"] and server["source"] == "adb server"
+        assert server["fingerprint"]["model"] == "Fake Pixel" and server["model"] == "Fake_Pixel"
+        config = rows[f"adb:{b.address}"]
+        assert config["usable"] and config["fingerprint"]["model"] == "Config Phone"
+        lacking = rows[f"adb:{c.address}"]  # no benchmark_model and no binary to push
+        assert lacking["usable"] is False and "benchmark_binary" in lacking["error"]
+        assert main(["devices"]) == 0
+        text = capsys.readouterr().out
+        assert f"adb:{b.address}" in text and "Config Phone" in text and "UNUSABLE" in text
+
+
+def test_parse_adb_devices_listing():
+    from mnas.cli.devices_cmd import parse_adb_devices
+
+    text = ("* daemon started successfully\nList of devices attached\n"
+            "R58M1234ABC            device usb:1-1 product:flame model:Pixel_4 device:flame "
+            "transport_id:2\n192.168.1.20:5555      unauthorized transport_id:3\n"
+            "emulator-5554          offline\n\n")
+    rows = parse_adb_devices(text)
+    assert rows == [
+        {"serial": "R58M1234ABC", "state": "device", "usb": "1-1", "product": "flame",
+         "model": "Pixel_4", "device": "flame", "transport_id": "2"},
+        {"serial": "192.168.1.20:5555", "state": "unauthorized", "transport_id": "3"},
+        {"serial": "emulator-5554", "state": "offline"}]

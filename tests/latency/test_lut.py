@@ -1,0 +1,184 @@
+"""Per-layer lookup table: unit enumeration, prediction, calibration, build/eval, lut:PATH."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from devices.base import get_device
+from latency.lut import LatencyTable, MnasnetUnits, measure_file
+from latency.measurement import MeasureSettings
+from mnas.cli import main
+from mnas.evaluate import make_latency
+from mnas.spaces.mnasnet import MnasNetSpace
+
+SPACE = MnasNetSpace()
+LOW = 32  # tiny resolution: every unit runs in microseconds
+
+
+def _archs(n: int, seed: int = 0) -> list:
+    rng = random.Random(seed)
+    return [SPACE.sample(rng) for _ in range(n)] + list(SPACE.named().values())
+
+
+def _synthetic(units: MnasnetUnits, seed: int = 0, **kw) -> LatencyTable:
+    rng = np.random.default_rng(seed)
+    entries = {u.key: float(rng.uniform(0.01, 2.0)) for u in units.enumerate()}
+    base = {"space": "mnasnet", "resolution": units.resolution, "num_classes":
+            units.num_classes, "device": "local:onnxruntime", "fingerprint": {"x": 1},
+            "clock": "wall", "settings": {}, "entries": entries}
+    return LatencyTable(**{**base, **kw})
+
+
+def test_enumeration_covers_every_unit_of_every_arch_once():
+    units = MnasnetUnits(224)
+    found = units.enumerate()
+    keys = [u.key for u in found]
+    assert len(keys) == len(set(keys))
+    assert 2000 < len(keys) < 4000  # ~3k distinct layers behind the space's 10^30 networks
+    known = set(keys)
+    for a in _archs(300):
+        for u in units.units(a):
+            assert u.key in known
+            # "identity" is only kept where the blocks add a shortcut, else it is "none"
+            if u.skip == "identity":
+                assert u.stride == 1 and u.in_ch == u.out_ch
+
+
+def test_unit_modules_are_the_layers_the_space_builds():
+    units = MnasnetUnits(224)
+    for a in _archs(15, seed=1):
+        model = SPACE.build(a)
+        layers = [layer for stage in model.blocks for layer in stage]
+        us = units.units(a)
+        assert len(us) == len(layers) + 2
+        assert repr(units.module(us[0])) == repr(model.stem)
+        assert repr(units.module(us[-1])) == repr(model.head)
+        for u, layer in zip(us[1:-1], layers, strict=True):
+            assert repr(units.module(u)) == repr(layer)
+            assert u.input_shape()[1] == u.in_ch
+
+
+def test_predictions_agree_batched_and_one_at_a_time_and_sum_the_units():
+    table = _synthetic(MnasnetUnits(224))
+    table.calibration = {"a": 1.1, "b": 0.05, "c": 0.3, "points": 5}
+    archs = _archs(100, seed=2)
+    choices = np.array([SPACE.to_choices(a) for a in archs])
+    batch = table.predict_choices(choices)
+    for a, p in zip(archs, batch, strict=True):
+        raw, n = table.raw(a)
+        assert table.predict(a, calibrated=False) == pytest.approx(raw)
+        assert table.predict(a) == pytest.approx(1.1 * raw + 0.05 * n + 0.3)
+        assert p == pytest.approx(table.predict(a))
+    with pytest.raises(ValueError, match="shape"):
+        table.predict_choices(choices[:, :5])
+    with pytest.raises(ValueError, match="not an arch"):
+        table.predict("ir_r1")
+
+
+def test_fit_recovers_a_known_calibration():
+    table = _synthetic(MnasnetUnits(224))
+    rng = np.random.default_rng(0)
+    rows = [(s, n, 1.3 * s + 0.02 * n + 0.5) for s, n in
+            zip(rng.uniform(5, 50, 12), rng.integers(10, 25, 12), strict=True)]
+    c = table.fit(rows)
+    assert (c["a"], c["b"], c["c"]) == pytest.approx((1.3, 0.02, 0.5), rel=1e-6)
+    assert c["fit_mape"] < 1e-9 and c["points"] == 12
+    c = table.fit(rows[:2])  # too few points for three coefficients: a ratio only
+    assert c["b"] == 0.0 and c["c"] == 0.0 and c["a"] > 1.3
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path):
+    table = _synthetic(MnasnetUnits(LOW))
+    path = table.save(tmp_path / "t.json")
+    again = LatencyTable.load(path)
+    a = _archs(1)[0]
+    assert again.predict(a) == table.predict(a) and again.entries == table.entries
+    with pytest.raises(FileNotFoundError):
+        LatencyTable.load(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "space": "mnasnet"}))
+    with pytest.raises(ValueError, match="not a mnas lookup table"):
+        LatencyTable.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="'mnasnet' only"):
+        _synthetic(MnasnetUnits(LOW), space="nb201")
+
+
+def test_lut_latency_scheme_predicts_as_a_marked_measurement(tmp_path):
+    table = _synthetic(MnasnetUnits(224))
+    path = table.save(tmp_path / "t.json")
+    est = make_latency(f"lut:{path}", device="local:onnxruntime", settings=None)
+    a = _archs(1)[0]
+    m = est(SPACE, a)
+    assert m.median_ms == pytest.approx(table.predict(a))
+    assert (m.runtime, m.runs, m.device) == ("lut", 0, "local:onnxruntime")
+    with pytest.raises(ValueError, match="needs the table's path"):
+        make_latency("lut:")
+    with pytest.raises(ValueError, match="resolution 224, not 160"):
+        make_latency(f"lut:{path}", resolution=160)
+    with pytest.raises(FileNotFoundError):
+        make_latency(f"lut:{tmp_path / 'none.json'}")
+
+
+def test_cpu_clock_needs_a_local_single_threaded_device(tmp_path):
+    from latency.export import export_onnx
+
+    units = MnasnetUnits(LOW)
+    u = units.stem()
+    path = export_onnx(units.module(u), tmp_path / "stem.onnx", u.input_shape())
+    s = MeasureSettings(warmup=1, runs=5, max_runs=5)
+    m = measure_file(get_device("local:onnxruntime"), path, s, clock="cpu")
+    assert m.fingerprint["clock"] == "cpu" and m.runs == 5 and m.median_ms > 0
+    with pytest.raises(ValueError, match="threads = 1"):
+        measure_file(get_device("local:onnxruntime"), path, MeasureSettings(threads=2), "cpu")
+    from devices.adb import make_adb_device
+
+    with pytest.raises(ValueError, match="needs a local device"):
+        measure_file(make_adb_device("adb:127.0.0.1:1"), path, s, "cpu")
+    with pytest.raises(ValueError, match="clock 'sun' invalid"):
+        measure_file(get_device("local:onnxruntime"), path, s, "sun")
+
+
+def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, capsys):
+    """CLI end to end on this host at a tiny resolution: all but a few units come from a
+    partial table (as after an interrupted build); the rest are measured for real."""
+    device = get_device("local:onnxruntime")
+    settings = MeasureSettings(threads=1, warmup=1, runs=3, max_runs=3)
+    units = MnasnetUnits(LOW)
+    partial = _synthetic(units, fingerprint=device.fingerprint(), settings=asdict(settings))
+    todo = [units.stem(), units.head(320)] + [u for u in units.enumerate()
+                                             if u.kind == "layer"][:2]
+    for u in todo:
+        del partial.entries[u.key]
+    out = partial.save(tmp_path / "lut.json")
+    args = ["lut", "build", "--device", "local:onnxruntime", "--resolution", str(LOW),
+            "--out", str(out), "--calibrate", "4", "--warmup", "1", "--runs", "3",
+            "--max-runs", "3"]
+    assert main(args) == 0
+    line = capsys.readouterr().out
+    assert f"{len(units.enumerate())} units of mnasnet at {LOW}x{LOW}" in line
+    table = LatencyTable.load(out)
+    assert not table.missing()
+    assert all(table.entries[u.key] > 0 for u in todo)
+    assert table.calibration["points"] == 4 and len(table.calibration["archs"]) == 4
+    assert main(["lut", "eval", "--lut", str(out), "--n", "3", "--json",
+                 "--rows", str(tmp_path / "rows.json")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 3 and 0.0 <= res["within_10pct"] <= 1.0 and res["mape"] >= 0
+    assert res["predictions_per_s"]["batch"] > 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    calib = set(table.calibration["archs"])
+    assert len(rows) == 3 and not calib & {r["arch"] for r in rows}
+    for r in rows:
+        assert r["predicted_ms"] == pytest.approx(table.predict(SPACE.decode(r["arch"])))
+
+
+def test_build_refuses_a_table_of_another_device(tmp_path):
+    units = MnasnetUnits(LOW)
+    out = _synthetic(units, fingerprint={"cpu": "elsewhere"}).save(tmp_path / "lut.json")
+    assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out)]) == 2
+    assert main(["lut", "eval", "--lut", str(out), "--n", "1"]) == 2
+    assert main(["lut", "eval", "--lut", str(out), "--n", "0"]) == 2
