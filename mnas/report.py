@@ -89,8 +89,10 @@ def plot_front(path: Path, trials: Sequence[Trial], front: Sequence[Trial],
     ax.scatter([t.latency_ms for t in done], [100 * t.accuracy for t in done], s=18,
                color="0.65", label=f"children ({len(done)})", zorder=2)
     if front:
+        # a staircase: everything right of and below a front point is dominated by it
         ax.plot([t.latency_ms for t in front], [100 * t.accuracy for t in front], "-o",
-                color="tab:red", ms=6, lw=1.5, label=f"Pareto front ({len(front)})", zorder=3)
+                drawstyle="steps-post", color="tab:red", ms=6, lw=1.5,
+                label=f"Pareto front ({len(front)})", zorder=3)
     for i, tgt in enumerate(targets):
         ax.axvline(tgt, color="tab:blue", ls="--", lw=1,
                    label="target T" if i == 0 else None, zorder=1)

@@ -19,7 +19,7 @@ CHECKPOINT = "strategy.ckpt"
 #: files a search writes; --force removes exactly these
 RUN_FILES = (CONFIG, STUDY, CHECKPOINT, "trials.csv", "pareto.csv", "pareto.json",
              "pareto.png")
-RUN_DIRS = ("models", "work")
+RUN_DIRS = ("models",)
 
 
 def prepare_folder(out: Path, resume: bool, force: bool) -> None:
@@ -67,9 +67,11 @@ def make_latency(cfg: dict[str, Any], out: Path) -> Any:
     from mnas.evaluate import make_latency as _make
 
     settings = MeasureSettings(threads=cfg["threads"], warmup=cfg["warmup"], runs=cfg["runs"],
-                               max_runs=max(cfg["runs"], cfg["max_runs"]))
-    return _make(cfg["latency"], device=cfg["device"], settings=settings,
-                 workdir=out / "work", cache=None)
+                               max_runs=max(cfg["runs"], cfg["max_runs"]),
+                               clock=cfg.get("clock", "wall"))
+    # children are exported to a temporary folder each (a run keeps only front models);
+    # the shared latency cache ($MNAS_CACHE_DIR) means no child is measured twice
+    return _make(cfg["latency"], device=cfg["device"], settings=settings, cache=None)
 
 
 def make_accuracy(cfg: dict[str, Any]) -> Any:
@@ -89,22 +91,29 @@ def reference_arch(space: Any) -> tuple[str, Any]:
                      f"{space.name!r} has none; give --target-ms N")
 
 
-def export_front_model(space: Any, arch_str: str, path: Path) -> Path:
-    """The full-size child (deployment classes and input) as ONNX."""
+def export_front_model(space: Any, arch_str: str, path: Path, latency: Any = None) -> Path:
+    """The full-size child (deployment classes and input) as the device's model file.
+
+    Through the latency estimator when it can export (same seeded weights, same format
+    and hash as the measured model); otherwise as ONNX.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arch = space.decode(arch_str)
+    if hasattr(latency, "export"):
+        return latency.export(space, arch, path.with_suffix(getattr(latency, "suffix", ".onnx")))
     from latency.export import export_onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = space.build(space.decode(arch_str), num_classes=space.deploy_classes)
+    model = space.build(arch, num_classes=space.deploy_classes).eval()
     r = space.deploy_resolution
     return export_onnx(model, path, input_shape=(1, 3, r, r))
 
 
 def write_run_reports(out: Path, cfg: dict[str, Any], trials: list, space: Any,
-                      export: bool = True) -> dict[str, Any]:
+                      export: bool = True, latency: Any = None) -> dict[str, Any]:
     from mnas.report import write_reports
 
     def exporter(arch: str, path: Path) -> Path:
-        return export_front_model(space, arch, path)
+        return export_front_model(space, arch, path, latency)
 
     return write_reports(out, trials, target_ms=cfg["targets_ms"], device=cfg["device"],
                          space=cfg["space"], export_model=exporter if export else None)

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if not trials:
         raise ValueError(f"{out} has no finished children yet")
     space = get_space(cfg["space"], **cfg.get("space_options", {}))
-    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export)
+    latency = runmod.make_latency(cfg, out) if not args.no_export else None
+    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
+                                   latency=latency)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

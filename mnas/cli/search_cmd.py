@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 5)")
     m.add_argument("--runs", type=int, default=None, help="minimum timed runs (default 20)")
     m.add_argument("--max-runs", type=int, default=None, help="cap for adaptive repeats (100)")
+    m.add_argument("--clock", default=None, choices=["wall", "cpu"],
+                   help="timing clock: wall (default) or cpu (the measuring thread's CPU "
+                        "time; robust on a shared host, needs --threads 1)")
     o = p.add_argument_group("run folder")
     o.add_argument("--out", default=None, help="run folder (default runs/<space>-<time>)")
     o.add_argument("--storage", default=None,
@@ -131,6 +134,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "latency": _pick(args.latency, "measured"),
         "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
         "runs": _pick(args.runs, 20), "max_runs": _pick(args.max_runs, 100),
+        "clock": _pick(args.clock, "wall"),
         "storage": args.storage,
     }
 
@@ -170,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         trials = loop.run()
     finally:
         bar.close()
-    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export)
+    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
+                                   latency=latency)
     _print_front(doc)
     return 0
 

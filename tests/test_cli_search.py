@@ -1,0 +1,133 @@
+"""End to end: `mnas search` on the real pipeline (digits, Lightning, ONNX Runtime)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--budget", "3", "--epochs", "1", "--batch-limit", "2", "--runs", "5", "--warmup", "1",
+        "--max-runs", "10", "--no-progress", "--seed", "3"]
+
+
+def mnas(*args: str, cache: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "mnas", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("search")
+    out = base / "run"
+    r = mnas("search", "--strategy", "random", "--out", str(out), *TINY, cache=base / "cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, base / "cache", r
+
+
+def test_tiny_search_writes_every_output(tiny_run):
+    out, _, r = tiny_run
+    for name in ("config.json", "study.db", "strategy.ckpt", "trials.csv", "pareto.csv",
+                 "pareto.json", "pareto.png"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert len(rows) == 3
+    assert {row["state"] for row in rows} <= {"complete", "failed"}
+    doc = json.loads((out / "pareto.json").read_text())
+    assert doc["trials"] == 3 and doc["device"] == "local:onnxruntime"
+    assert doc["target_ms"] > 0  # auto: MobileNetV2 measured on this host
+    assert doc["front"], "at least one completed child"
+    import onnxruntime as ort
+
+    from mnas.spaces import get_space
+
+    space = get_space("mnasnet")
+    for row in doc["front"]:
+        assert set(row) >= {"arch", "accuracy", "latency_ms", "reward", "params", "macs", "model"}
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["latency_ms"] > 0
+        assert space.decode(row["arch"]).encode() == row["arch"]
+        model = out / row["model"]
+        sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        assert list(sess.get_inputs()[0].shape) == [1, 3, 224, 224]
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["strategy_config"]["name"] == "random" and cfg["targets_ms"][0] == doc["target_ms"]
+    assert "front of" in r.stdout
+
+
+def test_front_command_reprints_and_reexports(tiny_run):
+    out, cache, _ = tiny_run
+    (out / "pareto.json").unlink()
+    r = mnas("front", str(out), "--json", cache=cache)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["trials"] == 3 and (out / "pareto.json").exists()
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    out, cache, _ = tiny_run
+    before = (out / "study.db").read_bytes()
+    r = mnas("search", "--out", str(out), *TINY, cache=cache)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "--resume" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "study.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--space", "nope"], "valid: "),
+    (["--strategy", "nope"], "valid: "),
+    (["--device", "nope:x"], "valid: "),
+    (["--data", "nope"], "digits"),
+    (["--data", "imagefolder:/does/not/exist"], "/does/not/exist"),
+    (["--target-ms", "-3"], "target"),
+    (["--opt", "nope=1"], "valid: "),
+    (["--hard", "--alpha", "0.1"], "--hard"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, *args])
+    err = capsys.readouterr().err
+    assert rc == 2, (args, err[-2000:])
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err
+
+
+def test_kill_and_resume_cli(tmp_path):
+    """SIGKILL a real search mid-child, resume it, and find each child exactly once."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--strategy", "random", "--out", str(out), *TINY[2:], "--budget", "4"]
+    env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mnas", "search", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from search.ledger import Ledger
+
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once the first child is finished
+        time.sleep(0.5)
+        if (out / "study.db").exists() and proc.poll() is None:
+            try:
+                if Ledger(out / "study.db", study_name="run").finished_count() >= 1:
+                    break
+            except Exception:  # noqa: BLE001 — the DB may be mid-creation
+                continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "pareto.json").exists(), "killed before the end"
+    r = mnas("search", "--out", str(out), "--resume", "--no-progress", cache=cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    led = Ledger(out / "study.db", study_name="run")
+    trials = led.study.get_trials()
+    assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    slots = [t.user_attrs["slot"] for t in trials]
+    assert len(set(slots)) == 4
+    assert json.loads((out / "pareto.json").read_text())["trials"] == 4
