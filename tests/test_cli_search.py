@@ -38,7 +38,8 @@ def test_tiny_search_writes_every_output(tiny_run):
     for name in ("config.json", "study.db", "strategy.ckpt", "trials.csv", "pareto.csv",
                  "pareto.json", "pareto.png"):
         assert (out / name).is_file(), name
-    rows = list(csv.DictReader(open(out / "trials.csv")))
+    with open(out / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 3
     assert {row["state"] for row in rows} <= {"complete", "failed"}
     doc = json.loads((out / "pareto.json").read_text())
