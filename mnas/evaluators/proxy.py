@@ -52,10 +52,11 @@ class ProxyAccuracy:
 
     Defaults are tuned for the default search (10–15 MnasNet children in ≤ 5 minutes on
     2 CPU cores, latency measurement included): digits at 32×32, width 0.5, 2 epochs of
-    batch 64 (44 steps), SGD lr 0.05. Measured: ≈ 3 CPU-seconds per child (2.2–4.5 s
-    over MobileNetV2 and 7 random children); accuracies 0.35–0.93 (MobileNetV2 0.86),
-    seed-to-seed s.d. ≈ 0.01–0.02 for most children. One epoch costs about half and
-    scored 0.59 vs 0.72 mean accuracy on four of those children.
+    batch 64 (44 steps), SGD lr 0.05. Measured on this 2-core machine: ≈ 3.3
+    CPU-seconds per child (2.5–4.3 s over MobileNetV2, the MnasNet-A1-nearest point and 8
+    random children; wall time grows with other load); validation accuracies 0.35–0.91
+    (MobileNetV2 0.86, chance 0.10), seed-to-seed s.d. ≈ 0.01–0.02 for most children.
+    One epoch costs about half and scored 0.59 vs 0.72 mean accuracy on four children.
 
     ``threads`` sets torch's intra-op threads during training (restored afterwards);
     1 by default: on a shared 2-core machine two OpenMP threads made a MobileNetV2
@@ -91,9 +92,10 @@ class ProxyAccuracy:
         # read the data once, up front: bad paths/specs fail here, not per child
         self.datamodule = make_datamodule(data, resolution=resolution, batch_size=batch_size,
                                           val_fraction=val_fraction, seed=seed)
-        with quiet_lightning():
-            self.datamodule.prepare_data()
-            self.datamodule.setup("fit")
+        if getattr(self.datamodule, "num_classes", None) is None:  # module: specs come set up
+            with quiet_lightning():
+                self.datamodule.prepare_data()
+                self.datamodule.setup("fit")
         self.num_classes = int(self.datamodule.num_classes)
         self.in_channels = int(getattr(self.datamodule, "in_channels", 3))
 
@@ -104,13 +106,18 @@ class ProxyAccuracy:
                 f"seed={self.seed})")
 
     def __call__(self, space: Any, arch: Any) -> float:
+        # Trainer(deterministic=True) switches torch's global flag on; give the rest of
+        # the process (latency export, other evaluators) back what it had
         saved_threads = torch.get_num_threads()
+        saved_det = torch.are_deterministic_algorithms_enabled()
+        saved_warn = torch.is_deterministic_algorithms_warn_only_enabled()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
             return self._train(space, arch)
         finally:
             torch.set_num_threads(saved_threads)
+            torch.use_deterministic_algorithms(saved_det, warn_only=saved_warn)
 
     def _train(self, space: Any, arch: Any) -> float:
         with quiet_lightning():

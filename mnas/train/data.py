@@ -384,7 +384,10 @@ def _cifar10(arg: str, **kw: Any) -> Cifar10DataModule:
 def load_module_datamodule(target: str) -> L.LightningDataModule:
     """``pkg.mod:Class`` → ``Class()`` (no arguments), set up for fitting. The class must
     be a ``LightningDataModule`` exposing ``num_classes``; ``in_channels`` defaults to 3.
-    Proxy knobs (resolution, batch size, split, seed) are the class's own business."""
+    Proxy knobs (resolution, batch size, split, seed) are the class's own business, and
+    so is the validation split (accuracy is measured on ``val_dataloader()``). Lightning
+    calls ``setup("fit")`` again for every child trained: make it idempotent so the
+    data is not reloaded each time."""
     mod_name, _, cls_name = target.rpartition(":")
     if not mod_name or not cls_name:
         raise ValueError(f"module data spec must be module:pkg.mod:Class, got module:{target}")

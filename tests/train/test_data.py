@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -242,42 +240,6 @@ def test_cifar10_wrong_shape(tmp_path):
 
 
 # -- module:pkg.mod:Class -------------------------------------------------------------------
-
-MODULE_SRC = textwrap.dedent('''
-    import lightning as L
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class Good(L.LightningDataModule):
-        num_classes = 4
-        in_channels = 1
-
-        def setup(self, stage=None):
-            g = torch.Generator().manual_seed(0)
-            self.ds = TensorDataset(torch.randn(16, 1, 8, 8, generator=g),
-                                    torch.arange(16) % 4)
-
-        def train_dataloader(self):
-            return DataLoader(self.ds, batch_size=4)
-
-        def val_dataloader(self):
-            return DataLoader(self.ds, batch_size=4)
-
-    class NoClasses(L.LightningDataModule):
-        pass
-
-    class NotADataModule:
-        num_classes = 3
-''')
-
-
-@pytest.fixture
-def user_module(tmp_path, monkeypatch):
-    (tmp_path / "user_dm_mod.py").write_text(MODULE_SRC)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "user_dm_mod"
-    sys.modules.pop("user_dm_mod", None)
-
 
 def test_module_spec_instantiates_class(user_module):
     dm = make_datamodule(f"module:{user_module}:Good")

@@ -98,3 +98,22 @@ def test_real_mnasnet_child_trains():
     ev = ProxyAccuracy(resolution=16, width_mult=0.25, epochs=1, batch_limit=8)
     acc = ev(space, space.parse("mobilenetv2"))
     assert 0.0 <= acc <= 1.0
+
+
+def test_global_determinism_flag_restored(evaluator):
+    saved = torch.are_deterministic_algorithms_enabled()
+    try:
+        for flag in (False, True):
+            torch.use_deterministic_algorithms(flag)
+            evaluator(TinySpace(), TinyArch(4))
+            assert torch.are_deterministic_algorithms_enabled() is flag
+    finally:
+        torch.use_deterministic_algorithms(saved)
+
+
+def test_module_spec_datamodule_drives_build(user_module):
+    space = TinySpace()
+    ev = ProxyAccuracy(data=f"module:{user_module}:Good", epochs=1)
+    acc = ev(space, TinyArch(4))
+    assert 0.0 <= acc <= 1.0
+    assert space.calls == [{"num_classes": 4, "width_mult": 0.5, "in_channels": 1}]
