@@ -182,6 +182,9 @@ class BenchResults:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=1)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, p)
         return p
 

@@ -57,7 +57,7 @@ _SHARED = ("device", "space", "tolerance", "max_ms", "rounds", "input_shape", "n
 _ENTRY_KEYS = (*_ENTRY_ONLY, *_SHARED)
 # Defaults chosen for a CI gate: a tighter CI goal than the search uses (to resolve a 5%
 # tolerance) and several rounds (to see run-to-run drift).
-_BENCH_SETTINGS = MeasureSettings(threads=1, warmup=10, runs=30, max_runs=100, rel_ci=0.01,
+BENCH_SETTINGS = MeasureSettings(threads=1, warmup=10, runs=30, max_runs=100, rel_ci=0.01,
                                   max_seconds=30.0)
 DEFAULT_ROUNDS = 3
 MAX_ROUNDS = 50
@@ -251,7 +251,7 @@ def _settings(e: Mapping[str, Any], bad: Any) -> MeasureSettings:
         if typ is int and (isinstance(v, bool) or not isinstance(v, int)):
             raise bad(key, f"must be an integer, got {v!r}")
         kw[key] = _number(v, key, bad) if typ is float else v
-    base = asdict(_BENCH_SETTINGS)
+    base = asdict(BENCH_SETTINGS)
     base.update(kw)
     if "runs" in kw and "max_runs" not in kw:   # a fixed count asked for stays fixed-ish
         base["max_runs"] = max(base["max_runs"], kw["runs"])

@@ -44,13 +44,14 @@ def record(name: str, *rounds: np.ndarray, tol: float = 0.05, max_ms: float | No
 
 def test_identical_distribution_is_ok_and_ten_percent_slowdown_is_a_regression() -> None:
     base = samples(10.0, seed=1)
-    same = samples(10.0, seed=2)
-    r, lo, hi = median_ratio_ci(base, same)
+    r, lo, hi = median_ratio_ci(base, samples(10.0, seed=2))
     assert lo < 1.0 < hi and hi < 1.05
-    assert classify(lo, hi, 0.05) == "ok"
+    assert classify(r, lo, hi, 0.05, baseline_runs=1) == "ok"
+    assert classify(r, lo, hi, 0.05, baseline_runs=5) == "ok"
     r, lo, hi = median_ratio_ci(base, samples(11.0, seed=3))
     assert 1.07 < r < 1.13 and lo > 1.05
-    assert classify(lo, hi, 0.05) == "regression"
+    assert classify(r, lo, hi, 0.05, baseline_runs=1) == "regression"
+    assert classify(r, lo, hi, 0.05, baseline_runs=5) == "regression"
 
 
 def test_interval_straddling_the_tolerance_is_inconclusive() -> None:
@@ -58,17 +59,33 @@ def test_interval_straddling_the_tolerance_is_inconclusive() -> None:
     base, cur = samples(10.0, n=30, rel_sd=0.04, seed=4), samples(10.5, n=30, rel_sd=0.04, seed=5)
     r, lo, hi = median_ratio_ci(base, cur)
     assert lo <= 1.05 < hi
-    assert classify(lo, hi, 0.05) == "inconclusive"
+    assert classify(r, lo, hi, 0.05, baseline_runs=1) == "inconclusive"
 
 
-def test_classify_rule_edges() -> None:
-    assert classify(1.051, 1.2, 0.05) == "regression"
-    assert classify(1.05, 1.2, 0.05) == "inconclusive"     # lo not strictly above
-    assert classify(0.97, 1.05, 0.05) == "ok"                # hi exactly on the bound
-    assert classify(0.80, 0.94, 0.05) == "improvement"
-    assert classify(0.90, 0.97, 0.05) == "ok"                # faster, but not surely by 5%
+def test_rule_with_measured_drift() -> None:
+    t = 0.05
+    # beyond the tolerance and surely slower
+    assert classify(1.07, 1.01, 1.13, t) == "regression"
+    # beyond the tolerance, but no change is inside the interval
+    assert classify(1.07, 0.99, 1.15, t) == "inconclusive"
+    # measured within the tolerance, but a 2t slowdown cannot be excluded
+    assert classify(1.03, 0.97, 1.11, t) == "inconclusive"
+    # within the tolerance, 2t excluded: ok even though surely a bit slower
+    assert classify(1.03, 1.01, 1.06, t) == "ok"
+    assert classify(0.92, 0.88, 0.97, t) == "improvement"
+    assert classify(0.97, 0.93, 0.99, t) == "ok"     # faster, but not beyond -t
+
+
+def test_rule_without_measured_drift_needs_the_whole_interval_above_the_tolerance() -> None:
+    t = 0.05
+    for runs in (1, 2):
+        assert classify(1.10, 1.051, 1.2, t, runs) == "regression"
+        assert classify(1.10, 1.05, 1.2, t, runs) == "inconclusive"    # lo not strictly above
+        assert classify(1.07, 1.01, 1.13, t, runs) == "inconclusive"   # a regression at k>=3
+        assert classify(1.00, 0.97, 1.05, t, runs) == "ok"             # hi exactly on the bound
+        assert classify(0.90, 0.80, 0.94, t, runs) == "improvement"
     with pytest.raises(ValueError, match="tolerance"):
-        classify(1.0, 1.0, 1.5)
+        classify(1.0, 1.0, 1.0, 1.5)
 
 
 def test_bootstrap_is_deterministic_and_validates_input() -> None:
@@ -94,20 +111,27 @@ def test_rounds_that_disagree_widen_the_interval() -> None:
     nested = median_ratio_ci(base, cur, baseline_rounds=[40] * 3, current_rounds=[40] * 3)
     assert flat[0] == nested[0]
     assert (nested[2] - nested[1]) > 3 * (flat[2] - flat[1])
-    assert classify(flat[1], flat[2], 0.05) == "regression"
-    assert classify(nested[1], nested[2], 0.05) == "inconclusive"
+    assert classify(*flat, 0.05, 1) == "regression"
+    assert classify(*nested, 0.05, 1) == "inconclusive"
 
 
-def test_run_to_run_drift_from_a_multi_run_baseline() -> None:
+def test_run_level_interval_from_a_multi_run_baseline() -> None:
     assert math.isnan(run_drift([10.0]))
     assert run_drift([10.0, 10.0, 10.0]) == 0.0
     assert run_drift([9.0, 10.0, 11.0]) == pytest.approx(np.std(np.log([9, 10, 11]), ddof=1))
     base, cur = samples(10.0, seed=20), samples(10.8, seed=21)
     plain = median_ratio_ci(base, cur)
-    drifty = median_ratio_ci(base, cur, baseline_run_medians=[9.0, 10.0, 11.0, 10.5, 9.6])
-    assert classify(plain[1], plain[2], 0.05) == "regression"
-    assert drifty[1] < plain[1] and drifty[2] > plain[2]
-    assert classify(drifty[1], drifty[2], 0.05) == "inconclusive"
+    runs = [9.0, 10.0, 11.0, 10.5, 9.6]
+    wide = median_ratio_ci(base, cur, baseline_run_medians=runs)
+    assert wide[0] == plain[0]
+    # log r +- t(4, 0.975) * s * sqrt(1 + 1/5), unioned with the bootstrap interval
+    half = 2.7764451 * run_drift(runs) * math.sqrt(1.2)
+    assert wide[1] == pytest.approx(min(plain[1], plain[0] * math.exp(-half)))
+    assert wide[2] == pytest.approx(max(plain[2], plain[0] * math.exp(half)))
+    assert classify(*plain, 0.05, 1) == "regression"
+    assert classify(*wide, 0.05, 5) == "inconclusive"
+    # two runs are not enough to measure drift: no run-level term
+    assert median_ratio_ci(base, cur, baseline_run_medians=runs[:2]) == plain
 
 
 def test_compare_records_verdicts_budget_and_notes() -> None:
