@@ -91,13 +91,14 @@ def test_registered_factory_takes_context():
         make_accuracy("proxy:mnist")
 
 
-def test_real_mnasnet_child_trains():
+def test_defaults_train_mobilenetv2_well_above_chance():
+    """The search's default proxy on a real child (≈ 3 CPU-seconds): without BatchNorm
+    recalibration this sat at chance (0.10); measured 0.86."""
     from mnas.spaces import get_space
 
     space = get_space("mnasnet")
-    ev = ProxyAccuracy(resolution=16, width_mult=0.25, epochs=1, batch_limit=8)
-    acc = ev(space, space.parse("mobilenetv2"))
-    assert 0.0 <= acc <= 1.0
+    acc = ProxyAccuracy()(space, space.parse("mobilenetv2"))
+    assert 0.5 < acc <= 1.0
 
 
 def test_global_determinism_flag_restored(evaluator):
