@@ -90,9 +90,12 @@ class ClassifierModule(L.LightningModule):
         for p in self.model.parameters():
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
-        opt = torch.optim.SGD([{"params": decay, "weight_decay": self.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}],
-                              lr=self.lr, momentum=self.momentum, nesterov=self.nesterov)
+        groups = [g for g in ({"params": decay, "weight_decay": self.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        if not groups:
+            raise ValueError("the model has no trainable parameters")
+        opt = torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum,
+                              nesterov=self.nesterov)
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, self._total_steps)
