@@ -1,47 +1,49 @@
 """The controller policy: one autoregressive LSTM that emits any mix of decisions.
 
-One LSTM step per decision (see :mod:`mnas.decisions`); the top hidden state ``h`` of
-that step scores the decision, and the sampled token is fed back as the next step's
-input (the first step reads a learned start input):
+One LSTM step per decision (:mod:`mnas.decisions`); the step's top hidden state ``h``
+scores the decision and the sampled token is fed back as the next input (the first step
+reads a learned start input):
 
 * ``Categorical`` — a linear softmax head over the options.
-* ``Pointer(n)`` — attention over the ``n`` most recent anchors,
-  ``logit_j = vᵀ tanh(W_prev·a_j + W_curr·h)``, softmax over ``j`` (NASNet's input
-  selection, ENAS's form).
-* ``Subset(n)`` — for each of the ``n`` most recent anchors an independent Bernoulli,
-  ``P(j → i) = sigmoid(vᵀ tanh(W_prev·a_j + W_curr·h))`` (NAS-RL's anchor points; its own
-  ``W_prev, W_curr, v``); bit ``j`` of the mask is anchor ``j``, oldest first.
+* ``Pointer(n)`` — softmax over the ``n`` most recent anchors of
+  ``vᵀ tanh(W_prev·a_j + W_curr·h) + s_j(h)`` (NASNet's input selection, ENAS's form).
+* ``Subset(n)`` — one Bernoulli per recent anchor,
+  ``P(j → i) = sigmoid(vᵀ tanh(W_prev·a_j + W_curr·h) + s_j(h))`` (NAS-RL's anchor points,
+  with its own ``W_prev, W_curr, v``); bit ``j`` of the mask is anchor ``j``, oldest first.
 
-Anchors: a decision with ``anchor=True`` records the controller state *after* it — the
-top hidden state once its token has been fed back, i.e. the next step's output — as a
-new anchor ``a_j``. Where a ``Pointer``/``Subset`` needs more anchors than exist, the
-missing oldest ones are *learned start anchors*: ``start[0]`` sits just before the first
-real anchor, ``start[1]`` before that, and so on. (A space that prefers controller
-states can list size-1 ``Categorical`` decisions with ``anchor=True``: they cost no
-probability and record an anchor — the ``nasnet`` space does this for h_i, h_{i-1}.)
+``s_j(h) = u_jᵀh + c_j`` is a per-decision *slot head*, zero-initialised, so the initial
+policy is exactly the papers' attention; it lets a decision learn "anchor slot j" as
+directly as a categorical option (attention alone must first make the anchors' states
+distinct, which took thousands of children on NASNet's space). ``slot_head=False``
+leaves the papers' form alone.
 
-Token embeddings: a ``Categorical`` or ``Pointer`` feeds back a learned embedding of
-the chosen index; a ``Subset`` feeds back ``(e_0 + Σ_{j chosen} e_{1+j}) / (1 + k)``.
-Feeding back tokens rather than anchor states keeps every input known under teacher
-forcing, so :meth:`Controller.evaluate` runs the LSTM over the whole sequence in one call
-and scores all heads in three batched, masked passes — a few dozen torch ops per batch
-whatever the length, which is what keeps training cost per child low.
+Anchors: a decision with ``anchor=True`` records the controller state *after* it (the
+next step's output, once its token has been fed back). Where a Pointer/Subset needs more
+anchors than exist, the missing oldest ones are *learned start anchors*: ``start[0]``
+just before the first real anchor, ``start[1]`` before that, … (a space can instead list
+size-1 ``Categorical`` decisions with ``anchor=True``: they cost no probability and
+record a controller state — the ``nasnet`` space does so for ``h_i, h_{i-1}``).
 
-Growing decision lists (NAS-RL's depth schedule): the LSTM, the start input, the two
-attention blocks and the start anchors are shared by every position; heads and token
-embeddings are per decision, keyed by ``(kind, name, size)``, created lazily the first
-time a key is seen (new layers get fresh ones, old layers keep theirs). Every creation is
-recorded in :attr:`Controller.growth` (one group per :meth:`ensure` call that created
-something) and announced through ``new_params_hook``, which a strategy points at
-``optimizer.add_param_group`` so the optimiser always holds exactly the controller's
-parameters in creation order; :meth:`load_checkpoint` replays the same groups. Initial
-values come from a generator seeded by ``(seed, key)``, so a parameter created after a
-resume equals the one an uninterrupted run creates.
+Fed-back tokens: a learned embedding of the chosen option or slot; a Subset feeds back
+``(e_0 + Σ_{j chosen} e_{1+j}) / (1 + k)``. Tokens rather than anchor states keep every
+input known under teacher forcing, so :meth:`Controller.evaluate` runs the LSTM over the
+whole sequence in one call and scores all heads in batched, masked passes: a few dozen
+torch ops per batch whatever the length.
 
-Two implementations of the same policy: :meth:`evaluate` is batched torch with autograd
-(training, PPO ratios); :meth:`sample` draws one child in float64 NumPy from a snapshot
-of the weights (per-op torch overhead would make a 42-decision child cost several ms).
-Tests check that they agree.
+Growing decision lists (NAS-RL's depth schedule): the LSTM, start input, attention
+weights and start anchors are shared by every position; heads, slot heads and token
+embeddings belong to one decision, keyed by ``(kind, name, size)``, and are created the
+first time a key is seen (new layers get fresh ones; old layers keep theirs). Each
+creation is one group in :attr:`Controller.growth`, announced through
+``new_params_hook`` — a strategy points it at ``optimizer.add_param_group``, so the
+optimiser always holds exactly the controller's parameters in creation order, and
+:meth:`Controller.load_checkpoint` replays the groups. Initial values are seeded by
+``(seed, key)``: a parameter created after a resume equals the uninterrupted run's.
+
+Two implementations of one policy: :meth:`Controller.evaluate` (batched torch, autograd:
+training and PPO ratios) and :meth:`Controller.sample` (one child in float64 NumPy from a
+snapshot of the weights, since torch's per-op overhead would cost several ms per child).
+Tests check they agree with each other and with a plain step-by-step reference.
 """
 
 from __future__ import annotations
@@ -88,13 +90,14 @@ class Controller(nn.Module):
     """
 
     def __init__(self, hidden: int = 100, layers: int = 1, init_range: float = 0.1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, slot_head: bool = True) -> None:
         super().__init__()
         if hidden < 1 or layers < 1:
             raise ValueError(f"hidden and layers must be >= 1, got {hidden}, {layers}")
         if not init_range > 0:
             raise ValueError(f"init_range must be > 0, got {init_range}")
         self.hidden, self.layers, self.init_range, self.seed = hidden, layers, init_range, seed
+        self.use_slot_head = bool(slot_head)
         H = hidden
         with torch.random.fork_rng(devices=[]):  # default inits must not touch global RNG
             self.lstm = nn.LSTM(H, H, num_layers=layers, batch_first=True)
@@ -112,14 +115,17 @@ class Controller(nn.Module):
         self.heads = nn.ModuleList()         # Linear(H, size) per categorical key
         self.embs = nn.ModuleList()          # Embedding(rows, H) per embedding key
         self.start = nn.ParameterList()      # learned start anchors, start[0] newest
+        self.slot_heads = nn.ModuleList()    # Linear(H, n) per Pointer/Subset key
         self._head: dict[Key, int] = {}
         self._emb: dict[Key, int] = {}
+        self._slot: dict[Key, int] = {}
         self.growth: list[list[Key]] = []
         self.new_params_hook: Callable[[list[nn.Parameter]], None] | None = None
         self._snap: dict[str, Any] | None = None
         self._snap_version: tuple[int, ...] = ()
         self._params: list[nn.Parameter] = []
         self._params_growth = -1
+        self._generation = 0
         self._plans: dict[tuple[Decision, ...], _Plan] = {}
         self._ensured: Sequence[Decision] | None = None
         self._ensured_kinds = (False, False)
@@ -145,11 +151,21 @@ class Controller(nn.Module):
                     self._head[key] = len(self.heads)
                     self.heads.append(head)
                     new = [head.weight, head.bias, emb.weight]
+                elif self.use_slot_head and key[2] > 0:
+                    slot = nn.Linear(H, key[2]).to(self.g_emb.dtype)
+                    self._slot[key] = len(self.slot_heads)
+                    self.slot_heads.append(slot)
             else:
                 raise ValueError(f"unknown controller parameter key {key!r}")
         gen = torch.Generator().manual_seed(_key_seed(self.seed, key))
+        if key in self._slot:       # zero: the initial policy is the papers' attention
+            slot = self.slot_heads[self._slot[key]]
+            with torch.no_grad():
+                slot.weight.zero_()
+                slot.bias.zero_()
+            new += [slot.weight, slot.bias]
         with torch.no_grad():
-            for p in new:
+            for p in new[:3 if key[0] == "cat" else 1]:
                 p.data = p.data.to(self.g_emb.dtype).uniform_(
                     -self.init_range, self.init_range, generator=gen)
         return new
@@ -211,13 +227,14 @@ class Controller(nn.Module):
         return plan
 
     def evaluate(self, decisions: Sequence[Decision],
-                 choices: Sequence[int] | Sequence[Sequence[int]]
+                 choices: Sequence[int] | Sequence[Sequence[int]], per_step: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability and path entropy of given choices (differentiable).
 
         ``choices`` is one choice vector (returns scalars) or a batch of them (returns
         shape ``(B,)``). The entropy is the sum of the per-step conditional entropies
-        along each path; its expectation is the joint entropy (chain rule).
+        along each path; its expectation is the joint entropy (chain rule). With
+        ``per_step`` the log-probability is given per decision (shape ``(…, T)``).
         """
         decisions = tuple(decisions)
         single = len(choices) == 0 or isinstance(choices[0], int | np.integer)
@@ -226,10 +243,22 @@ class Controller(nn.Module):
         plan = self._plan(decisions)
         B, H, T = len(rows), self.hidden, len(decisions)
         dtype = self.g_emb.dtype
-        logp = torch.zeros(B, dtype=dtype)
         ent = torch.zeros(B, dtype=dtype)
-        if T == 0 or B == 0:
+        steps: list[list[int]] = []           # per-step log-probs, (steps, (B, k)) pieces
+        parts: list[torch.Tensor] = []
+
+        def result() -> tuple[torch.Tensor, torch.Tensor]:
+            if per_step:
+                logp = torch.zeros(B, T, dtype=dtype)
+                if parts:
+                    cols = torch.tensor([t for s in steps for t in s], dtype=torch.long)
+                    logp = logp.index_copy(1, cols, torch.cat(parts, 1))
+            else:
+                logp = sum((p.sum(-1) for p in parts), torch.zeros(B, dtype=dtype))
             return (logp[0], ent[0]) if single else (logp, ent)
+
+        if T == 0 or B == 0:
+            return result()
         C = np.asarray(rows, dtype=np.int64).reshape(B, T)
         Ct = torch.from_numpy(C)
         # inputs: step t+1 reads step t's token embedding (a bag of rows for a Subset)
@@ -251,45 +280,58 @@ class Controller(nn.Module):
             W = torch.cat([self.heads[k].weight for k in plan.head_keys])[plan.head_rows]
             b = torch.cat([self.heads[k].bias for k in plan.head_keys])[plan.head_rows]
             z = torch.einsum("bth,tsh->bts", outs[:, plan.cat_steps], W) + b
-            lp = F.log_softmax(z.masked_fill(~plan.cat_mask, float("-inf")), dim=-1)
-            logp = logp + lp.gather(2, Ct[:, plan.cat_steps, None])[..., 0].sum(-1)
-            ent = ent - (lp.exp() * lp.masked_fill(~plan.cat_mask, 0.0)).sum((1, 2))
+            lp, en = _softmax(z, plan.cat_mask, Ct[:, plan.cat_steps])
+            steps.append(plan.cat_steps)
+            parts.append(lp)
+            ent = ent + en
         if plan.ptr_steps or plan.sub_steps:
             starts = [self.start[k] for k in range(plan.n_start - 1, -1, -1)]
             hext = (torch.cat([torch.stack(starts).expand(B, -1, -1), outs], dim=1)
                     if starts else outs)[:, plan.used]      # only states some step reads
         if plan.ptr_steps:
-            z = self._attend(hext, outs, plan.ptr_steps, plan.ptr_idx,
-                             self.ptr_prev, self.ptr_curr, self.ptr_v)
-            lp = F.log_softmax(z.masked_fill(~plan.ptr_mask, float("-inf")), dim=-1)
-            logp = logp + lp.gather(2, Ct[:, plan.ptr_steps, None])[..., 0].sum(-1)
-            ent = ent - (lp.exp() * lp.masked_fill(~plan.ptr_mask, 0.0)).sum((1, 2))
+            z = self._anchor_logits("ptr", hext, outs, plan)
+            lp, en = _softmax(z, plan.ptr_mask, Ct[:, plan.ptr_steps])
+            steps.append(plan.ptr_steps)
+            parts.append(lp)
+            ent = ent + en
         if plan.sub_steps:
-            z = self._attend(hext, outs, plan.sub_steps, plan.sub_idx,
-                             self.sub_prev, self.sub_curr, self.sub_v)
+            z = self._anchor_logits("sub", hext, outs, plan)
             m = plan.sub_mask.to(dtype)
             bits = ((Ct[:, plan.sub_steps, None] >> plan.sub_shift) & 1).to(dtype)
             lsp, lsq = F.logsigmoid(z), F.logsigmoid(-z)
-            logp = logp + (m * (bits * lsp + (1 - bits) * lsq)).sum((1, 2))
+            steps.append(plan.sub_steps)
+            parts.append((m * (bits * lsp + (1 - bits) * lsq)).sum(2))
             p = lsp.exp()
             ent = ent - (m * (p * lsp + (1 - p) * lsq)).sum((1, 2))
-        if single:
-            return logp[0], ent[0]
-        return logp, ent
+        return result()
 
-    @staticmethod
-    def _attend(hext: torch.Tensor, outs: torch.Tensor, steps: list[int], idx: torch.Tensor,
-                prev: nn.Linear, curr: nn.Linear, v: nn.Linear) -> torch.Tensor:
-        """(B, S, width) logits ``vᵀ tanh(W_prev·a_j + W_curr·h)`` of the given steps."""
-        keys = prev(hext)[:, idx]                                  # (B, S, width, H)
-        return v(torch.tanh(keys + curr(outs[:, steps])[:, :, None]))[..., 0]
+    def _anchor_logits(self, kind: str, hext: torch.Tensor, outs: torch.Tensor,
+                       plan: _Plan) -> torch.Tensor:
+        """(B, steps, width) ``vᵀ tanh(W_prev·a_j + W_curr·h) + u_jᵀh + c_j`` of every
+        Pointer (``kind="ptr"``) or Subset (``"sub"``) step; padding reads zero rows."""
+        steps, idx, rows = (getattr(plan, f"{kind}_{n}") for n in ("steps", "idx", "rows"))
+        prev, curr, v = (getattr(self, f"{kind}_{n}") for n in ("prev", "curr", "v"))
+        h = outs[:, steps]
+        z = v(torch.tanh(prev(hext)[:, idx] + curr(h)[:, :, None]))[..., 0]
+        if not self.use_slot_head:
+            return z
+        heads = [self.slot_heads[self._slot[k]] for k in getattr(plan, f"{kind}_keys")]
+        W = torch.cat([u.weight for u in heads] + [h.new_zeros(1, self.hidden)])[rows]
+        c = torch.cat([u.bias for u in heads] + [h.new_zeros(1)])[rows]
+        return z + torch.einsum("bsh,swh->bsw", h, W) + c
 
     # -- numpy: one child, fast ---------------------------------------------------------
+    def changed(self) -> None:
+        """Tell the sampler the weights changed. In-place torch ops are noticed through
+        tensors' version counters; fused optimisers bypass them, so call this after
+        their ``step()``."""
+        self._generation += 1
+
     def _snapshot(self) -> dict[str, Any]:
         if self._params_growth != len(self.growth):   # cache the list: parameters() is slow
             self._params = list(self.parameters())
             self._params_growth = len(self.growth)
-        version = tuple(p._version for p in self._params)
+        version = (self._generation, *(p._version for p in self._params))
         if self._snap is not None and version == self._snap_version:
             return self._snap
 
@@ -319,6 +361,8 @@ class Controller(nn.Module):
                      for k, i in self._head.items()},
             "emb": {k: np64(self.embs[i].weight) for k, i in self._emb.items()},
             "start": [np64(s) for s in self.start],
+            "slot": {k: (np64(self.slot_heads[i].weight), np64(self.slot_heads[i].bias))
+                     for k, i in self._slot.items()},
         }
         snap = self._snap
         snap["ptr_start"] = [snap["ptr"][0] @ a for a in snap["start"]]
@@ -327,9 +371,10 @@ class Controller(nn.Module):
         return self._snap
 
     @torch.no_grad()
-    def sample(self, decisions: Sequence[Decision], generator: np.random.Generator
-               ) -> tuple[tuple[int, ...], float, float]:
-        """Sample one choice vector: ``(choices, log_prob, entropy)`` (floats, no grad).
+    def sample(self, decisions: Sequence[Decision], generator: np.random.Generator,
+               per_step: bool = False) -> tuple[tuple[int, ...], Any, float]:
+        """Sample one choice vector: ``(choices, log_prob, entropy)`` (floats, no grad;
+        with ``per_step`` the log-probability is an array, one entry per decision).
 
         ``generator`` (a ``numpy.random.Generator``) is the only source of randomness,
         so its state fixes the sample.
@@ -348,12 +393,15 @@ class Controller(nn.Module):
         x = s["g"]
         head, emb, lstm = s["head"], s["emb"], s["lstm"]
         (Wp, Wc, v), (Sp, Sc, sv) = s["ptr"], s["sub"]
+        slot = s["slot"]
         ptr_keys: list[np.ndarray] = []     # W_prev·a_j of every anchor, per kind
         sub_keys: list[np.ndarray] = []
         choices: list[int] = []
-        logp = ent = 0.0
+        logps: list[float] = []
+        ent = 0.0
         prev_anchor = False
         for d in decisions:
+            lp_a = 0.0
             for layer, (W, b) in enumerate(lstm):
                 t = np.tanh(W @ np.concatenate((x, hs[layer])) + b)
                 ifo = 0.5 * t[:H3] + 0.5
@@ -371,22 +419,28 @@ class Controller(nn.Module):
                 if len(d.options) > 1:
                     Wh, bh = head[key]
                     a, lp_a, h_ = _draw(Wh @ out + bh, generator)
-                    logp, ent = logp + lp_a, ent + h_
+                    ent += h_
                 x = emb[key][a]
             elif type(d) is Pointer:
-                keys = _recent_np(ptr_keys, s["ptr_start"], d.n)
-                a, lp_a, h_ = _draw(np.tanh(keys + Wc @ out) @ v, generator)
-                logp, ent = logp + lp_a, ent + h_
-                x = emb[("ptr", d.name, d.n)][a]
+                key = ("ptr", d.name, d.n)
+                z = np.tanh(_recent_np(ptr_keys, s["ptr_start"], d.n) + Wc @ out) @ v
+                if key in slot:
+                    z = z + slot[key][0] @ out + slot[key][1]
+                a, lp_a, h_ = _draw(z, generator)
+                ent += h_
+                x = emb[key][a]
             elif type(d) is Subset:
-                E = emb[("sub", d.name, d.n)]
+                key = ("sub", d.name, d.n)
+                E = emb[key]
                 a, x = 0, E[0]
                 if d.n:
                     z = np.tanh(_recent_np(sub_keys, s["sub_start"], d.n) + Sc @ out) @ sv
+                    if key in slot:
+                        z = z + slot[key][0] @ out + slot[key][1]
                     lsp, lsq = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
                     p = np.exp(lsp)
                     bits = generator.random(d.n) < p
-                    logp += float(np.where(bits, lsp, lsq).sum())
+                    lp_a = float(np.where(bits, lsp, lsq).sum())
                     ent -= float((p * lsp + (1 - p) * lsq).sum())
                     chosen = np.flatnonzero(bits).tolist()
                     a = sum(1 << j for j in chosen)
@@ -396,8 +450,9 @@ class Controller(nn.Module):
                 raise TypeError(f"unknown decision type {type(d).__name__}; valid: "
                                 "Categorical, Pointer, Subset")
             choices.append(a)
+            logps.append(lp_a)
             prev_anchor = d.anchor
-        return tuple(choices), logp, ent
+        return tuple(choices), (np.array(logps) if per_step else math.fsum(logps)), ent
 
 
 def _recent_np(keys: list[np.ndarray], start: list[np.ndarray], n: int) -> np.ndarray:
@@ -423,6 +478,14 @@ def _draw(logits: np.ndarray, gen: np.random.Generator) -> tuple[int, float, flo
     log_total = math.log(total)
     return a, z[a] - m - log_total, log_total - sum(
         ei * (zi - m) for ei, zi in zip(e, z, strict=True)) / total
+
+
+def _softmax(z: torch.Tensor, mask: torch.Tensor, chosen: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked softmax over the last axis: (log p of ``chosen`` per step, entropy sum)."""
+    lp = F.log_softmax(z.masked_fill(~mask, float("-inf")), dim=-1)
+    return (lp.gather(2, chosen[..., None])[..., 0],
+            -(lp.exp() * lp.masked_fill(~mask, 0.0)).sum((1, 2)))
 
 
 class _Plan:
@@ -471,10 +534,12 @@ class _Plan:
         S = self.n_start
         self.cand = {t: list(range(S - (decisions[t].n - len(ps)), S)) + [S + p for p in ps]
                      for t, ps in cand.items()}
-        self.ptr_steps, self.ptr_idx, self.ptr_mask = self._pad(
+        self.ptr_steps, self.ptr_idx, self.ptr_mask, self.ptr_rows = self._pad(
             [t for t in cand if isinstance(decisions[t], Pointer)])
-        self.sub_steps, self.sub_idx, self.sub_mask = self._pad(
+        self.sub_steps, self.sub_idx, self.sub_mask, self.sub_rows = self._pad(
             [t for t in cand if isinstance(decisions[t], Subset) and decisions[t].n > 0])
+        self.ptr_keys = [_emb_key(decisions[t]) for t in self.ptr_steps]
+        self.sub_keys = [_emb_key(decisions[t]) for t in self.sub_steps]
         self.sub_shift = torch.arange(self.sub_idx.shape[1])
         # attention reads only these Hext rows: remap the candidate indices onto them
         used = sorted({i for c in self.cand.values() for i in c})
@@ -484,15 +549,23 @@ class _Plan:
             old = getattr(self, name)
             setattr(self, name, old.apply_(lambda i: where.get(i, 0)))
 
-    def _pad(self, steps: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    def _pad(self, steps: list[int]
+             ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidates of ``steps`` padded to one width: Hext indices, mask, and rows into
+        the steps' concatenated slot biases (padding → the trailing zero)."""
         width = max((self.decisions[t].n for t in steps), default=0)
+        total = sum(self.decisions[t].n for t in steps)
         idx = torch.zeros(len(steps), width, dtype=torch.long)
         mask = torch.zeros(len(steps), width, dtype=torch.bool)
+        rows = torch.full((len(steps), width), total, dtype=torch.long)
+        off = 0
         for i, t in enumerate(steps):
             c = self.cand[t]
             idx[i, :len(c)] = torch.tensor(c, dtype=torch.long)
             mask[i, :len(c)] = True
-        return steps, idx, mask
+            rows[i, :len(c)] = torch.arange(off, off + len(c))
+            off += len(c)
+        return steps, idx, mask, rows
 
     def bags(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Rows (and weights) of the fed-back token embeddings of steps ``0..T-2``:

@@ -33,7 +33,8 @@ from search.controller import Controller
 
 log = logging.getLogger(__name__)
 
-Record = tuple[tuple[Decision, ...], tuple[int, ...], float, float]  # ds, choices, logp, R
+# decisions, choices, per-decision log-probs when sampled, reward
+Record = tuple[tuple[Decision, ...], tuple[int, ...], np.ndarray, float]
 
 
 def parse_failed_reward(value: float | int | str | None) -> float | None:
@@ -59,7 +60,7 @@ class ControllerStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, *, hidden: int, layers: int,
                  lr: float, init_range: float, baseline_decay: float, batch: int,
                  entropy_weight: float, failed_reward: float | int | str | None,
-                 **extra: Any) -> None:
+                 slot_head: bool, **extra: Any) -> None:
         super().__init__(space, seed)
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -71,17 +72,20 @@ class ControllerStrategy(Strategy):
             "hidden": int(hidden), "layers": int(layers), "lr": float(lr),
             "init_range": float(init_range), "baseline_decay": float(baseline_decay),
             "batch": int(batch), "entropy_weight": float(entropy_weight),
-            "failed_reward": parse_failed_reward(failed_reward), **extra}
+            "failed_reward": parse_failed_reward(failed_reward), "slot_head": bool(slot_head),
+            **extra}
         self.lr, self.batch = float(lr), int(batch)
         self.baseline_decay = float(baseline_decay)
         self.entropy_weight = float(entropy_weight)
         self.failed_reward = self.options["failed_reward"]
-        self.controller = Controller(hidden, layers, init_range, seed)
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr)
+        self.controller = Controller(hidden, layers, init_range, seed, slot_head=slot_head)
+        # fused: one kernel for all the small per-decision tensors (5x faster on CPU)
+        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr,
+                                          fused=True)
         self.controller.new_params_hook = self._add_params
         self.gen = np.random.default_rng(seed)
         self.baseline: float | None = None
-        self.pending: dict[tuple[int, ...], list[tuple[tuple[Decision, ...], float]]] = {}
+        self.pending: dict[tuple[int, ...], list[tuple[tuple[Decision, ...], np.ndarray]]] = {}
         self.buffer: list[Record] = []
         self.updates = 0
         self.ignored = 0
@@ -108,10 +112,10 @@ class ControllerStrategy(Strategy):
         out = []
         for _ in range(n):
             ds = self._decisions(self.children_seen)
-            choices, logp, _ = self.controller.sample(ds, self.gen)
+            choices, logp, _ = self.controller.sample(ds, self.gen, per_step=True)
             self.pending.setdefault(choices, []).append((ds, logp))
             self.children_seen += 1
-            out.append(self.candidate(choices, log_prob=logp))
+            out.append(self.candidate(choices, log_prob=float(logp.sum())))
         return out
 
     def tell(self, trials: Sequence[Trial]) -> None:
@@ -151,26 +155,33 @@ class ControllerStrategy(Strategy):
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _evaluate(self, batch: list[Record]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _evaluate(self, batch: list[Record], per_step: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropies of the batch under the current policy, in batch
-        order; children sampled from different decision lists are evaluated per list."""
+        order; children sampled from different decision lists are evaluated per list
+        (per-step log-probs are then zero-padded to the longest list)."""
         groups: dict[tuple[Decision, ...], list[int]] = {}
         for i, (ds, *_rest) in enumerate(batch):
             groups.setdefault(ds, []).append(i)
         if len(groups) == 1:
-            return self.controller.evaluate(batch[0][0], [c for _, c, *_ in batch])
-        logp = [torch.zeros(())] * len(batch)
-        ent = [torch.zeros(())] * len(batch)
+            return self.controller.evaluate(batch[0][0], [c for _, c, *_ in batch],
+                                            per_step=per_step)
+        logp: list[torch.Tensor] = [torch.zeros(())] * len(batch)
+        ent: list[torch.Tensor] = [torch.zeros(())] * len(batch)
         for ds, idx in groups.items():
-            lp, en = self.controller.evaluate(ds, [batch[i][1] for i in idx])
+            lp, en = self.controller.evaluate(ds, [batch[i][1] for i in idx],
+                                              per_step=per_step)
             for j, i in enumerate(idx):
                 logp[i], ent[i] = lp[j], en[j]
+        if per_step:
+            return torch.nn.utils.rnn.pad_sequence(logp, batch_first=True), torch.stack(ent)
         return torch.stack(logp), torch.stack(ent)
 
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.controller.changed()       # fused Adam leaves version counters alone
 
     # -- introspection and checkpoints ---------------------------------------------------
     def probabilities(self, decisions: Sequence[Decision] | None = None
@@ -203,13 +214,14 @@ class ControllerStrategy(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["config"]
-        for k in ("hidden", "layers"):
+        for k in ("hidden", "layers", "slot_head"):
             if saved.get(k) != self.options[k]:
                 raise ValueError(f"checkpoint has {k}={saved.get(k)}, this strategy "
                                  f"{k}={self.options[k]}: build it with the same options")
         super().load_state_dict(state)
         self.gen.bit_generator.state = copy.deepcopy(state["gen"])
         self.controller.load_checkpoint(state["controller"])
+        self.controller.changed()
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the options given now win
             group["lr"] = self.lr

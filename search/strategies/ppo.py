@@ -3,14 +3,18 @@ al., 2019).
 
 Defaults are NASNet's: 1-layer LSTM with 100 hidden units, lr 3.5e-4, entropy weight
 1e-5, baseline = moving average of rewards with decay 0.95, one update per 20 children,
-PPO clip 0.2 (the PPO paper's, which NASNet cites). Not given by the papers, so chosen
-here: Adam, weights U(−0.1, 0.1) (ENAS's controller init) and ``epochs = 4`` passes of
-the clipped objective over each batch (whole batch per step). The ratio's denominator is
-the probability each child was *sampled* with, so children asked before an update and
-told after it are still weighted correctly.
+clip 0.2 (the PPO paper's, which NASNet cites). Not given by the papers, so chosen here:
+Adam, weights U(−0.1, 0.1) (ENAS's controller init), ``epochs = 4`` passes of the
+clipped objective over each batch (whole batch per step), and ``ratio = "decision"``:
+every decision is one action of the episode, with its own ratio and clip and the child's
+advantage — PPO's usual per-timestep form. (``"sequence"`` clips the ratio of whole
+architectures instead; over 40–60 decisions that ratio leaves the clip range after tiny
+per-decision changes, and learning crawls.) Ratios are taken against the probabilities
+each child was *sampled* with, so a child asked before an update and told after it is
+still weighted correctly.
 
-    L = −mean_k min(ρ_k A_k, clip(ρ_k, 1 − ε, 1 + ε) A_k) − w_H · mean_k H_k,
-    ρ_k = P_θ(a_k) / P_old(a_k),  A_k = R_k − b
+    L = −mean_k Σ_t min(ρ_kt A_k, clip(ρ_kt, 1 − ε, 1 + ε) A_k) − w_H · mean_k H_k,
+    ρ_kt = π_θ(a_kt | a_k,<t) / π_old(a_kt | a_k,<t),  A_k = R_k − b
 """
 
 from __future__ import annotations
@@ -31,23 +35,32 @@ class PPO(ControllerStrategy):
     def __init__(self, space: SearchSpace, seed: int = 0, hidden: int = 100, layers: int = 1,
                  lr: float = 3.5e-4, init_range: float = 0.1, baseline_decay: float = 0.95,
                  batch: int = 20, entropy_weight: float = 1e-5, clip: float = 0.2,
-                 epochs: int = 4, failed_reward: float | None = None) -> None:
+                 epochs: int = 4, ratio: str = "decision", failed_reward: float | None = None,
+                 slot_head: bool = True) -> None:
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if ratio not in ("decision", "sequence"):
+            raise ValueError(f"ratio must be 'decision' or 'sequence', got {ratio!r}")
         super().__init__(space, seed, hidden=hidden, layers=layers, lr=lr,
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
                          entropy_weight=entropy_weight, failed_reward=failed_reward,
-                         clip=float(clip), epochs=int(epochs))
-        self.clip, self.epochs = float(clip), int(epochs)
+                         slot_head=slot_head,
+                         clip=float(clip), epochs=int(epochs), ratio=ratio)
+        self.clip, self.epochs, self.ratio = float(clip), int(epochs), ratio
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
-        old = torch.tensor([lp for _, _, lp, _ in batch], dtype=torch.float32)
+        per_step = self.ratio == "decision"
+        old = [torch.as_tensor(lp, dtype=torch.float32) for _, _, lp, _ in batch]
+        old_t = torch.nn.utils.rnn.pad_sequence(old, batch_first=True) if per_step else \
+            torch.stack([o.sum() for o in old])
+        a = adv[:, None] if per_step else adv
         for _ in range(self.epochs):
-            logp, ent = self._evaluate(batch)
-            ratio = torch.exp(logp - old)
-            surr = torch.minimum(ratio * adv,
-                                 ratio.clamp(1 - self.clip, 1 + self.clip) * adv)
-            loss = -surr.mean() - self.entropy_weight * ent.mean()
+            logp, ent = self._evaluate(batch, per_step=per_step)
+            ratio = torch.exp(logp - old_t)
+            surr = torch.minimum(ratio * a, ratio.clamp(1 - self.clip, 1 + self.clip) * a)
+            # per decision: Σ_t over each child's decisions, as REINFORCE's Σ_t ∇log π
+            loss = -surr.reshape(len(batch), -1).sum(1).mean() \
+                - self.entropy_weight * ent.mean()
             self._step(loss)

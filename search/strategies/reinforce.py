@@ -29,10 +29,12 @@ class Reinforce(ControllerStrategy):
     def __init__(self, space: SearchSpace, seed: int = 0, hidden: int = 35, layers: int = 2,
                  lr: float = 6e-4, init_range: float = 0.08, baseline_decay: float = 0.95,
                  batch: int = 8, entropy_weight: float = 0.0,
-                 failed_reward: float | None = None) -> None:
+                 failed_reward: float | None = None,
+                 slot_head: bool = True) -> None:
         super().__init__(space, seed, hidden=hidden, layers=layers, lr=lr,
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
-                         entropy_weight=entropy_weight, failed_reward=failed_reward)
+                         entropy_weight=entropy_weight, failed_reward=failed_reward,
+                         slot_head=slot_head)
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         logp, ent = self._evaluate(batch)
