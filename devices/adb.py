@@ -397,6 +397,9 @@ class AdbDevice(Device):
             check_onnx(path)
 
     def measure(self, model_path: str | Path, settings: MeasureSettings) -> Measurement:
+        if settings.clock != "wall":
+            raise ValueError(f"adb devices are timed by {self.tool} on the phone: clock "
+                             f"must be 'wall', got {settings.clock!r}")
         path = Path(model_path)
         self._check_model(path)
         sha = file_sha256(path)

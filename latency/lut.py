@@ -15,10 +15,10 @@ per-block precomputed sums.
 
 The error against real measurement is measured by :func:`evaluate_table`, never assumed.
 
-Clock: ``"wall"`` measures with the device (what a phone or a quiet host reports);
-``"cpu"`` (local devices, one thread) times each inference with the thread's CPU time, so
-a host shared with other jobs does not inflate long runs more than short ones (a 30 ms
-network is preempted on a busy host, a 0.1 ms layer rarely is). A table records its clock.
+Clock: the table's :class:`MeasureSettings` (``clock`` included) measure the units and
+the networks alike. On a host shared with other jobs use ``clock="cpu"`` (local devices,
+one thread): wall time inflates a 30 ms network, which is preempted, more than a 0.1 ms
+layer, which rarely is, and no calibration undoes that.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from latency.measurement import Measurement, MeasureSettings
 FORMAT_VERSION = 1
 #: seed of the weights of every unit (latency does not depend on their values)
 UNIT_SEED = 0
-CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -195,39 +194,11 @@ def units_for(space: Any, resolution: int, num_classes: int) -> MnasnetUnits:
 # -- measuring ---------------------------------------------------------------------------
 
 def measure_file(device: Any, path: str | os.PathLike[str], settings: MeasureSettings,
-                 clock: str = "wall", cache: Any = None) -> Measurement:
-    """Measure a model file on ``device`` with ``clock`` (see the module doc)."""
-    if clock not in CLOCKS:
-        raise ValueError(f"clock {clock!r} invalid; valid: {', '.join(CLOCKS)}")
-    if clock == "wall":
-        from latency.estimate import measure_model
+                 cache: Any = None) -> Measurement:
+    """Measure a model file on ``device`` with ``settings`` (clock included), via the cache."""
+    from latency.estimate import measure_model
 
-        return measure_model(device, path, settings, cache)
-    from devices.local import LocalDevice
-    from latency.export import file_sha256
-    from latency.protocol import measure_callable
-
-    if not isinstance(device, LocalDevice):
-        raise ValueError(f"clock 'cpu' needs a local device (local:<runtime>), got {device.spec}")
-    if settings.threads != 1:
-        raise ValueError("clock 'cpu' times the calling thread: it needs threads = 1")
-    run = device.runtime.load(path, 1)
-    cpu: list[int] = []
-    tick = time.thread_time_ns
-
-    def timed() -> None:
-        c0 = tick()
-        run()
-        cpu.append(tick() - c0)
-
-    # the protocol decides how many runs (on wall time, conservatively); CPU times are kept
-    measure_callable(timed, settings)
-    samples = [c / 1e6 for c in cpu[settings.warmup:]]
-    return Measurement.from_samples(
-        samples, warmup=settings.warmup, threads=1, runtime=device.runtime.name,
-        runtime_version=device.runtime_version, model_sha256=file_sha256(path),
-        device=device.spec, fingerprint={**device.fingerprint(), "clock": "cpu"},
-        rel_ci_goal=settings.rel_ci)
+    return measure_model(device, path, settings, cache)
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -236,7 +207,7 @@ class LatencyTable:
     """Unit latencies (ms) of one space on one device, plus the calibration."""
 
     def __init__(self, *, space: str, resolution: int, num_classes: int, device: str,
-                 fingerprint: dict[str, Any], clock: str, settings: dict[str, Any],
+                 fingerprint: dict[str, Any], settings: dict[str, Any], clock: str = "",
                  entries: dict[str, float], noisy: Sequence[str] = (),
                  calibration: dict[str, Any] | None = None, created: float = 0.0) -> None:
         self.space = space
@@ -244,8 +215,10 @@ class LatencyTable:
         self.num_classes = int(num_classes)
         self.device = device
         self.fingerprint = dict(fingerprint)
-        self.clock = clock
         self.settings = dict(settings)
+        # tables written before MeasureSettings had a clock kept it beside the settings
+        self.settings.setdefault("clock", clock or "wall")
+        self.clock = str(self.settings["clock"])
         self.entries = dict(entries)
         self.noisy = sorted(set(noisy))
         self.calibration = dict(calibration or {"a": 1.0, "b": 0.0, "c": 0.0, "points": 0})
@@ -279,11 +252,15 @@ class LatencyTable:
             d = json.loads(p.read_text())
             if d.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
-            keys = ("space", "resolution", "num_classes", "device", "fingerprint", "clock",
+            keys = ("space", "resolution", "num_classes", "device", "fingerprint",
                     "settings", "entries", "noisy", "calibration", "created")
-            return cls(**{k: d[k] for k in keys})
+            return cls(**{k: d[k] for k in keys}, clock=d.get("clock", ""))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{p} is not a mnas lookup table ({e})") from None
+
+    def measure_settings(self) -> MeasureSettings:
+        """The settings the table was measured with (clock included)."""
+        return MeasureSettings(**self.settings)
 
     # -- prediction ----------------------------------------------------------------------
     def missing(self) -> list[Unit]:
@@ -441,19 +418,19 @@ def sample_archs(space: Any, n: int, seed: int, exclude: Iterable[str] = ()) -> 
     return out
 
 
-def measure_arch(space: Any, arch: Any, device: Any, settings: MeasureSettings, clock: str,
+def measure_arch(space: Any, arch: Any, device: Any, settings: MeasureSettings,
                  resolution: int, num_classes: int, workdir: Path, cache: Any = None
                  ) -> Measurement:
     from latency.estimate import MeasuredLatency
 
     est = MeasuredLatency(device, settings, None, workdir, resolution, num_classes)
     path = est.export(space, arch, workdir / f"net.{device.model_format}")
-    return measure_file(device, path, settings, clock, cache)
+    return measure_file(device, path, settings, cache)
 
 
 def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
                 resolution: int | None = None, num_classes: int | None = None,
-                settings: MeasureSettings | None = None, clock: str = "wall",
+                settings: MeasureSettings | None = None,
                 calibrate: int = 12, seed: int = 1_000_003, resume: bool = True,
                 cache: Any = None, workdir: str | os.PathLike[str] | None = None,
                 log: Callable[[str], None] = _log) -> LatencyTable:
@@ -464,19 +441,17 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
     from latency.export import get_exporter
 
     settings = settings or MeasureSettings()
-    if clock not in CLOCKS:
-        raise ValueError(f"clock {clock!r} invalid; valid: {', '.join(CLOCKS)}")
     res = int(resolution or space.deploy_resolution)
     classes = int(num_classes or space.deploy_classes)
     fp = device.fingerprint()
     table = LatencyTable(space=space.name, resolution=res, num_classes=classes,
-                         device=device.spec, fingerprint=fp, clock=clock,
-                         settings=asdict(settings), entries={})
+                         device=device.spec, fingerprint=fp, settings=asdict(settings),
+                         entries={})
     outp = Path(out)
     if resume and outp.is_file():
         old = LatencyTable.load(outp)
-        same = (old.space, old.resolution, old.num_classes, old.fingerprint, old.clock,
-                old.settings) == (table.space, res, classes, fp, clock, table.settings)
+        same = (old.space, old.resolution, old.num_classes, old.fingerprint,
+                old.settings) == (table.space, res, classes, fp, table.settings)
         if not same:
             raise ValueError(f"{outp} holds a table for another device, space, resolution, "
                              "clock or settings; pass another --out or remove it")
@@ -490,7 +465,7 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
         for j, u in enumerate(todo, 1):
             path = export(table.units.module(u), folder / f"unit.{device.model_format}",
                           input_shape=u.input_shape())
-            m = measure_file(device, path, settings, clock, cache)
+            m = measure_file(device, path, settings, cache)
             table.entries[u.key] = m.median_ms
             if m.noisy:
                 table.noisy.append(u.key)
@@ -504,7 +479,7 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
                               exclude=[space.key(a) for a in archs])
         rows = []
         for a in archs:
-            m = measure_arch(space, a, device, settings, clock, res, classes, folder, cache)
+            m = measure_arch(space, a, device, settings, res, classes, folder, cache)
             raw, n = table.raw(a)
             rows.append((raw, n, m.median_ms))
             log(f"lut: calibration {len(rows)}/{len(archs)}: sum {raw:.2f} ms, "
@@ -532,13 +507,13 @@ def evaluate_table(table: LatencyTable, device: Any, space: Any, n: int = 100, s
     if device.fingerprint() != table.fingerprint:
         raise ValueError(f"the table was built on {table.device} "
                          f"({table.fingerprint}); {device.spec} has another fingerprint")
-    settings = settings or MeasureSettings(**table.settings)
+    settings = settings or table.measure_settings()
     calib = {space.key(space.decode(s)) for s in table.calibration.get("archs", [])}
     archs = sample_archs(space, n, seed, exclude=calib)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mnas-luteval-", dir=workdir) as tmp:
         for a in archs:
-            m = measure_arch(space, a, device, settings, table.clock, table.resolution,
+            m = measure_arch(space, a, device, settings, table.resolution,
                              table.num_classes, Path(tmp), cache)
             rows.append({"arch": space.encode(a), "measured_ms": m.median_ms,
                          "predicted_ms": table.predict(a), "raw_sum_ms": table.raw(a)[0],

@@ -10,6 +10,7 @@ share within ±5% / ±10%, MAPE, Spearman's rank correlation and predictions per
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ def register(sub: Any) -> None:
                         "must match the table's)")
     e.add_argument("--n", type=int, default=100, help="random networks to measure (default 100)")
     e.add_argument("--seed", type=int, default=0, help="seed of the random networks")
+    e.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                   help="clock of the reference measurements (default: the table's)")
     e.add_argument("--rows", default=None, metavar="PATH",
                    help="also write every network's measured and predicted latency (JSON)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -62,14 +65,14 @@ def _measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=30, help="minimum timed runs (default 30)")
     p.add_argument("--max-runs", type=int, default=300, help="cap on timed runs (default 300)")
     p.add_argument("--cache", default=None, metavar="PATH",
-                   help="measurement cache for --clock wall (default: none)")
+                   help="measurement cache file (default: none)")
 
 
 def _settings(args: argparse.Namespace) -> Any:
     from latency.measurement import MeasureSettings
 
     return MeasureSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
-                           max_runs=max(args.runs, args.max_runs))
+                           max_runs=max(args.runs, args.max_runs), clock=args.clock)
 
 
 def _cache(args: argparse.Namespace) -> Any:
@@ -93,7 +96,7 @@ def run_build(args: argparse.Namespace) -> int:
     try:
         table = build_table(device, space, args.out, resolution=args.resolution,
                             num_classes=args.classes, settings=_settings(args),
-                            clock=args.clock, calibrate=args.calibrate, seed=args.seed,
+                            calibrate=args.calibrate, seed=args.seed,
                             cache=_cache(args))
     finally:
         device.close()
@@ -109,7 +112,6 @@ def run_build(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from devices.base import get_device
     from latency.lut import LatencyTable, evaluate_table
-    from latency.measurement import MeasureSettings
     from mnas.spaces.base import get_space
 
     if args.n < 1:
@@ -117,10 +119,12 @@ def run_eval(args: argparse.Namespace) -> int:
     table = LatencyTable.load(args.lut)
     space = get_space(table.space)
     device = get_device(args.device or table.device)
+    settings = table.measure_settings()
+    if args.clock:
+        settings = dataclasses.replace(settings, clock=args.clock)
     t0 = time.monotonic()
     try:
-        res = evaluate_table(table, device, space, n=args.n, seed=args.seed,
-                             settings=MeasureSettings(**table.settings))
+        res = evaluate_table(table, device, space, n=args.n, seed=args.seed, settings=settings)
     finally:
         device.close()
     rows = res.pop("rows")
@@ -131,7 +135,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=1, sort_keys=True))
         return 0
     sp = res["predictions_per_s"]
-    print(f"{res['n']} networks on {device.spec} (clock {table.clock}): "
+    print(f"{res['n']} networks on {device.spec} (table clock {table.clock}, measured "
+          f"with clock {settings.clock}): "
           f"within ±5% {res['within_5pct']:.1%}, within ±10% {res['within_10pct']:.1%}, "
           f"MAPE {res['mape']:.2%}, Spearman {res['spearman']:.4f}, "
           f"{res['noisy_measurements']} noisy measurements; predictions/s: "

@@ -123,30 +123,32 @@ def test_lut_latency_scheme_predicts_as_a_marked_measurement(tmp_path):
         make_latency(f"lut:{tmp_path / 'none.json'}")
 
 
-def test_cpu_clock_needs_a_local_single_threaded_device(tmp_path):
+def test_units_are_measured_with_the_tables_clock(tmp_path):
     from latency.export import export_onnx
 
     units = MnasnetUnits(LOW)
     u = units.stem()
     path = export_onnx(units.module(u), tmp_path / "stem.onnx", u.input_shape())
-    s = MeasureSettings(warmup=1, runs=5, max_runs=5)
-    m = measure_file(get_device("local:onnxruntime"), path, s, clock="cpu")
-    assert m.fingerprint["clock"] == "cpu" and m.runs == 5 and m.median_ms > 0
-    with pytest.raises(ValueError, match="threads = 1"):
-        measure_file(get_device("local:onnxruntime"), path, MeasureSettings(threads=2), "cpu")
+    s = MeasureSettings(warmup=1, runs=5, max_runs=5, clock="cpu")
+    m = measure_file(get_device("local:onnxruntime"), path, s)
+    assert m.clock == "cpu" and m.runs == 5 and m.median_ms > 0
     from devices.adb import make_adb_device
 
-    with pytest.raises(ValueError, match="needs a local device"):
-        measure_file(make_adb_device("adb:127.0.0.1:1"), path, s, "cpu")
-    with pytest.raises(ValueError, match="clock 'sun' invalid"):
-        measure_file(get_device("local:onnxruntime"), path, s, "sun")
+    with pytest.raises(ValueError, match="clock must be 'wall'"):
+        measure_file(make_adb_device("adb:127.0.0.1:1"), path, s)
+    # a table written before MeasureSettings had a clock kept it beside the settings
+    old = _synthetic(units, settings=asdict(MeasureSettings())).to_dict()
+    del old["settings"]["clock"]
+    old["clock"] = "cpu"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert LatencyTable.load(tmp_path / "old.json").measure_settings().clock == "cpu"
 
 
 def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, capsys):
     """CLI end to end on this host at a tiny resolution: all but a few units come from a
     partial table (as after an interrupted build); the rest are measured for real."""
     device = get_device("local:onnxruntime")
-    settings = MeasureSettings(threads=1, warmup=1, runs=3, max_runs=3)
+    settings = MeasureSettings(threads=1, warmup=1, runs=3, max_runs=3, clock="cpu")
     units = MnasnetUnits(LOW)
     partial = _synthetic(units, fingerprint=device.fingerprint(), settings=asdict(settings))
     todo = [units.stem(), units.head(320)] + [u for u in units.enumerate()
@@ -156,7 +158,7 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
     out = partial.save(tmp_path / "lut.json")
     args = ["lut", "build", "--device", "local:onnxruntime", "--resolution", str(LOW),
             "--out", str(out), "--calibrate", "4", "--warmup", "1", "--runs", "3",
-            "--max-runs", "3"]
+            "--max-runs", "3", "--clock", "cpu"]
     assert main(args) == 0
     line = capsys.readouterr().out
     assert f"{len(units.enumerate())} units of mnasnet at {LOW}x{LOW}" in line
@@ -164,6 +166,7 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
     assert not table.missing()
     assert all(table.entries[u.key] > 0 for u in todo)
     assert table.calibration["points"] == 4 and len(table.calibration["archs"]) == 4
+    assert table.clock == "cpu"
     assert main(["lut", "eval", "--lut", str(out), "--n", "3", "--json",
                  "--rows", str(tmp_path / "rows.json")]) == 0
     res = json.loads(capsys.readouterr().out)
