@@ -17,6 +17,7 @@ from mnas.spaces import mnasnet  # noqa: E402,F401
 from mnas.spaces import nb201  # noqa: E402,F401
 from mnas.spaces import nasrl  # noqa: E402,F401
 from mnas.spaces import nasnet  # noqa: E402,F401
+from mnas.spaces import pnas  # noqa: E402,F401
 
 __all__ = ["SPACES", "Encodable", "Mutable", "SearchSpace", "get_space", "register_space",
            "space_names"]

@@ -41,10 +41,12 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "optuna:nsga2": {"sampler_options": {"population_size": 6}},
     "optuna:nsga3": {"sampler_options": {"population_size": 6}},
     "optuna:tpe": {"sampler_options": {"n_startup_trials": 5}},
+    "pnas": {"initial": 4, "beam": 2, "members": 2, "epochs": 30},
 }
 #: small settings for spaces (only options the space's constructor takes)
 SPACE_OPTIONS: dict[str, dict[str, Any]] = {
     "nasrl": {"start_depth": 3, "grow_every": 7, "max_depth": 5},
+    "pnas": {"blocks": 1},  # b-block choice vectors fit decisions() only at b = B
 }
 SEED = 7
 ROUNDS = 8          # ask/tell rounds per run; ~2 children asked per round

@@ -1,0 +1,406 @@
+"""``pnas``: Progressive Neural Architecture Search (Liu et al., 2018) on the ``pnas`` space.
+
+Sequential model-based optimisation over cells of growing size:
+
+1. **Stage 1** scores 1-block cells: all 136 distinct ones (8 ops × 2 inputs per half,
+   up to the symmetry of add) when ``initial`` is 0, else a random ``initial`` of them.
+2. When every child of a stage is told, the surrogate (:class:`search.surrogate.MLPEnsemble`
+   over ``space.vector``) is refit on **all** scored cells, and the latency model too.
+3. The top ``beam`` (K) cells of the stage by reward are each expanded by one block —
+   every distinct expansion, or a random ``max_expand`` of each parent's — and the
+   expansions are ranked by **predicted reward** = predicted accuracy × (predicted
+   latency / T)^w, w = ``alpha`` if the predicted latency ≤ T else ``beta`` (MnasNet's
+   reward). The top K form the next stage. Repeat until cells have B blocks.
+4. After stage B the search goes on in rounds of K at B blocks, so any budget is usable:
+   each round ranks the expansions of the best K (B−1)-block cells and the one-token
+   neighbours of the best K B-block cells, all unevaluated, and queues the top K.
+
+**Latency predictor**: ridge regression of log latency on the same encoding
+(:class:`search.surrogate.RidgeLatency`), fit to every measured latency told so far;
+cells are sums of per-op costs to first order, which a linear model on op counts and
+positions captures. ``latency_model="none"`` ranks by predicted accuracy only (the
+paper's setting). **T**: ``target_ms`` if > 0, else the target of the first trial told
+(when the loop spreads children over several targets, PNAS ranks with that one T).
+
+**Asks and tells.** ``ask(n)`` hands out the current stage's queue; a stage ends when its
+queue is handed out *and* all of it is told (in any order, failed trials included). Asks
+beyond the queue before then (a batch asked before its tells) get the next-ranked cells
+of the same stage (meta ``origin="overflow"``), or random unevaluated cells of the
+current size (``origin="random"``); they never hold the stage back, and they join the
+data when told. Failed trials count as told and are left out of every fit. A stage whose
+children all failed is repeated with fresh cells of the same size.
+
+**Reporting.** When a stage ends, the Spearman correlation between the rewards (and
+accuracies) predicted *before* its children were scored and the real ones is appended to
+``stage_spearman`` and logged; ``report()`` returns it. Candidate meta carries
+``stage``, ``blocks``, ``origin`` and the predictions (``pred_acc``, ``pred_std``,
+``pred_lat_ms``, ``pred_reward``).
+
+Defaults are sized for this project's budgets (≈100 children reach B = 5: 32 + 4 × 16);
+the paper trains all 136 one-block cells and uses K = 256.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mnas.spaces.base import Encodable
+from mnas.spaces.nasnet import Block
+from mnas.spaces.pnas import PnasArch, PnasSpace, make_arch
+from mnas.trial import Trial
+from search.base import Candidate, Strategy, register_strategy
+from search.surrogate import MLPEnsemble, RidgeLatency, spearman
+
+log = logging.getLogger(__name__)
+
+LATENCY_MODELS = ("linear", "none")
+#: how many ranked-but-unqueued cells a stage keeps for overflow asks (bounds the state)
+RESERVE_PER_BEAM = 4
+
+
+def _pos_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value \
+            or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@register_strategy
+class ProgressiveNAS(Strategy):
+    """PNAS: stages of growing cells ranked by a surrogate ensemble; beam ``beam``."""
+
+    name = "pnas"
+    requires = (Encodable,)
+    spaces = ("pnas",)
+
+    def __init__(self, space: Any, seed: int = 0, initial: int = 32, beam: int = 16,
+                 max_expand: int = 0, members: int = 5, hidden: int = 32, epochs: int = 200,
+                 latency_model: str = "linear", target_ms: float = 0.0,
+                 alpha: float = -0.07, beta: float = -0.07) -> None:
+        super().__init__(space, seed=seed)
+        if not isinstance(space, PnasSpace):
+            raise TypeError(f"strategy 'pnas' needs the pnas space, got {type(space).__name__}")
+        self.initial = _pos_int("initial", initial, 0)
+        self.beam = _pos_int("beam", beam, 1)
+        self.max_expand = _pos_int("max_expand", max_expand, 0)
+        if latency_model not in LATENCY_MODELS:
+            raise ValueError(f"unknown latency_model {latency_model!r}; "
+                             f"valid: {', '.join(LATENCY_MODELS)}")
+        self.latency_model = latency_model
+        if not (math.isfinite(float(target_ms)) and float(target_ms) >= 0):
+            raise ValueError(f"target_ms must be >= 0 (0 = the first told trial's), got {target_ms}")
+        self.target_opt = float(target_ms)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.surrogate = MLPEnsemble(members=members, hidden=hidden, epochs=epochs, seed=seed)
+        self.latency = RidgeLatency()
+        self.B = space.blocks
+        self.target: float | None = self.target_opt or None
+        self.stage = 1                       # stage number (repeats and rounds count too)
+        self.blocks = 1                      # cell size of the current stage
+        self.queue: list[dict[str, Any]] = []    # this stage's children still to hand out
+        self.reserve: list[dict[str, Any]] = []  # next-ranked cells for overflow asks
+        self.waiting: set[str] = set()       # queued children asked, not yet told
+        self.pending: dict[str, dict[str, Any]] = {}  # every asked child not yet told
+        self.asked: set[str] = set()
+        self.data: dict[str, tuple[float, float]] = {}  # arch -> (accuracy, latency_ms)
+        self.results: list[dict[str, Any]] = []  # this stage's told children
+        self.stage_spearman: list[dict[str, Any]] = []
+        self._vectors: dict[str, np.ndarray] = {}
+        self._deltas: dict[int, tuple[list[tuple[int, str, int, str]], np.ndarray]] = {}
+        cells = [self._arch([opt]) for opt in space.block_options(0)]
+        self.rng.shuffle(cells)
+        size = len(cells) if self.initial == 0 else min(self.initial, len(cells))
+        entries = [{"arch": a.encode()} for a in cells]
+        self.queue, self.reserve = entries[:size], entries[size:]
+
+    # -- helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _arch(blocks: Sequence[tuple[int, str, int, str]]) -> PnasArch:
+        return make_arch(blocks)
+
+    def _vector(self, key: str) -> np.ndarray:
+        v = self._vectors.get(key)
+        if v is None:
+            v = self._vectors[key] = self.space.vector(self.space.decode(key))
+        return v
+
+    def _deltas_at(self, position: int) -> tuple[list[tuple[int, str, int, str]], np.ndarray]:
+        """Every canonical block at ``position`` and its share of the encoding."""
+        if position not in self._deltas:
+            opts = self.space.block_options(position)
+            mat = np.stack([self.space.block_vector(position, Block(i1, i2, o1, o2))
+                            for i1, o1, i2, o2 in opts])
+            self._deltas[position] = (opts, mat)
+        return self._deltas[position]
+
+    def _reward(self, acc: float, lat: float | None, target: float | None = None) -> float:
+        t = target if target else self.target
+        if self.latency_model == "none" or t is None or lat is None or not lat > 0:
+            return acc
+        w = self.alpha if lat <= t else self.beta
+        return acc * (lat / t) ** w
+
+    # -- proposing ---------------------------------------------------------------------
+    def ask(self, n: int = 1) -> list[Candidate]:
+        if isinstance(n, bool) or int(n) < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        out = []
+        for _ in range(int(n)):
+            if self.queue:
+                entry, origin = self.queue.pop(0), ("initial" if self.stage == 1 else "pnas")
+                self.waiting.add(entry["arch"])
+            elif self.reserve:
+                entry, origin = self.reserve.pop(0), "overflow"
+            else:
+                entry, origin = {"arch": self._random_cell(self.blocks)}, "random"
+            key = entry["arch"]
+            meta = {"origin": origin, "stage": self.stage, "blocks": self.blocks,
+                    **{k: v for k, v in entry.items() if k != "arch"}}
+            self.pending[key] = {"stage": self.stage, **meta}
+            self.asked.add(key)
+            self.children_seen += 1
+            out.append(self.candidate(self.space.to_choices(self.space.decode(key)), **meta))
+        return out
+
+    def _random_cell(self, b: int) -> str:
+        """A random canonical b-block cell not asked before (one asked before only if 200
+        draws find none)."""
+        key = ""
+        for _ in range(200):
+            ds = self.space.decisions_for_blocks(b)
+            arch = self.space.from_choices([self.rng.randrange(d.size) for d in ds])
+            key = self.space.canonical(arch).encode()
+            if key not in self.asked:
+                break
+        return key
+
+    # -- learning ----------------------------------------------------------------------
+    def tell(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            key = t.arch
+            info = self.pending.pop(key, None)
+            ok = (t.ok and t.accuracy is not None and t.latency_ms is not None
+                  and math.isfinite(t.accuracy) and math.isfinite(t.latency_ms)
+                  and t.latency_ms > 0)
+            if self.target is None and t.target_ms:
+                self.target = float(t.target_ms)
+            if ok:
+                try:
+                    self._vector(key)
+                except (ValueError, TypeError):  # not a cell of this space: nothing to learn
+                    ok = False
+            if ok:
+                self.data[key] = (float(t.accuracy), float(t.latency_ms))
+            if info is None or info["stage"] != self.stage:
+                continue
+            self.waiting.discard(key)
+            self.results.append({
+                "arch": key, "ok": ok,
+                "acc": float(t.accuracy) if ok else None,
+                "lat": float(t.latency_ms) if ok else None,
+                "reward": float(t.reward) if ok and t.reward is not None else None,
+                "target": float(t.target_ms) if t.target_ms else None,
+                "pred_acc": info.get("pred_acc"), "pred_lat_ms": info.get("pred_lat_ms")})
+        while not self.queue and not self.waiting:
+            self._next_stage()
+
+    def _close_stage(self) -> None:
+        rows = [r for r in self.results if r["ok"] and r["pred_acc"] is not None]
+        real = [r["reward"] if r["reward"] is not None else self._reward(r["acc"], r["lat"])
+                for r in rows]
+        pred = [self._reward(r["pred_acc"], r["pred_lat_ms"], r["target"]) for r in rows]
+        rho = spearman(pred, real) if len(rows) >= 2 else float("nan")
+        rho_acc = (spearman([r["pred_acc"] for r in rows], [r["acc"] for r in rows])
+                   if len(rows) >= 2 else float("nan"))
+        ok = [r for r in self.results if r["ok"]]
+        report = {"stage": self.stage, "blocks": self.blocks, "children": len(self.results),
+                  "complete": len(ok), "predicted": len(rows),
+                  "spearman_reward": None if math.isnan(rho) else rho,
+                  "spearman_acc": None if math.isnan(rho_acc) else rho_acc,
+                  "best_reward": max((self._reward(r["acc"], r["lat"]) for r in ok),
+                                     default=None)}
+        self.stage_spearman.append(report)
+        log.info("pnas stage %d (%d-block cells): %d told, %d complete; surrogate Spearman "
+                 "on its new children: reward %s, accuracy %s", self.stage, self.blocks,
+                 report["children"], report["complete"], _fmt(report["spearman_reward"]),
+                 _fmt(report["spearman_acc"]))
+
+    def _next_stage(self) -> None:
+        self._close_stage()
+        ok = [r for r in self.results if r["ok"]]
+        ok.sort(key=lambda r: -self._reward(r["acc"], r["lat"]))
+        parents = [r["arch"] for r in ok[: self.beam]]
+        self._fit()
+        self.stage += 1
+        self.results = []
+        if not parents:  # nothing of the stage completed: repeat it with fresh cells
+            log.info("pnas stage %d: no child completed; repeating %d-block cells",
+                     self.stage - 1, self.blocks)
+            keys, X = self._fresh_pool(self.blocks)
+        elif self.blocks < self.B:
+            self.blocks += 1
+            keys, X = self._expansions(parents)
+        else:
+            keys, X = self._continuation()
+        self._queue_ranked(keys, X)
+
+    def _fit(self) -> None:
+        if len(self.data) < 2:
+            return
+        keys = list(self.data)
+        X = np.stack([self._vector(k) for k in keys])
+        acc = np.array([self.data[k][0] for k in keys])
+        lat = np.array([self.data[k][1] for k in keys])
+        if np.ptp(acc) > 0:
+            self.surrogate.fit(X, acc)
+        if self.latency_model == "linear":
+            self.latency.fit(X, lat)
+
+    def _expansions(self, parents: Sequence[str]) -> tuple[list[str], np.ndarray | None]:
+        """Unasked one-block expansions of ``parents`` (all, or ``max_expand`` each)."""
+        keys: list[str] = []
+        rows: list[np.ndarray] = []
+        seen: set[str] = set()
+        for p in parents:
+            arch = self.space.canonical(self.space.decode(p))
+            p = arch.encode()
+            pos = len(arch.blocks)
+            if pos >= self.B:
+                continue
+            opts, mat = self._deltas_at(pos)
+            idx = list(range(len(opts)))
+            if self.max_expand and self.max_expand < len(idx):
+                idx = sorted(self.rng.sample(idx, self.max_expand))
+            base = self._vector(p)
+            for i in idx:
+                i1, o1, i2, o2 = opts[i]
+                key = p + f"[{o1}~{i1}+{o2}~{i2}]"
+                if key in self.asked or key in seen:
+                    continue
+                seen.add(key)
+                keys.append(key)
+                rows.append(base + mat[i])
+        return keys, (np.stack(rows) if rows else None)
+
+    def _neighbours(self, parents: Sequence[str]) -> list[str]:
+        """Canonical cells one input or op away from each parent (same size)."""
+        out: list[str] = []
+        for p in parents:
+            arch = self.space.decode(p)
+            for k, blk in enumerate(arch.blocks):
+                halves = [(blk.in1, blk.op1), (blk.in2, blk.op2)]
+                for h in range(2):
+                    i, o = halves[h]
+                    alts = [(j, o) for j in range(k + 2) if j != i]
+                    alts += [(i, op) for op in self.space.OPS if op != o]
+                    for alt in alts:
+                        new = list(halves)
+                        new[h] = alt
+                        blocks = [(b.in1, b.op1, b.in2, b.op2) for b in arch.blocks]
+                        blocks[k] = (new[0][0], new[0][1], new[1][0], new[1][1])
+                        out.append(self.space.canonical(self._arch(blocks)).encode())
+        return out
+
+    def _continuation(self) -> tuple[list[str], np.ndarray | None]:
+        """At B blocks: expansions of the best (B−1)-block cells and neighbours of the
+        best B-block cells, unevaluated."""
+        def best(size: int) -> list[str]:
+            keys = [k for k in self.data if k.count("[") == size]
+            keys.sort(key=lambda k: -self._reward(*self.data[k]))
+            return keys[: self.beam]
+
+        keys, X = self._expansions(best(self.B - 1)) if self.B > 1 else ([], None)
+        rows = [] if X is None else list(X)
+        seen = set(keys)
+        for key in self._neighbours(best(self.B)):
+            if key not in self.asked and key not in seen:
+                seen.add(key)
+                keys.append(key)
+                rows.append(self._vector(key))
+        if not keys:
+            return self._fresh_pool(self.B)
+        return keys, np.stack(rows)
+
+    def _fresh_pool(self, b: int) -> tuple[list[str], np.ndarray]:
+        """The unqueued reserve of this size, else random unasked cells."""
+        keys = [e["arch"] for e in self.reserve if e["arch"].count("[") == b]
+        while len(keys) < self.beam:
+            key = self._random_cell(b)
+            if key in keys:
+                break
+            keys.append(key)
+        return keys, np.stack([self._vector(k) for k in keys])
+
+    def _queue_ranked(self, keys: list[str], X: np.ndarray | None) -> None:
+        """Rank ``keys`` by predicted reward; the top ``beam`` are the stage's children."""
+        if not keys:  # cannot happen while the space has an unasked cell; stay valid
+            keys = [self._random_cell(self.blocks)]
+            X = np.stack([self._vector(keys[0])])
+        assert X is not None
+        entries: list[dict[str, Any]] = [{"arch": k} for k in keys]
+        if self.surrogate.fitted:
+            mu, sd = self.surrogate.predict(X)
+            lat = self.latency.predict(X) if self.latency.fitted else None
+            for i, e in enumerate(entries):
+                e["pred_acc"], e["pred_std"] = float(mu[i]), float(sd[i])
+                e["pred_lat_ms"] = None if lat is None else float(lat[i])
+                e["pred_reward"] = self._reward(e["pred_acc"], e["pred_lat_ms"])
+            order = sorted(range(len(entries)), key=lambda i: (-entries[i]["pred_reward"], i))
+            entries = [entries[i] for i in order]
+        else:  # nothing to learn from yet: a random order
+            self.rng.shuffle(entries)
+        for rank, e in enumerate(entries):
+            e["rank"] = rank
+        self.queue = entries[: self.beam]
+        self.reserve = entries[self.beam: self.beam * (1 + RESERVE_PER_BEAM)]
+        log.info("pnas stage %d: %d %d-block candidates ranked, %d queued", self.stage,
+                 len(entries), self.blocks, len(self.queue))
+
+    # -- reporting and checkpoints -------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        """Where the search is and the surrogate's Spearman on each finished stage."""
+        return {"stage": self.stage, "blocks": self.blocks, "scored": len(self.data),
+                "stage_spearman": [dict(r) for r in self.stage_spearman]}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(
+            target=self.target, stage=self.stage, blocks=self.blocks,
+            queue=[dict(e) for e in self.queue], reserve=[dict(e) for e in self.reserve],
+            waiting=sorted(self.waiting), pending={k: dict(v) for k, v in self.pending.items()},
+            asked=sorted(self.asked), data=list(self.data.items()),
+            results=[dict(r) for r in self.results],
+            stage_spearman=[dict(r) for r in self.stage_spearman],
+            surrogate=self.surrogate.state_dict(), latency=self.latency.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.target = state["target"]
+        self.stage, self.blocks = state["stage"], state["blocks"]
+        self.queue = [dict(e) for e in state["queue"]]
+        self.reserve = [dict(e) for e in state["reserve"]]
+        self.waiting = set(state["waiting"])
+        self.pending = {k: dict(v) for k, v in state["pending"].items()}
+        self.asked = set(state["asked"])
+        self.data = {k: tuple(v) for k, v in state["data"]}  # type: ignore[misc]
+        self.results = [dict(r) for r in state["results"]]
+        self.stage_spearman = [dict(r) for r in state["stage_spearman"]]
+        self.surrogate.load_state_dict(state["surrogate"])
+        self.latency.load_state_dict(state["latency"])
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "initial": self.initial, "beam": self.beam,
+                "max_expand": self.max_expand, "members": self.surrogate.members,
+                "hidden": self.surrogate.hidden, "epochs": self.surrogate.epochs,
+                "latency_model": self.latency_model, "target_ms": self.target_opt,
+                "alpha": self.alpha, "beta": self.beta}
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

@@ -1,0 +1,218 @@
+"""Surrogate predictors for PNAS: an MLP ensemble for accuracy, ridge for latency.
+
+PNAS (Liu et al., 2018) ranks thousands of untrained cells with a predictor fit on the
+few it trained; what matters is **rank** correlation with the truth, on cells one block
+larger than any it was fit on, from little data. The paper's predictors are an LSTM and
+an ensemble of MLPs; this module has the MLP ensemble (numpy, no torch: small, exactly
+reproducible, no thread pools). The LSTM is not implemented.
+
+:class:`MLPEnsemble` — ``members`` two-hidden-layer ReLU MLPs, each fit with Adam on a
+bootstrap resample of the data (different init, different resample), targets
+standardised. ``predict`` returns the members' mean and standard deviation. Inputs are
+fixed-length encodings (``Encodable.vector``). An input column that is zero in every
+training row carries no information, yet its random first-layer weights would add noise
+when a new cell switches it on (block b+1's slot, when fit on cells of ≤ b blocks): those
+weights are zeroed after fitting, so unseen slots contribute nothing and the size-free
+summary features carry the prediction.
+
+:class:`RidgeLatency` — ridge regression on the same encoding, predicting log latency
+(latency is roughly a sum of per-op costs, and the log keeps the fit relative); the
+``pnas`` strategy's fast latency predictor between measurements.
+
+Both are deterministic functions of their seed and data, and picklable through
+``state_dict``/``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (ties get average ranks); nan for < 2 points or a
+    constant input."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"spearman needs two equal-length 1-d sequences, got {a.shape}, {b.shape}")
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = _ranks(a), _ranks(b)
+    sa, sb = ra.std(), rb.std()
+    if sa == 0 or sb == 0:
+        return float("nan")
+    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="mergesort")
+    ranks = np.empty(len(v), dtype=float)
+    ranks[order] = np.arange(len(v), dtype=float)
+    # average the ranks of ties
+    _, inv, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    return sums[inv] / counts[inv]
+
+
+def _check_xy(X: Any, y: Any | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-d array (rows = encodings), got shape {X.shape}")
+    if y is None:
+        return X, None
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if len(y) != len(X):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)} values")
+    if len(y) < 2:
+        raise ValueError(f"fitting needs at least 2 rows, got {len(y)}")
+    if not np.isfinite(X).all() or not np.isfinite(y).all():
+        raise ValueError("X and y must be finite")
+    return X, y
+
+
+class MLPEnsemble:
+    """Bootstrap ensemble of small MLPs: ``fit(X, y)``, ``predict(X) -> (mean, std)``."""
+
+    def __init__(self, members: int = 5, hidden: int = 32, epochs: int = 300,
+                 lr: float = 3e-3, weight_decay: float = 1e-4, bootstrap: bool = True,
+                 seed: int = 0) -> None:
+        if int(members) < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        if int(hidden) < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        if int(epochs) < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.members, self.hidden, self.epochs = int(members), int(hidden), int(epochs)
+        self.lr, self.weight_decay, self.bootstrap = float(lr), float(weight_decay), bool(bootstrap)
+        self.rng = np.random.default_rng(seed)
+        self.nets: list[list[np.ndarray]] = []
+        self.y_mean, self.y_std = 0.0, 1.0
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.nets)
+
+    def fit(self, X: Any, y: Any) -> MLPEnsemble:
+        X, y = _check_xy(X, y)
+        assert y is not None
+        self.y_mean = float(y.mean())
+        self.y_std = float(y.std()) or 1.0
+        t = (y - self.y_mean) / self.y_std
+        active = (X != 0).any(axis=0)
+        self.nets = []
+        for _ in range(self.members):
+            idx = (self.rng.integers(0, len(X), len(X)) if self.bootstrap
+                   else np.arange(len(X)))
+            net = self._train(X[idx], t[idx])
+            net[0][~active] = 0.0
+            self.nets.append(net)
+        return self
+
+    def _train(self, X: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
+        d, h = X.shape[1], self.hidden
+        rng = self.rng
+        params = [rng.normal(0, np.sqrt(2.0 / max(d, 1)), (d, h)), np.zeros(h),
+                  rng.normal(0, np.sqrt(2.0 / h), (h, h)), np.zeros(h),
+                  rng.normal(0, np.sqrt(1.0 / h), (h, 1)), np.zeros(1)]
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        n = len(X)
+        t = t.reshape(-1, 1)
+        for step in range(1, self.epochs + 1):  # full batch: the data sets are small
+            W1, c1, W2, c2, W3, c3 = params
+            z1 = X @ W1 + c1
+            a1 = np.maximum(z1, 0.0)
+            z2 = a1 @ W2 + c2
+            a2 = np.maximum(z2, 0.0)
+            out = a2 @ W3 + c3
+            g = 2.0 * (out - t) / n
+            gW3, gc3 = a2.T @ g, g.sum(0)
+            g2 = (g @ W3.T) * (z2 > 0)
+            gW2, gc2 = a1.T @ g2, g2.sum(0)
+            g1 = (g2 @ W2.T) * (z1 > 0)
+            gW1, gc1 = X.T @ g1, g1.sum(0)
+            grads = [gW1, gc1, gW2, gc2, gW3, gc3]
+            for k, (p, gk) in enumerate(zip(params, grads, strict=True)):
+                if k % 2 == 0:  # decay weights, not biases
+                    gk = gk + self.weight_decay * p
+                m[k] = b1 * m[k] + (1 - b1) * gk
+                v[k] = b2 * v[k] + (1 - b2) * gk * gk
+                mh = m[k] / (1 - b1**step)
+                vh = v[k] / (1 - b2**step)
+                p -= self.lr * mh / (np.sqrt(vh) + eps)
+        return params
+
+    def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of the members' predictions, per row."""
+        if not self.nets:
+            raise ValueError("predict before fit: call fit(X, y) with at least 2 rows first")
+        X, _ = _check_xy(X)
+        if X.shape[1] != self.nets[0][0].shape[0]:
+            raise ValueError(f"X has {X.shape[1]} columns, the ensemble was fit on "
+                             f"{self.nets[0][0].shape[0]}")
+        preds = []
+        for W1, c1, W2, c2, W3, c3 in self.nets:
+            a = np.maximum(X @ W1 + c1, 0.0)
+            a = np.maximum(a @ W2 + c2, 0.0)
+            preds.append((a @ W3 + c3)[:, 0])
+        P = np.stack(preds) * self.y_std + self.y_mean
+        return P.mean(axis=0), P.std(axis=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "nets": [[p.copy() for p in net]
+                                                              for net in self.nets],
+                "y_mean": self.y_mean, "y_std": self.y_std}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.nets = [[np.array(p) for p in net] for net in state["nets"]]
+        self.y_mean, self.y_std = float(state["y_mean"]), float(state["y_std"])
+
+
+class RidgeLatency:
+    """Ridge regression of log latency on an encoding; ``predict`` returns ms."""
+
+    def __init__(self, l2: float = 1.0) -> None:
+        if not l2 > 0:
+            raise ValueError(f"l2 must be > 0, got {l2}")
+        self.l2 = float(l2)
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    @property
+    def fitted(self) -> bool:
+        return self.w is not None
+
+    def fit(self, X: Any, latency_ms: Any) -> RidgeLatency:
+        X, y = _check_xy(X, latency_ms)
+        assert y is not None
+        if (y <= 0).any():
+            raise ValueError("latencies must be > 0 ms")
+        t = np.log(y)
+        self.b = float(t.mean())
+        xm = X.mean(axis=0)
+        Xc = X - xm
+        A = Xc.T @ Xc + self.l2 * np.eye(X.shape[1])
+        self.w = np.linalg.solve(A, Xc.T @ (t - self.b))
+        self.b -= float(xm @ self.w)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.w is None:
+            raise ValueError("predict before fit: call fit(X, latency_ms) first")
+        X, _ = _check_xy(X)
+        return np.exp(X @ self.w + self.b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"w": None if self.w is None else self.w.copy(), "b": self.b}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.w = None if state["w"] is None else np.array(state["w"])
+        self.b = float(state["b"])
