@@ -78,8 +78,9 @@ def markdown(cs: Sequence[Comparison], inconclusive: str = "fail", title: str = 
              if c.verdict != "ok" or c.over_budget or c.noisy or c.model_changed]
     if notes:
         out += ["", *notes]
-    out += ["", f"<sub>Ratio of medians, bootstrap 95% CI; inconclusive policy: "
-                f"{inconclusive}. {_summary(cs, inconclusive)}.</sub>", ""]
+    out += ["", f"<sub>Ratio of medians current/baseline; 95% CI from a two-level bootstrap, "
+                f"plus the baseline's run-to-run spread when it has 3+ runs (`mnas bench`). "
+                f"Inconclusive policy: {inconclusive}. {_summary(cs, inconclusive)}.</sub>", ""]
     return "\n".join(out)
 
 
@@ -195,13 +196,21 @@ def plot(cs: Sequence[Comparison], path: str | Path, title: str = "mnas bench") 
     ax1.grid(axis="x", which="both", alpha=0.3)
     ax1.set_title("baseline vs current")
     ax2.axvline(1.0, color="#424242", lw=1)
-    ax2.set_xlabel("current / baseline median (bootstrap 95% CI); grey = tolerance band")
+    ax2.set_xlabel("current / baseline median (95% CI); grey = tolerance band")
     finite = [v for c in cs for v in (c.ci_low, c.ci_high) if not math.isnan(v)]
     tols = [c.tolerance for c in cs]
     lo = min([*finite, 1 - max(tols)]) if finite else 0.9
     hi = max([*finite, 1 + max(tols)]) if finite else 1.1
-    span = hi - lo
-    ax2.set_xlim(lo - 0.08 * span, hi + 0.55 * span)   # room for the verdict labels
+    if hi / lo > 1.6:   # one very noisy entry must not squash the others: log axis
+        from matplotlib.ticker import FuncFormatter
+
+        ax2.set_xscale("log")
+        ax2.set_xlim(lo / 1.1, hi * (hi / lo) ** 0.35)    # room for the verdict labels
+        ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax2.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    else:
+        span = hi - lo
+        ax2.set_xlim(lo - 0.08 * span, hi + 0.55 * span)   # room for the verdict labels
     ax2.grid(axis="x", alpha=0.3)
     ax2.set_title("change")
     ax1.set_ylim(-0.7, n - 0.3)

@@ -84,12 +84,14 @@ def _boot_medians(x: np.ndarray, sizes: list[int], rng: np.random.Generator,
     if len(sizes) == 1:
         return np.median(x[rng.integers(0, x.size, size=(n_boot, x.size))], axis=1)
     r = len(sizes)
-    lens = np.asarray(sizes)
-    starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    lens = np.asarray(sizes, dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int32)
     per = int(np.median(lens))
     pick = rng.integers(0, r, size=(n_boot, r, 1))
-    offs = (rng.random((n_boot, r, per)) * lens[pick]).astype(np.int64)
-    return np.median(x[(starts[pick] + offs).reshape(n_boot, -1)], axis=1)
+    offs = rng.integers(0, lens[pick], size=(n_boot, r, per), dtype=np.int32)
+    # float32 halves the memory traffic; 1e-7 relative precision is far below any CI
+    return np.median(x.astype(np.float32)[(starts[pick] + offs).reshape(n_boot, -1)],
+                     axis=1).astype(float)
 
 
 def run_drift(run_medians: Sequence[float]) -> float:

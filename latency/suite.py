@@ -30,6 +30,7 @@ the field, so ``mnas bench`` can print it and exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -263,11 +264,19 @@ def _settings(e: Mapping[str, Any], bad: Any) -> MeasureSettings:
 
 
 # ------------------------------------------------------------------------ running
+def _exporters() -> dict[str, Any]:
+    from latency.export import EXPORTERS
+
+    with contextlib.suppress(ImportError):   # registers the tflite exporter when present
+        import latency.tflite  # noqa: F401
+    return EXPORTERS
+
+
 def check_entry_model(entry: SuiteEntry, device: Any) -> None:
     """ValueError when ``device`` cannot run the entry's model file (format or content)."""
     fmt = getattr(device, "model_format", "onnx")
     if entry.model is None:
-        from latency.export import EXPORTERS
+        EXPORTERS = _exporters()  # noqa: N806
 
         if fmt not in EXPORTERS:
             raise ValueError(f"entry {entry.name!r}: field 'arch': device {entry.device!r} "
@@ -286,6 +295,12 @@ def check_entry_model(entry: SuiteEntry, device: Any) -> None:
             check_onnx(entry.model)
         except ValueError as e:
             raise ValueError(f"entry {entry.name!r}: field 'model': {e}") from None
+    elif fmt == "tflite":
+        with open(entry.model, "rb") as f:
+            head = f.read(8)
+        if head[4:8] != b"TFL3":   # the flatbuffer file identifier of every .tflite model
+            raise ValueError(f"entry {entry.name!r}: field 'model': {entry.model} is not a "
+                             "TFLite model (no TFL3 identifier)")
 
 
 def prepare_model(entry: SuiteEntry, model_format: str, workdir: Path) -> Path:
@@ -295,7 +310,6 @@ def prepare_model(entry: SuiteEntry, model_format: str, workdir: Path) -> Path:
         return entry.model
     import torch
 
-    from latency.export import get_exporter
     from mnas.spaces import get_space
 
     try:
@@ -312,7 +326,7 @@ def prepare_model(entry: SuiteEntry, model_format: str, workdir: Path) -> Path:
     model = space.build(arch, num_classes=entry.num_classes or space.deploy_classes,
                         in_channels=shape[1])
     out = workdir / f"{entry.name}.{model_format}"
-    return Path(get_exporter(model_format)(model, out, input_shape=shape))
+    return Path(_exporters()[model_format](model, out, input_shape=shape))
 
 
 def open_devices(entries: tuple[SuiteEntry, ...] | list[SuiteEntry]) -> dict[str, Any]:
