@@ -8,7 +8,8 @@ not used: these samplers search the accuracy/latency front directly.
 
 Samplers by short name or class name (``optuna:nsga2`` = ``optuna:NSGAIISampler``):
 nsga2, nsga3, tpe, gp, random, qmc, bruteforce. ``sampler_options`` go to the sampler's
-constructor (e.g. ``{"population_size": 20}`` for NSGA-II); ``seed`` is always passed.
+constructor (e.g. ``{"population_size": 20}`` for NSGA-II); ``seed`` is always passed,
+and ``qmc`` defaults to ``scramble=True`` so that different seeds give different points.
 CmaEsSampler is single-objective only and GridSampler / PartialFixedSampler need a
 hand-made configuration, so they are refused with a clear message. ``gp`` works but is
 slow on CPU in the two-objective setting (seconds per child once its start-up trials
@@ -56,6 +57,9 @@ REFUSED: dict[str, str] = {
     "BaseSampler": "is abstract",
     "BaseGASampler": "is abstract",
 }
+#: our defaults where Optuna's would make the seed meaningless (unscrambled Sobol points
+#: are the same for every seed); ``sampler_options`` override them
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"QMCSampler": {"scramble": True}}
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -99,7 +103,8 @@ class OptunaStrategy(Strategy):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self.sampler = cls(seed=seed, **self.sampler_options)
+                options = {**DEFAULT_OPTIONS.get(cls.__name__, {}), **self.sampler_options}
+                self.sampler = cls(seed=seed, **options)
         except TypeError as e:
             raise ValueError(f"optuna sampler {cls.__name__} rejects options "
                              f"{self.sampler_options}: {e}") from None

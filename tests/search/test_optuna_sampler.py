@@ -84,3 +84,9 @@ def test_pending_asks_survive_a_pickled_resume(space):
                       meta=dict(c.meta)) for c in cands[4:]])
     assert [c.choices for c in a.ask(8)] == [c.choices for c in b.ask(8)]
     assert len(b.study.get_trials(deepcopy=False)) == 14
+
+
+def test_seeds_matter_for_every_listed_sampler(space):
+    for name in [n for n in strategy_names() if n.startswith("optuna:")]:
+        runs = [[c.choices for c in get_strategy(name, space, seed=s).ask(4)] for s in (0, 1)]
+        assert runs[0] != runs[1], name
