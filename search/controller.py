@@ -277,20 +277,21 @@ class Controller(nn.Module):
         outs, _ = self.lstm(x)                                          # (B, T, H)
         if plan.cat_steps:
             # block-diagonal heads: each step's rows gathered into a padded (steps, S, H)
-            W = torch.cat([self.heads[k].weight for k in plan.head_keys])[plan.head_rows]
-            b = torch.cat([self.heads[k].bias for k in plan.head_keys])[plan.head_rows]
-            z = torch.einsum("bth,tsh->bts", outs[:, plan.cat_steps], W) + b
-            lp, en = _softmax(z, plan.cat_mask, Ct[:, plan.cat_steps])
+            W = _rows(torch.cat([self.heads[k].weight for k in plan.head_keys]),
+                      plan.head_rows)
+            b = _rows(torch.cat([self.heads[k].bias for k in plan.head_keys]), plan.head_rows)
+            z = torch.einsum("bth,tsh->bts", outs.index_select(1, plan.cat_t), W) + b
+            lp, en = _softmax(z, plan.cat_pad, Ct[:, plan.cat_steps])
             steps.append(plan.cat_steps)
             parts.append(lp)
             ent = ent + en
         if plan.ptr_steps or plan.sub_steps:
             starts = [self.start[k] for k in range(plan.n_start - 1, -1, -1)]
             hext = (torch.cat([torch.stack(starts).expand(B, -1, -1), outs], dim=1)
-                    if starts else outs)[:, plan.used]      # only states some step reads
+                    if starts else outs).index_select(1, plan.used)  # states some step reads
         if plan.ptr_steps:
             z = self._anchor_logits("ptr", hext, outs, plan)
-            lp, en = _softmax(z, plan.ptr_mask, Ct[:, plan.ptr_steps])
+            lp, en = _softmax(z, plan.ptr_pad, Ct[:, plan.ptr_steps])
             steps.append(plan.ptr_steps)
             parts.append(lp)
             ent = ent + en
@@ -309,15 +310,15 @@ class Controller(nn.Module):
                        plan: _Plan) -> torch.Tensor:
         """(B, steps, width) ``vᵀ tanh(W_prev·a_j + W_curr·h) + u_jᵀh + c_j`` of every
         Pointer (``kind="ptr"``) or Subset (``"sub"``) step; padding reads zero rows."""
-        steps, idx, rows = (getattr(plan, f"{kind}_{n}") for n in ("steps", "idx", "rows"))
+        steps, idx, rows = (getattr(plan, f"{kind}_{n}") for n in ("t", "idx", "rows"))
         prev, curr, v = (getattr(self, f"{kind}_{n}") for n in ("prev", "curr", "v"))
-        h = outs[:, steps]
-        z = v(torch.tanh(prev(hext)[:, idx] + curr(h)[:, :, None]))[..., 0]
+        h = outs.index_select(1, steps)
+        z = v(torch.tanh(_rows(prev(hext), idx, dim=1) + curr(h)[:, :, None]))[..., 0]
         if not self.use_slot_head:
             return z
         heads = [self.slot_heads[self._slot[k]] for k in getattr(plan, f"{kind}_keys")]
-        W = torch.cat([u.weight for u in heads] + [h.new_zeros(1, self.hidden)])[rows]
-        c = torch.cat([u.bias for u in heads] + [h.new_zeros(1)])[rows]
+        W = _rows(torch.cat([u.weight for u in heads] + [h.new_zeros(1, self.hidden)]), rows)
+        c = _rows(torch.cat([u.bias for u in heads] + [h.new_zeros(1)]), rows)
         return z + torch.einsum("bsh,swh->bsw", h, W) + c
 
     # -- numpy: one child, fast ---------------------------------------------------------
@@ -350,16 +351,21 @@ class Controller(nn.Module):
             b = (np64(getattr(self.lstm, f"bias_ih_l{k}"))
                  + np64(getattr(self.lstm, f"bias_hh_l{k}")))
             lstm.append((W[order] * scale[:, None], b[order] * scale))
+        # the first layer's input is always a token embedding (or a Subset's mean of
+        # them): fold W_ih·e + b into per-token gate rows once per weight update
+        W0, b0 = lstm[0]
+        W0x, W0h = W0[:, :H], np.ascontiguousarray(W0[:, H:])
         self._snap = {
-            "lstm": lstm,
-            "g": np64(self.g_emb),
+            "lstm": lstm[1:], "W0h": W0h,
+            "g": np64(self.g_emb) @ W0x.T + b0,
+            "gates": {k: np64(self.embs[i].weight) @ W0x.T + b0
+                      for k, i in self._emb.items()},
             "ptr": (np64(self.ptr_prev.weight), np64(self.ptr_curr.weight),
                     np64(self.ptr_v.weight)[0]),
             "sub": (np64(self.sub_prev.weight), np64(self.sub_curr.weight),
                     np64(self.sub_v.weight)[0]),
             "head": {k: (np64(self.heads[i].weight), np64(self.heads[i].bias))
                      for k, i in self._head.items()},
-            "emb": {k: np64(self.embs[i].weight) for k, i in self._emb.items()},
             "start": [np64(s) for s in self.start],
             "slot": {k: (np64(self.slot_heads[i].weight), np64(self.slot_heads[i].bias))
                      for k, i in self._slot.items()},
@@ -390,8 +396,8 @@ class Controller(nn.Module):
         H, H2, H3 = self.hidden, 2 * self.hidden, 3 * self.hidden
         hs = [np.zeros(H) for _ in range(self.layers)]
         cs = [np.zeros(H) for _ in range(self.layers)]
-        x = s["g"]
-        head, emb, lstm = s["head"], s["emb"], s["lstm"]
+        g0 = s["g"]                   # first layer's input gates (W_ih·x + b) of the step
+        head, gates, lstm, W0h = s["head"], s["gates"], s["lstm"], s["W0h"]
         (Wp, Wc, v), (Sp, Sc, sv) = s["ptr"], s["sub"]
         slot = s["slot"]
         ptr_keys: list[np.ndarray] = []     # W_prev·a_j of every anchor, per kind
@@ -402,7 +408,11 @@ class Controller(nn.Module):
         prev_anchor = False
         for d in decisions:
             lp_a = 0.0
-            for layer, (W, b) in enumerate(lstm):
+            t = np.tanh(g0 + W0h @ hs[0])
+            ifo = 0.5 * t[:H3] + 0.5
+            cs[0] = c = ifo[H:H2] * cs[0] + ifo[:H] * t[H3:]
+            hs[0] = x = ifo[H2:] * np.tanh(c)
+            for layer, (W, b) in enumerate(lstm, 1):
                 t = np.tanh(W @ np.concatenate((x, hs[layer])) + b)
                 ifo = 0.5 * t[:H3] + 0.5
                 cs[layer] = c = ifo[H:H2] * cs[layer] + ifo[:H] * t[H3:]
@@ -420,7 +430,7 @@ class Controller(nn.Module):
                     Wh, bh = head[key]
                     a, lp_a, h_ = _draw(Wh @ out + bh, generator)
                     ent += h_
-                x = emb[key][a]
+                g0 = gates[key][a]
             elif type(d) is Pointer:
                 key = ("ptr", d.name, d.n)
                 z = np.tanh(_recent_np(ptr_keys, s["ptr_start"], d.n) + Wc @ out) @ v
@@ -428,24 +438,25 @@ class Controller(nn.Module):
                     z = z + slot[key][0] @ out + slot[key][1]
                 a, lp_a, h_ = _draw(z, generator)
                 ent += h_
-                x = emb[key][a]
+                g0 = gates[key][a]
             elif type(d) is Subset:
                 key = ("sub", d.name, d.n)
-                E = emb[key]
-                a, x = 0, E[0]
+                G = gates[key]
+                a, g0 = 0, G[0]
                 if d.n:
                     z = np.tanh(_recent_np(sub_keys, s["sub_start"], d.n) + Sc @ out) @ sv
                     if key in slot:
                         z = z + slot[key][0] @ out + slot[key][1]
-                    lsp, lsq = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
-                    p = np.exp(lsp)
-                    bits = generator.random(d.n) < p
-                    lp_a = float(np.where(bits, lsp, lsq).sum())
-                    ent -= float((p * lsp + (1 - p) * lsq).sum())
+                    # log σ(z) stably; log(1 − σ(z)) = log σ(z) − z
+                    lsp = -np.logaddexp(0.0, -z)
+                    q = 1.0 - np.exp(lsp)
+                    bits = (generator.random(d.n) >= q).astype(np.float64)
+                    lp_a = float(lsp.sum() - z @ (1.0 - bits))
+                    ent -= float(lsp.sum() - q @ z)
                     chosen = np.flatnonzero(bits).tolist()
                     a = sum(1 << j for j in chosen)
-                    if chosen:
-                        x = (E[0] + bits @ E[1:]) / (1.0 + len(chosen))
+                    if chosen:   # gates are affine in x, and the bag's weights sum to 1
+                        g0 = (G[0] + bits @ G[1:]) / (1.0 + len(chosen))
             else:
                 raise TypeError(f"unknown decision type {type(d).__name__}; valid: "
                                 "Categorical, Pointer, Subset")
@@ -480,12 +491,20 @@ def _draw(logits: np.ndarray, gen: np.random.Generator) -> tuple[int, float, flo
         ei * (zi - m) for ei, zi in zip(e, z, strict=True)) / total
 
 
+def _rows(x: torch.Tensor, idx: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``x`` indexed along ``dim`` by a 2-D index: index_select, whose backward is a
+    plain index_add (advanced indexing's accumulating index_put sorts: far slower)."""
+    out = x.index_select(dim, idx.reshape(-1))
+    return out.reshape(*x.shape[:dim], *idx.shape, *x.shape[dim + 1:])
+
+
 def _softmax(z: torch.Tensor, mask: torch.Tensor, chosen: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked softmax over the last axis: (log p of ``chosen`` per step, entropy sum)."""
-    lp = F.log_softmax(z.masked_fill(~mask, float("-inf")), dim=-1)
+    """Softmax over the last axis with ``mask``ed (True) entries excluded:
+    (log p of ``chosen`` per step, entropy summed over steps)."""
+    lp = F.log_softmax(z.masked_fill(mask, float("-inf")), dim=-1)
     return (lp.gather(2, chosen[..., None])[..., 0],
-            -(lp.exp() * lp.masked_fill(~mask, 0.0)).sum((1, 2)))
+            -(lp.exp() * lp.masked_fill(mask, 0.0)).sum((1, 2)))
 
 
 class _Plan:
@@ -541,6 +560,9 @@ class _Plan:
         self.ptr_keys = [_emb_key(decisions[t]) for t in self.ptr_steps]
         self.sub_keys = [_emb_key(decisions[t]) for t in self.sub_steps]
         self.sub_shift = torch.arange(self.sub_idx.shape[1])
+        self.cat_t, self.ptr_t, self.sub_t = (torch.tensor(x, dtype=torch.long) for x in
+                                              (self.cat_steps, self.ptr_steps, self.sub_steps))
+        self.cat_pad, self.ptr_pad = ~self.cat_mask, ~self.ptr_mask
         # attention reads only these Hext rows: remap the candidate indices onto them
         used = sorted({i for c in self.cand.values() for i in c})
         where = {u: j for j, u in enumerate(used)}
