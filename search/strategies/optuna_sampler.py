@@ -112,29 +112,30 @@ class OptunaStrategy(Strategy):
                                          study_name="mnas-strategy")
         #: optuna trial number → choices, for trials asked and not yet told
         self.pending: dict[int, tuple[int, ...]] = {}
+        self._param_cache: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}
 
     # -- decisions as parameters -----------------------------------------------------
     def _params(self, children_seen: int) -> list[tuple[str, Any]]:
         ds = self.space.decisions(children_seen)
-        names = [d.name for d in ds]
-        unique = len(set(names)) == len(names)
-        dist = self._optuna.distributions.CategoricalDistribution
-        return [(d.name if unique else f"{i}:{d.name}", dist(list(range(d.size))))
-                for i, d in enumerate(ds)]
+        if ds not in self._param_cache:  # a growing space has one entry per depth
+            names = [d.name for d in ds]
+            unique = len(set(names)) == len(names)
+            dist = self._optuna.distributions.CategoricalDistribution
+            self._param_cache[ds] = [(d.name if unique else f"{i}:{d.name}",
+                                      dist(list(range(d.size)))) for i, d in enumerate(ds)]
+        return self._param_cache[ds]
 
     def ask(self, n: int = 1) -> list[Candidate]:
         if isinstance(n, bool) or int(n) < 0:
             raise ValueError(f"n must be an int >= 0, got {n!r}")
         out = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
-            for _ in range(int(n)):
-                trial = self.study.ask()
-                choices = tuple(int(trial.suggest_categorical(name, dist.choices))
-                                for name, dist in self._params(self.children_seen))
-                self.pending[trial.number] = choices
-                self.children_seen += 1
-                out.append(self.candidate(choices, optuna_trial=trial.number))
+        for _ in range(int(n)):
+            trial = self.study.ask()
+            choices = tuple(int(trial.suggest_categorical(name, dist.choices))
+                            for name, dist in self._params(self.children_seen))
+            self.pending[trial.number] = choices
+            self.children_seen += 1
+            out.append(self.candidate(choices, optuna_trial=trial.number))
         return out
 
     def tell(self, trials: Sequence[Trial]) -> None:
@@ -146,16 +147,14 @@ class OptunaStrategy(Strategy):
                     and math.isfinite(t.accuracy) and math.isfinite(t.latency_ms)):
                 values = [float(t.accuracy), float(t.latency_ms)]
             number = self._match(t, choices)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", self._optuna.exceptions.ExperimentalWarning)
-                if number is not None:
-                    del self.pending[number]
-                    if values is None:
-                        self.study.tell(number, state=TS.FAIL)
-                    else:
-                        self.study.tell(number, values)
-                else:
-                    self._add_foreign(choices, values)
+            if number is None:
+                self._add_foreign(choices, values)
+                continue
+            del self.pending[number]
+            if values is None:
+                self.study.tell(number, state=TS.FAIL)
+            else:
+                self.study.tell(number, values)
 
     def _match(self, t: Trial, choices: tuple[int, ...]) -> int | None:
         number = (t.meta or {}).get("optuna_trial")
