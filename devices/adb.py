@@ -255,14 +255,21 @@ class AdbDevice(Device):
     # -- connection --------------------------------------------------------------------
     def _connect(self) -> Any:
         if self._conn is None:
-            use_server = self.transport == "server"
-            if self.transport == "auto" and not is_tcp(self.target):
-                use_server = _usb_unavailable()
-            if use_server:
+            if self.transport == "server" or (self.transport == "auto" and not is_tcp(
+                    self.target) and _usb_unavailable()):
                 self._conn = _ServerConn(self.target, self.command_timeout_s)
-            else:
+                return self._conn
+            try:
                 self._conn = _ShellConn(self.target, load_signer(self.key),
                                         self.connect_timeout_s, self.command_timeout_s)
+            except ImportError as e:
+                raise RuntimeError(f"adb device {self.target}: adb-shell is not usable here "
+                                   f"({e}); pip install 'mnas[adb]'") from None
+            except _connection_errors():
+                # a USB phone the local adb server holds cannot be claimed: go through it
+                if self.transport != "auto" or is_tcp(self.target) or not shutil.which("adb"):
+                    raise
+                self._conn = _ServerConn(self.target, self.command_timeout_s)
         return self._conn
 
     def _disconnect(self) -> None:
@@ -282,7 +289,7 @@ class AdbDevice(Device):
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2 ** attempt)
         raise RuntimeError(f"adb device {self.target}: {what} failed after "
-                           f"{self.retries + 1} attempts, connection lost: "
+                           f"{self.retries + 1} attempts (unreachable or connection lost): "
                            f"{last.__class__.__name__}: {last}") from last
 
     def shell(self, argv: list[str]) -> str:

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 
 import latency.tflite  # noqa: F401 - registers the "tflite" exporter
 from latency.runtimes import INPUT_SEED, Runtime, register_runtime
-from latency.tflite import is_tflite
+from latency.tflite import is_tflite, quiet_fds
 
 
 def _interpreter_module() -> Any:
@@ -47,27 +46,6 @@ def litert_version() -> str:
         with contextlib.suppress(PackageNotFoundError):
             return f"{dist}=={version(dist)}"
     return "unknown"
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence the C++ runtime's one-line banners ("Created TensorFlow Lite XNNPACK
-    delegate") for the few milliseconds a model loads; a search loads thousands."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
-            try:
-                yield
-            finally:
-                os.dup2(saved, fd)
-    finally:
-        os.close(saved)
 
 
 def random_inputs(details: list[dict[str, Any]], seed: int = INPUT_SEED) -> list[np.ndarray]:
@@ -99,7 +77,7 @@ def load_interpreter(path: str | os.PathLike[str], threads: int) -> Any:
         raise ValueError(f"{p} is not a TFLite model (no TFL3 flatbuffer identifier)")
     mod = _interpreter_module()
     try:
-        with _quiet_stderr():
+        with quiet_fds(2):  # the runtime's one-line banners, thousands of times a search
             it = mod.Interpreter(model_path=str(p), num_threads=int(threads))
             it.allocate_tensors()
     except Exception as e:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError freely

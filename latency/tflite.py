@@ -23,9 +23,10 @@ import hashlib
 import io
 import os
 import shutil
+import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,36 @@ def is_tflite(path: str | os.PathLike[str]) -> bool:
     return len(head) == 8 and head[4:8] == TFLITE_IDENT
 
 
+@contextlib.contextmanager
+def quiet_fds(*fds: int) -> Iterator[None]:
+    """Point file descriptors (1 = stdout, 2 = stderr) at /dev/null for a moment: native
+    code (LiteRT, the MLIR converter, absl logging) writes there past Python's streams.
+    A descriptor that is not open is left alone."""
+    saved = []
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in fds:
+                try:
+                    saved.append((fd, os.dup(fd)))
+                except OSError:
+                    continue
+                os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        for fd, copy in reversed(saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def _convert(model: Any, shape: tuple[int, ...], nhwc: bool, out: str) -> None:
     import torch
 
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    # importing litert-torch and converting print progress bars, absl logs and warnings
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.flush()
+    with quiet_fds(1, 2), contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import litert_torch
 

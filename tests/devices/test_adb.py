@@ -117,7 +117,7 @@ def test_a_dropped_connection_is_retried(models):
 def test_after_the_last_retry_the_measurement_fails_with_a_clear_reason(models):
     with fake_adbd(preinstalled=True, drop_benchmarks=1000) as d:
         dev = make_adb_device(f"adb:{d.address}", retries=1, backoff_s=0.01)
-        with pytest.raises(RuntimeError, match=r"failed after 2 attempts, connection lost"):
+        with pytest.raises(RuntimeError, match=r"failed after 2 attempts \(unreachable or connection lost\)"):
             dev.measure(models[0], FAST)
         dev.close()
         assert d.benchmarks == 2
@@ -228,3 +228,12 @@ def test_unreachable_device_fails_after_retries():
     dev = make_adb_device("adb:127.0.0.1:1", retries=1, backoff_s=0.01, connect_timeout_s=2)
     with pytest.raises(RuntimeError, match="connection lost"):
         dev.fingerprint()
+
+
+def test_a_usb_serial_that_is_not_attached_fails_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no adb binary: adb-shell's USB transport only
+    monkeypatch.chdir(tmp_path)
+    dev = make_adb_device(f"adb:{WEIRD}", retries=1, backoff_s=0.01)
+    with pytest.raises(RuntimeError, match="failed after 2 attempts.*(Usb|usb|USB)"):
+        dev.fingerprint()
+    assert not (tmp_path / "pwned").exists()

@@ -162,3 +162,44 @@ def test_parse_adb_devices_listing():
          "model": "Pixel_4", "device": "flame", "transport_id": "2"},
         {"serial": "192.168.1.20:5555", "state": "unauthorized", "transport_id": "3"},
         {"serial": "emulator-5554", "state": "offline"}]
+
+
+@needs_adb
+def test_measuring_through_the_adb_server_quotes_every_argument(adb, tmp_path, monkeypatch):
+    """transport=server: the phone is reached with the adb binary (argument lists; the one
+    shell string adb forwards is built with shlex.join)."""
+    pytest.importorskip("litert_torch")
+    import torch
+
+    from devices.adb import make_adb_device
+    from latency.measurement import MeasureSettings
+    from latency.tflite import export_tflite
+    from tests.latency.tiny import SHAPE, tiny_model
+
+    for k in ("HOME", "ANDROID_ADB_SERVER_PORT"):
+        monkeypatch.setenv(k, adb.env[k])
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    weird = "m 'q' \"d\"; $(touch pwned) `id`"
+    model = export_tflite(tiny_model().eval(), tmp_path / f"{weird}.tflite", input_shape=SHAPE,
+                          cache_dir=tmp_path / "cache")
+    with fake_adbd(preinstalled=True) as d:
+        _connect(adb, d)
+        dev = make_adb_device(f"adb:{d.address}", transport="server",
+                              device_dir=f"/data/local/tmp/{weird}")
+        binary = tmp_path / "benchmark_model"
+        binary.write_bytes(b"\x7fELF benchmark_model\n")
+        dev.benchmark_binary = binary
+        m = dev.measure(model, MeasureSettings(warmup=1, runs=3, max_runs=9, max_seconds=2))
+        dev.close()
+        assert m.runtime == "benchmark_model" and m.median_ms > 0
+        assert m.fingerprint["model"] == "Fake Pixel"
+        assert d.refused == [] and not (tmp_path / "pwned").exists()
+        assert any(c[:2] == ["taskset", "80"] and c[3].endswith(f"{weird}.tflite")
+                   for c in d.commands)
+        assert not d.path(f"/data/local/tmp/{weird}/benchmark_model").exists()
+    bad = make_adb_device(f"adb:{weird}", transport="server", retries=0)
+    with pytest.raises(RuntimeError, match="not found|absent|failed"):
+        bad.fingerprint()
+    assert not (tmp_path / "pwned").exists()
