@@ -15,6 +15,12 @@
   on this project's shared 2-core host it was 2-20% between runs against 1-3% within
   one — and only repeated runs can measure it. A one-run baseline gets no such term.
 
+An entry with a ``reference`` (another suite entry measured in the same rounds, e.g. an
+unchanging copy of the model) is compared *relative* to it: each round's samples are
+divided by the reference's median of the same round (its run medians likewise), which
+cancels slowdowns of the whole machine — on the shared host one run in 16 was 45%
+slower throughout, which no statistic of the entry alone can tell from a regression.
+
 Why a bootstrap of the median ratio and not Mann-Whitney / Hodges-Lehmann: the median
 is the number people read and is robust to the one-sided spikes (preemption, frequency
 changes) that dominate latency samples; Hodges-Lehmann's interval assumes the two
@@ -53,7 +59,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -181,6 +187,7 @@ class Comparison:
     max_ms: float | None = None
     drift: float = math.nan        # SD of the baseline's log run medians, nan if one run
     baseline_runs: int = 1
+    reference: str | None = None   # ratio and CI are relative to this entry's, per round
 
     @property
     def over_budget(self) -> bool:
@@ -203,7 +210,8 @@ class Comparison:
     @property
     def status(self) -> str:
         """Verdict plus the budget outcome, e.g. ``regression, over max_ms``."""
-        return self.verdict + (", over max_ms" if self.over_budget else "")
+        return (self.verdict + (", over max_ms" if self.over_budget else "")
+                + (f" (vs {self.reference})" if self.reference else ""))
 
     def explain(self) -> str:
         """One sentence a person reads in a CI log."""
@@ -243,6 +251,9 @@ class Comparison:
         elif self.verdict in ("regression", "inconclusive"):
             parts.append(f"baseline from {self.baseline_runs} run(s): run-to-run drift not "
                          "measured (accept 5+ runs with `mnas bench baseline update`)")
+        if self.reference is not None:
+            parts.append(f"relative to reference {self.reference!r} measured in the same "
+                         "rounds")
         if self.model_changed:
             parts.append("model file changed since the baseline")
         if self.noisy:
@@ -270,6 +281,43 @@ def compare_records(name: str, base: BenchRecord | None, cur: BenchRecord | None
                       runs)
 
 
+def normalize(rec: BenchRecord, ref: BenchRecord) -> BenchRecord | None:
+    """``rec``'s samples divided, round by round, by ``ref``'s round medians (and its run
+    medians by ``ref``'s): what is left is the entry's speed relative to the reference
+    measured at the same moments, with the machine's slowdowns cancelled. None when the
+    rounds (or runs) do not pair up."""
+    a, b = rec.rounds or (len(rec.measurement.samples_ms),), \
+        ref.rounds or (len(ref.measurement.samples_ms),)
+    if len(a) != len(b) or len(rec.run_medians) != len(ref.run_medians):
+        return None
+    x = np.asarray(rec.measurement.samples_ms, dtype=float)
+    scale = np.repeat(np.asarray(ref.round_medians), a)
+    m = rec.measurement
+    norm = Measurement.from_samples(x / scale, warmup=m.warmup, threads=m.threads,
+                                    runtime=m.runtime, runtime_version=m.runtime_version,
+                                    model_sha256=m.model_sha256, device=m.device,
+                                    fingerprint=m.fingerprint)
+    runs = tuple(e / r for e, r in zip(rec.run_medians, ref.run_medians, strict=True))
+    return BenchRecord(rec.name, rec.entry, norm, rec.rounds, runs)
+
+
+def _compare_entry(name: str, baseline: BenchResults, results: BenchResults,
+                   tolerance: float | None) -> Comparison:
+    base, cur = baseline.records.get(name), results.records.get(name)
+    ref_name = (cur or base).entry.get("reference")  # type: ignore[union-attr]
+    if base is None or cur is None or not ref_name or ref_name == name:
+        return compare_records(name, base, cur, tolerance)
+    rb, rc = baseline.records.get(ref_name), results.records.get(ref_name)
+    nb = normalize(base, rb) if rb is not None else None
+    nc = normalize(cur, rc) if rc is not None else None
+    if nb is None or nc is None:
+        raise ValueError(f"entry {name!r}: its reference {ref_name!r} is missing or its rounds "
+                         "do not pair up in one of the files; measure both together (`mnas "
+                         "bench run` does) and accept them together")
+    c = compare_records(name, nb, nc, tolerance)
+    return replace(c, baseline=base.measurement, current=cur.measurement, reference=ref_name)
+
+
 def compare_results(baseline: BenchResults, results: BenchResults, *,
                     tolerance: float | None = None, force: bool = False) -> list[Comparison]:
     """Verdicts for every entry of either file, in results order then baseline-only ones.
@@ -295,8 +343,7 @@ def compare_results(baseline: BenchResults, results: BenchResults, *,
     names = list(results.records) + [n for n in baseline.records if n not in results.records]
     if not names:
         raise ValueError("nothing to compare: both files have no entries")
-    return [compare_records(n, baseline.records.get(n), results.records.get(n), tolerance)
-            for n in names]
+    return [_compare_entry(n, baseline, results, tolerance) for n in names]
 
 
 def exit_code(comparisons: Iterable[Comparison], inconclusive: str = "fail") -> int:

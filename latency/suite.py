@@ -22,7 +22,10 @@ Format (paths are relative to the suite file)::
 
 Each entry is measured in ``rounds`` separate rounds, round-robin over the entries, so the
 comparison sees how much a median moves between runs on this machine (the dominant
-noise on shared CI runners), not only the spread of samples within one run.
+noise on shared CI runners), not only the spread of samples within one run. An entry
+with ``reference = "other-entry"`` is compared *relative* to that entry, round by round:
+the reference (a model that does not change, e.g. a copy of the shipped one) is measured
+in the same rounds, so a slowdown of the whole machine cancels out.
 
 Every problem is reported as one ``ValueError`` line naming the file, the entry and
 the field, so ``mnas bench`` can print it and exit 2.
@@ -37,7 +40,7 @@ import re
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SETTINGS: dict[str, type] = {"threads": int, "warmup": int, "runs": int, "max_runs": int,
                               "rel_ci": float, "max_seconds": float}
 _ENTRY_ONLY = ("name", "model", "arch")
-_SHARED = ("device", "space", "tolerance", "max_ms", "rounds", "input_shape", "num_classes",
+_SHARED = ("device", "space", "tolerance", "max_ms", "rounds", "reference", "input_shape",
+           "num_classes",
            *_SETTINGS)
 _ENTRY_KEYS = (*_ENTRY_ONLY, *_SHARED)
 # Defaults chosen for a CI gate: a tighter CI goal than the search uses (to resolve a 5%
@@ -74,6 +78,7 @@ class SuiteEntry:
     tolerance: float = DEFAULT_TOLERANCE
     max_ms: float | None = None
     rounds: int = DEFAULT_ROUNDS
+    reference: str | None = None        # entry whose same-round medians normalize this one
     model: Path | None = None           # absolute path of an .onnx / .tflite file
     arch: str | None = None             # named point or canonical string of `space`
     space: str = DEFAULT_SPACE
@@ -95,6 +100,7 @@ class SuiteEntry:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "settings": asdict(self.settings),
                 "tolerance": self.tolerance, "max_ms": self.max_ms, "rounds": self.rounds,
+                "reference": self.reference,
                 "model": None if self.model is None else str(self.model),
                 "arch": self.arch, "space": self.space if self.arch is not None else None,
                 "input_shape": None if self.input_shape is None else list(self.input_shape),
@@ -110,14 +116,17 @@ class Suite:
         return [e.name for e in self.entries]
 
     def select(self, names: list[str] | None) -> Suite:
-        """The entries named (all when ``names`` is empty); ValueError for unknown ones."""
+        """The entries named (all when ``names`` is empty) and their references; ValueError
+        for unknown names."""
         if not names:
             return self
         unknown = [n for n in names if n not in self.names()]
         if unknown:
             raise ValueError(f"{self.path}: no entry named {', '.join(map(repr, unknown))}; "
                              f"entries: {', '.join(self.names())}")
-        return Suite(self.path, tuple(e for e in self.entries if e.name in names))
+        keep = set(names) | {e.reference for e in self.entries
+                             if e.name in names and e.reference is not None}
+        return Suite(self.path, tuple(e for e in self.entries if e.name in keep))
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -164,7 +173,33 @@ def parse_suite(data: Mapping[str, Any], path: str | Path) -> Suite:
                              f"entry #{seen[entry.name]}")
         seen[entry.name] = i
         entries.append(entry)
-    return Suite(p, tuple(entries))
+    return Suite(p, tuple(_check_references(entries, seen, p)))
+
+
+def _check_references(entries: list[SuiteEntry], index: dict[str, int], path: Path
+                      ) -> list[SuiteEntry]:
+    """A reference must be another entry on the same device with as many rounds (its
+    rounds are paired with the entry's); the reference itself is compared raw."""
+    by_name = {e.name: e for e in entries}
+    out = []
+    for e in entries:
+        ref = e.reference
+        if ref is None or ref == e.name:   # a [defaults] reference reaches itself too
+            out.append(replace(e, reference=None))
+            continue
+        where = f"{path}: entry #{index[e.name]} {e.name!r}: field 'reference'"
+        if ref not in by_name:
+            raise ValueError(f"{where}: no entry named {ref!r}; entries: {', '.join(by_name)}")
+        r = by_name[ref]
+        if r.device != e.device or r.rounds != e.rounds:
+            raise ValueError(f"{where}: {ref!r} must be measured on the same device with the "
+                             f"same rounds ({r.device}, {r.rounds} rounds vs {e.device}, "
+                             f"{e.rounds} rounds)")
+        if r.reference not in (None, r.name):
+            raise ValueError(f"{where}: {ref!r} has a reference itself; references do not "
+                             "chain")
+        out.append(e)
+    return out
 
 
 def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) -> SuiteEntry:
@@ -214,6 +249,9 @@ def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) ->
         max_ms = _number(max_ms, "max_ms", bad)
         if max_ms <= 0:
             raise bad("max_ms", f"must be a positive number of milliseconds, got {max_ms}")
+    reference = e.get("reference")
+    if reference is not None and (not isinstance(reference, str) or not reference):
+        raise bad("reference", f"must be the name of another entry, got {reference!r}")
     rounds = e.get("rounds", DEFAULT_ROUNDS)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
         raise bad("rounds", f"must be an integer in [1, {MAX_ROUNDS}], got {rounds!r}")
@@ -232,7 +270,7 @@ def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) ->
     if arch is None:  # a model file fixes its own shape; ignore inherited [defaults]
         shape, classes = None, None
     return SuiteEntry(name=name, device=device.strip(), settings=settings, tolerance=tol,
-                      max_ms=max_ms, rounds=rounds, model=model_path,
+                      max_ms=max_ms, rounds=rounds, reference=reference, model=model_path,
                       arch=arch.strip() if isinstance(arch, str) else None, space=space,
                       input_shape=shape, num_classes=classes)
 

@@ -169,7 +169,8 @@ def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, 
      "entry 'x': field 'arch':"),
     (lambda t, m: suite(t, '[[entry]]\nname = "x"\narch = "mobilenetv2"\nspace = "nope"\n'),
      "entry 'x': field 'space': unknown space 'nope'"),
-])
+], ids=["missing-model", "unknown-device", "malformed-toml", "empty-suite", "no-suite-file",
+        "bad-arch", "bad-space"])
 def test_bad_suite_input_is_one_error_line_exit_2(tmp_path: Path, bench_models, capsys,
                                                   make, needle) -> None:
     rc, out, err = run_cli(capsys, "bench", "run", make(tmp_path, bench_models),
@@ -219,3 +220,19 @@ def test_no_traceback_from_the_real_command(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1
     assert p.stderr.startswith(f"mnas: error: {bad}: malformed TOML")
+
+
+def test_entry_with_a_reference_is_compared_relative_to_it(tmp_path: Path, bench_models,
+                                                          capsys) -> None:
+    s = suite(tmp_path, entry("canary", bench_models["narrow"], "tolerance = 0.9")
+              + entry("app", bench_models["wide"], 'reference = "canary"'))
+    assert run_cli(capsys, "bench", "run", s, "--out", tmp_path / "r.json", "--entry",
+                   "app")[0] == 0   # --entry pulls the reference in
+    rec = BenchResults.load(tmp_path / "r.json")
+    assert list(rec.records) == ["canary", "app"] and rec.records["app"].entry["reference"] \
+        == "canary"
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "r.json", tmp_path / "r.json",
+                         "--tolerance", "50%", "--inconclusive", "pass")
+    assert rc == 0
+    assert "relative to reference 'canary' measured in the same rounds" in out
+    assert "(vs canary)" in out

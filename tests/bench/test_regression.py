@@ -16,6 +16,7 @@ from latency.regression import (
     compare_results,
     exit_code,
     median_ratio_ci,
+    normalize,
     run_drift,
     update_baseline,
 )
@@ -243,3 +244,36 @@ def test_merging_runs_of_different_models_is_refused() -> None:
     b = results(record("m", samples(10.0), sha="b" * 64))
     with pytest.raises(ValueError, match="different model files"):
         update_baseline(None, [a, b])
+
+
+def test_reference_cancels_a_slowdown_of_the_whole_machine() -> None:
+    def run(entry_ms: float, ref_ms: float, seed: int, host: tuple = (1.0, 1.0, 1.0)):
+        # three rounds; `host` slows both models of a round alike (measured back to back)
+        e = record("app", *[samples(entry_ms * h, n=40, seed=seed + i) for i, h in
+                            enumerate(host)])
+        r = record("canary", *[samples(ref_ms * h, n=40, seed=seed + 10 + i) for i, h in
+                               enumerate(host)])
+        e = BenchRecord(e.name, {**e.entry, "reference": "canary"}, e.measurement, e.rounds)
+        return results(e, r)
+
+    base = run(10.0, 5.0, 100)
+    busy_host = run(10.0, 5.0, 200, host=(1.3, 1.25, 1.35))      # same models, slower machine
+    cs = {c.name: c for c in compare_results(base, busy_host)}
+    assert cs["canary"].verdict == "regression"                  # the raw view is fooled
+    assert cs["app"].verdict == "ok" and cs["app"].reference == "canary"
+    assert abs(cs["app"].ratio - 1.0) < 0.03
+    assert cs["app"].current.median_ms > 12.0                    # raw numbers still shown
+    assert "relative to reference 'canary'" in cs["app"].explain()
+    slower_model = run(11.5, 5.0, 300, host=(1.3, 1.25, 1.35))   # a real 15% slowdown too
+    assert {c.name: c for c in compare_results(base, slower_model)}["app"].verdict == \
+        "regression"
+
+
+def test_normalize_needs_paired_rounds() -> None:
+    e = record("e", samples(10.0, n=30), samples(10.0, n=30, seed=1))
+    r = record("r", samples(5.0, n=60))
+    assert normalize(e, r) is None
+    r2 = record("r", samples(5.0, n=20, seed=2), samples(5.0, n=25, seed=3))
+    n = normalize(e, r2)
+    assert n is not None and n.rounds == e.rounds
+    assert n.measurement.median_ms == pytest.approx(2.0, rel=0.05)

@@ -142,3 +142,26 @@ def test_select_entries(tmp_path: Path) -> None:
     assert s.select(None).names() == ["a", "b"]
     with pytest.raises(ValueError, match="no entry named 'c'; entries: a, b"):
         s.select(["c"])
+
+
+def test_reference_entries(tmp_path: Path) -> None:
+    s = load_suite(write(tmp_path, '[defaults]\nreference = "canary"\n'
+                                   '[[entry]]\nname = "canary"\narch = "mobilenetv2"\n'
+                                   '[[entry]]\nname = "app"\narch = "mnasnet-a1-nearest"\n'))
+    canary, app = s.entries
+    assert canary.reference is None and app.reference == "canary"   # no self-reference
+    assert s.select(["app"]).names() == ["canary", "app"]             # measured together
+    bad = [('reference = "nope"', "field 'reference': no entry named 'nope'"),
+           ('reference = "c"\nrounds = 5', "must be measured on the same device with the same"),
+           ('reference = "c"\ndevice = "adb:x"', "must be measured on the same device"),
+           ('reference = 3', "field 'reference': must be the name of another entry")]
+    for extra, needle in bad:
+        p = write(tmp_path, f'[[entry]]\nname = "c"\narch = "x"\n'
+                            f'[[entry]]\nname = "e"\narch = "y"\n{extra}\n')
+        with pytest.raises(ValueError, match=r"entry #2 'e': field 'reference'") as ei:
+            load_suite(p)
+        assert needle in str(ei.value)
+    p = write(tmp_path, '[[entry]]\nname = "a"\narch = "x"\n[[entry]]\nname = "b"\narch = "x"\n'
+                        'reference = "a"\n[[entry]]\nname = "c"\narch = "x"\nreference = "b"\n')
+    with pytest.raises(ValueError, match="references do not chain"):
+        load_suite(p)
