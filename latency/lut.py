@@ -295,8 +295,8 @@ class LatencyTable:
         one gather per block from precomputed per-block sums."""
         t = self._compile()
         c = np.asarray(choices, dtype=np.int64)
-        if c.ndim != 2 or c.shape[1] != 6 * len(t.flat):
-            raise ValueError(f"choices must have shape [n, {6 * len(t.flat)}], got {c.shape}")
+        if c.ndim != 2 or c.shape[1] != 6 * len(t.strides):
+            raise ValueError(f"choices must have shape [n, {6 * len(t.strides)}], got {c.shape}")
         tables = t.cal if calibrated else t.raw
         cols = np.ascontiguousarray(c.T)  # one decision per row: contiguous arithmetic
         total = np.full(c.shape[0], t.base[calibrated])
@@ -359,7 +359,7 @@ class _Compiled:
         sp, U, e = table.units.sp, table.units, table.entries
         c = table.calibration
         a, b, c0 = float(c["a"]), float(c["b"]), float(c["c"])
-        self.flat, self.raw, self.cal, self.strides, self.in_stride = [], [], [], [], []
+        self.raw, self.cal, self.strides, self.in_stride = [], [], [], []
         self.empty, self.next_from_in, self.next_from_f, self.dicts = [], [], [], []
         ins_all = [*U.block_inputs, U.head_inputs]
         for i in range(sp.NUM_BLOCKS):
@@ -377,7 +377,6 @@ class _Compiled:
                 d[(ins[ci], spec.op, spec.kernel, spec.se, spec.skip, spec.filters,
                    spec.layers)] = (float(ms[idx]), len(us))
             st = np.array([int(np.prod(shape[j + 1:])) for j in range(len(shape))])
-            self.flat.append(shape)
             self.raw.append(ms.ravel())
             self.cal.append((a * ms + b * cnt).ravel())
             self.in_stride.append(int(st[0]))
