@@ -3,10 +3,17 @@
 ``ask`` samples children from the controller with the space's *current* decisions
 (``space.decisions(children_seen)``; ``children_seen`` counts children asked, so
 NAS-RL's "+2 layers every 1,600 sampled children" is literal). Each asked child is
-remembered as pending with its decisions and the log-probability it was sampled with.
-``tell`` matches trials to pending children by their choice vector, buffers
-``(decisions, choices, old log-prob, reward)`` and runs one update per ``batch`` buffered
-rewards. Failed trials (no reward) are dropped unless ``failed_reward`` gives them one.
+remembered as pending with its decisions and the per-decision log-probabilities it was
+sampled with. ``tell`` matches trials to pending children by their choice vector (the
+same vector asked twice is matched twice), buffers ``(decisions, choices, old
+log-probs, reward)`` and runs one update per ``batch`` buffered rewards. Failed trials
+(no reward) are dropped unless ``failed_reward`` gives them one; trials this strategy
+did not ask are counted in ``ignored`` and logged.
+
+Determinism: sampling draws only from ``self.gen`` (a NumPy generator seeded with
+``seed``) and initial weights come from per-parameter seeded generators, so the global
+torch RNG plays no part; ``state_dict`` holds the generator state, weights and their
+growth history, Adam's state, the baseline, pending and buffered children.
 
 Baseline: an exponential moving average of previous rewards,
 ``b ← decay·b + (1 − decay)·R`` after every reward. The advantage of a batch uses the
@@ -89,7 +96,7 @@ class ControllerStrategy(Strategy):
         self.buffer: list[Record] = []
         self.updates = 0
         self.ignored = 0
-        self._decisions_cache: tuple[int, tuple[Decision, ...]] | None = None
+        self._decisions_cache: tuple[Decision, ...] | None = None
         self.controller.ensure(self._decisions(0))
 
     def _add_params(self, params: list[torch.nn.Parameter]) -> None:
@@ -99,11 +106,9 @@ class ControllerStrategy(Strategy):
         ds = tuple(self.space.decisions(seen))
         # keep one tuple object while the space's answer is unchanged (the controller
         # skips its parameter check for a list it has just seen)
-        c = self._decisions_cache
-        if c is not None and c[1] == ds:
-            return c[1]
-        self._decisions_cache = (seen, ds)
-        return ds
+        if ds != self._decisions_cache:
+            self._decisions_cache = ds
+        return self._decisions_cache
 
     # -- ask / tell ------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Candidate]:
