@@ -182,6 +182,8 @@ class Controller(nn.Module):
                 keys.append(k)
             if not isinstance(d, Categorical):
                 need_start = max(need_start, d.n - anchors)
+                if isinstance(d, Subset) and d.n > 62:   # masks travel as int64
+                    raise ValueError(f"Subset {d.name!r} has n={d.n}; at most 62 supported")
             anchors += bool(d.anchor)
         keys += [("start", k) for k in range(len(self.start), need_start)]
         return keys

@@ -317,6 +317,8 @@ def test_edge_cases_and_bad_input():
         ctl.evaluate(MIXED, (3, 0, 0, 0, 0, 0))
     with pytest.raises(ValueError, match="expected 6 choices"):
         ctl.evaluate(MIXED, (0, 0))
+    with pytest.raises(ValueError, match="at most 62"):
+        ctl.ensure((Subset("wide", 63),))
     with pytest.raises(TypeError, match="Categorical, Pointer, Subset"):
         ctl.ensure(("not a decision",))
     with pytest.raises(ValueError, match="hidden"):
