@@ -11,6 +11,7 @@ machine) and wall time. ``space`` is the part of ``ask`` spent in the space itse
 the floor every strategy pays for it.
 
     .venv/bin/python benchmarks/controller_overhead.py [--children 200] [--spaces a,b]
+        [--algos reinforce,ppo] [--opt epochs=2 ...]
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from mnas.cli.options import parse_kv, typed_options  # noqa: E402
 from mnas.spaces import get_space, space_names  # noqa: E402
 from mnas.trial import Trial  # noqa: E402
-from search.base import get_strategy  # noqa: E402
+from search.base import get_strategy, strategy_factory  # noqa: E402
 
 GOAL_MS = 5.0
 #: extra rows: NAS-RL's chain grown to 15 layers (its schedule reaches that after 7 steps,
@@ -36,9 +38,10 @@ EXTRA: list[tuple[str, str, dict[str, object]]] = [("nasrl@15", "nasrl", {"start
 
 
 def run(space_name: str, algo: str, children: int, seed: int = 0,
-        space_options: dict[str, object] | None = None) -> dict[str, float]:
+        space_options: dict[str, object] | None = None,
+        options: dict[str, object] | None = None) -> dict[str, float]:
     space = get_space(space_name, **(space_options or {}))
-    strategy = get_strategy(algo, space, seed=seed)
+    strategy = get_strategy(algo, space, seed=seed, **(options or {}))
     batch = getattr(strategy, "batch", 8)
     rng = random.Random(seed)
     best = [rng.randrange(d.size) for d in space.decisions(0)]
@@ -95,11 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--children", type=int, default=200)
     p.add_argument("--spaces", default="", help="comma-separated (default: all registered)")
     p.add_argument("--algos", default="reinforce,ppo")
+    p.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                   help="strategy option for every algorithm, e.g. epochs=2 (default: "
+                        "the papers' settings)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     names = [s for s in args.spaces.split(",") if s] or space_names()
     rows = [(s, s, {}) for s in names] + [e for e in EXTRA if e[1] in names]
     algos = [a for a in args.algos.split(",") if a]
+    opts = {a: typed_options(strategy_factory(a), parse_kv(args.opt, "strategy"), "strategy")
+            for a in algos}
     ref = reference_ms()
     print(f"controller overhead, CPU ms per child (goal <= {GOAL_MS} ms), "
           f"{args.children} children each, torch {torch.__version__}, 1 thread")
@@ -109,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head))
     worst = 0.0
-    for label, s, opts in rows:
-        floor = run(s, "random", args.children, space_options=opts)["total_ms"]
+    for label, s, sopts in rows:
+        floor = run(s, "random", args.children, space_options=sopts)["total_ms"]
         for a in algos:
-            r = run(s, a, args.children, space_options=opts)
+            r = run(s, a, args.children, space_options=sopts, options=opts[a])
             worst = max(worst, r["total_ms"])
             print(f"{label:<10} {a:<10} {r['decisions']:>4} {r['ask_ms']:>7.2f} "
                   f"{r['update_ms']:>7.2f} {r['total_ms']:>7.2f} {r['wall_ms']:>7.2f} "
