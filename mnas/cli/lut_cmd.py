@@ -52,6 +52,7 @@ def register(sub: Any) -> None:
     e.add_argument("--rows", default=None, metavar="PATH",
                    help="also write every network's measured and predicted latency (JSON)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _cache_args(e)
     e.set_defaults(func=run_eval)
 
 
@@ -64,8 +65,15 @@ def _measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
     p.add_argument("--runs", type=int, default=30, help="minimum timed runs (default 30)")
     p.add_argument("--max-runs", type=int, default=300, help="cap on timed runs (default 300)")
+    _cache_args(p)
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, metavar="PATH",
-                   help="measurement cache file (default: none)")
+                   help="measurement cache file (default $MNAS_CACHE_DIR/latency.db or "
+                        "~/.cache/mnas/latency.db): every unit and network measurement is "
+                        "kept with its samples")
+    p.add_argument("--no-cache", action="store_true", help="measure afresh, store nothing")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -76,11 +84,11 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _cache(args: argparse.Namespace) -> Any:
-    if not getattr(args, "cache", None):
+    if args.no_cache:
         return None
     from latency.cache import MeasurementCache
 
-    return MeasurementCache(args.cache)
+    return MeasurementCache(args.cache)  # None: the default file
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -124,7 +132,8 @@ def run_eval(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, clock=args.clock)
     t0 = time.monotonic()
     try:
-        res = evaluate_table(table, device, space, n=args.n, seed=args.seed, settings=settings)
+        res = evaluate_table(table, device, space, n=args.n, seed=args.seed, settings=settings,
+                             cache=_cache(args))
     finally:
         device.close()
     rows = res.pop("rows")

@@ -158,7 +158,7 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
     out = partial.save(tmp_path / "lut.json")
     args = ["lut", "build", "--device", "local:onnxruntime", "--resolution", str(LOW),
             "--out", str(out), "--calibrate", "4", "--warmup", "1", "--runs", "3",
-            "--max-runs", "3", "--clock", "cpu"]
+            "--max-runs", "3", "--clock", "cpu", "--cache", str(tmp_path / "lat.db")]
     assert main(args) == 0
     line = capsys.readouterr().out
     assert f"{len(units.enumerate())} units of mnasnet at {LOW}x{LOW}" in line
@@ -166,8 +166,11 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
     assert not table.missing()
     assert all(table.entries[u.key] > 0 for u in todo)
     assert table.calibration["points"] == 4 and len(table.calibration["archs"]) == 4
+    from latency.cache import MeasurementCache
+
+    assert len(MeasurementCache(tmp_path / "lat.db")) == 8  # 4 units + 4 networks, kept
     assert table.clock == "cpu"
-    assert main(["lut", "eval", "--lut", str(out), "--n", "3", "--json",
+    assert main(["lut", "eval", "--lut", str(out), "--n", "3", "--json", "--no-cache",
                  "--rows", str(tmp_path / "rows.json")]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 3 and 0.0 <= res["within_10pct"] <= 1.0 and res["mape"] >= 0
@@ -179,7 +182,8 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
         assert r["predicted_ms"] == pytest.approx(table.predict(SPACE.decode(r["arch"])))
 
 
-def test_build_refuses_a_table_of_another_device(tmp_path):
+def test_build_refuses_a_table_of_another_device(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
     units = MnasnetUnits(LOW)
     out = _synthetic(units, fingerprint={"cpu": "elsewhere"}).save(tmp_path / "lut.json")
     assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out)]) == 2
