@@ -205,7 +205,10 @@ def plot(cs: Sequence[Comparison], path: str | Path, title: str = "mnas bench") 
         from matplotlib.ticker import FuncFormatter
 
         ax2.set_xscale("log")
-        ax2.set_xlim(lo / 1.1, hi * (hi / lo) ** 0.35)    # room for the verdict labels
+        x0, x1 = lo / 1.1, hi * (hi / lo) ** 0.35           # room for the verdict labels
+        ax2.set_xlim(x0, x1)
+        ax2.set_xticks([v for v in (0.1, 0.25, 0.5, 0.67, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 5,
+                                    10, 20, 50) if x0 <= v <= x1])
         ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax2.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     else:
