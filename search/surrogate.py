@@ -9,15 +9,17 @@ reproducible, no thread pools). The LSTM is not implemented.
 :class:`MLPEnsemble` — ``members`` two-hidden-layer ReLU MLPs, each fit with Adam on a
 bootstrap resample of the data (different init, different resample), targets
 standardised. ``predict`` returns the members' mean and standard deviation. Inputs are
-fixed-length encodings (``Encodable.vector``). An input column that is zero in every
-training row carries no information, yet its random first-layer weights would add noise
-when a new cell switches it on (block b+1's slot, when fit on cells of ≤ b blocks): those
-weights are zeroed after fitting, so unseen slots contribute nothing and the size-free
-summary features carry the prediction.
+fixed-length encodings (``Encodable.vector``). An input column that is constant over
+the training rows carries no information, yet its random first-layer weights would add
+noise when a new cell changes it (block b+1's slot, when fit on cells of ≤ b blocks):
+after fitting, its contribution is folded into the bias and its weights zeroed, so unseen
+slots move nothing and the size-free summary features carry the prediction.
 
-:class:`RidgeLatency` — ridge regression on the same encoding, predicting log latency
-(latency is roughly a sum of per-op costs, and the log keeps the fit relative); the
-``pnas`` strategy's fast latency predictor between measurements.
+:class:`RidgeLatency` — ridge regression of latency (ms) on an encoding: a network's
+latency is, to first order, a constant plus a sum of per-operation costs, so a linear
+model on operation counts extrapolates to larger cells (the ``pnas`` strategy feeds it
+the encoding's size-free count columns). The ``pnas`` strategy's fast latency predictor
+between measurements.
 
 Both are deterministic functions of their seed and data, and picklable through
 ``state_dict``/``load_state_dict``.
@@ -104,13 +106,17 @@ class MLPEnsemble:
         self.y_mean = float(y.mean())
         self.y_std = float(y.std()) or 1.0
         t = (y - self.y_mean) / self.y_std
-        active = (X != 0).any(axis=0)
+        # columns constant over the training rows carry no information: fold them into
+        # the first-layer bias and zero their weights, so a value never seen in training
+        # (a new block's slot) moves no prediction
+        const = (X[0] == X).all(axis=0)
         self.nets = []
         for _ in range(self.members):
             idx = (self.rng.integers(0, len(X), len(X)) if self.bootstrap
                    else np.arange(len(X)))
             net = self._train(X[idx], t[idx])
-            net[0][~active] = 0.0
+            net[1] = net[1] + X[0, const] @ net[0][const]
+            net[0][const] = 0.0
             self.nets.append(net)
         return self
 
@@ -177,14 +183,19 @@ class MLPEnsemble:
 
 
 class RidgeLatency:
-    """Ridge regression of log latency on an encoding; ``predict`` returns ms."""
+    """Ridge regression of latency (ms) on an encoding; ``predict`` returns ms, floored at
+    a tenth of the smallest latency it was fit on (a linear model can go negative).
+    ``log=True`` fits log latency instead (relative errors, multiplicative costs). ``l2``
+    is per row, so the penalty does not fade as data accumulates."""
 
-    def __init__(self, l2: float = 1.0) -> None:
+    def __init__(self, l2: float = 1e-3, log: bool = False) -> None:
         if not l2 > 0:
             raise ValueError(f"l2 must be > 0, got {l2}")
         self.l2 = float(l2)
+        self.log = bool(log)
         self.w: np.ndarray | None = None
         self.b = 0.0
+        self.floor = 0.0
 
     @property
     def fitted(self) -> bool:
@@ -195,24 +206,26 @@ class RidgeLatency:
         assert y is not None
         if (y <= 0).any():
             raise ValueError("latencies must be > 0 ms")
-        t = np.log(y)
-        self.b = float(t.mean())
-        xm = X.mean(axis=0)
+        t = np.log(y) if self.log else y
+        xm, tm = X.mean(axis=0), float(t.mean())
         Xc = X - xm
-        A = Xc.T @ Xc + self.l2 * np.eye(X.shape[1])
-        self.w = np.linalg.solve(A, Xc.T @ (t - self.b))
-        self.b -= float(xm @ self.w)
+        A = Xc.T @ Xc + self.l2 * len(X) * np.eye(X.shape[1])
+        self.w = np.linalg.solve(A, Xc.T @ (t - tm))
+        self.b = tm - float(xm @ self.w)
+        self.floor = 0.1 * float(y.min())
         return self
 
     def predict(self, X: Any) -> np.ndarray:
         if self.w is None:
             raise ValueError("predict before fit: call fit(X, latency_ms) first")
         X, _ = _check_xy(X)
-        return np.exp(X @ self.w + self.b)
+        t = X @ self.w + self.b
+        return np.exp(t) if self.log else np.maximum(t, self.floor)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"w": None if self.w is None else self.w.copy(), "b": self.b}
+        return {"w": None if self.w is None else self.w.copy(), "b": self.b,
+                "floor": self.floor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.w = None if state["w"] is None else np.array(state["w"])
-        self.b = float(state["b"])
+        self.b, self.floor = float(state["b"]), float(state["floor"])

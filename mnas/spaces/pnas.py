@@ -39,8 +39,11 @@ encodes both orders identically.
 **Surrogate encoding** (``vector``, the ``Encodable`` capability): fixed length for any
 number of blocks. Per block position (padded to B; absent blocks are zeros): one-hot
 input and one-hot op of the pair's first half, then of its second half (canonical
-order). Then, summed over blocks and divided by B: counts of (op, input kind) for input
-kinds {h_i, h_{i-1}, a block}, and the fraction of blocks used. The encoding is a sum of
+order). Then, summed over blocks: counts of each op, counts of (op, input kind) for input
+kinds {h_i, h_{i-1}, a block}, and the number of blocks. These size-free counts are what
+lets a predictor fit on b-block cells say something about a new block's slot, which it
+has never seen filled; they are kept at the scale of the one-hots (1 per occurrence) so a
+fitted model leans on them as much as on the positions. The encoding is a sum of
 per-block parts (:meth:`PnasSpace.block_vector`), so a child's vector is its parent's
 plus its new block's — which is how the ``pnas`` strategy encodes thousands of
 expansions at once.
@@ -303,7 +306,14 @@ class PnasSpace(SearchSpace):
     # -- encoding for surrogates ----------------------------------------------------------
     @property
     def vector_size(self) -> int:
-        return self.blocks * 2 * (self.blocks + 1 + len(self.OPS)) + len(self.OPS) * _KINDS + 1
+        return (self.blocks * 2 * (self.blocks + 1 + len(self.OPS))
+                + len(self.OPS) * (1 + _KINDS) + 1)
+
+    @property
+    def summary_columns(self) -> slice:
+        """The size-free columns of :meth:`vector`: op counts, (op, input kind) counts
+        and the number of blocks (what a per-op cost model needs)."""
+        return slice(self.blocks * 2 * (self.blocks + 1 + len(self.OPS)), self.vector_size)
 
     def block_vector(self, position: int, block: Block) -> np.ndarray:
         """Block ``position``'s share of :meth:`vector` (the vector is the sum of shares)."""
@@ -317,8 +327,9 @@ class PnasSpace(SearchSpace):
             off = base + h * (nb + 1 + no)
             v[off + i] = 1.0
             v[off + nb + 1 + o] = 1.0
-            v[summary + o * _KINDS + min(i, 2)] += 1.0 / nb
-        v[-1] = 1.0 / nb
+            v[summary + o] += 1.0
+            v[summary + no + o * _KINDS + min(i, 2)] += 1.0
+        v[-1] = 1.0
         return v
 
     def vector(self, arch: PnasArch) -> np.ndarray:

@@ -15,10 +15,16 @@ Sequential model-based optimisation over cells of growing size:
    each round ranks the expansions of the best K (B−1)-block cells and the one-token
    neighbours of the best K B-block cells, all unevaluated, and queues the top K.
 
-**Latency predictor**: ridge regression of log latency on the same encoding
-(:class:`search.surrogate.RidgeLatency`), fit to every measured latency told so far;
-cells are sums of per-op costs to first order, which a linear model on op counts and
-positions captures. ``latency_model="none"`` ranks by predicted accuracy only (the
+**Latency predictor**: ridge regression of latency on the encoding's size-free count
+columns (``space.summary_columns``: how often each op occurs, and reads h_i, h_{i-1} or
+a block, and the number of blocks; :class:`search.surrogate.RidgeLatency`), fit to every
+measured latency told so far. A network's latency is to first order a constant plus
+per-op costs (each cell op repeats in every cell; ops on the cell inputs stride in
+reductions), which this linear model captures and extrapolates to cells one block
+larger. A candidate grown from a measured cell (an expansion, a neighbour) is predicted
+as *that cell's measured latency + model(candidate) − model(cell)*: before two cell sizes
+are measured the model cannot split the network's fixed cost from a block's, but the
+difference still ranks the candidates, and the anchor keeps the level near the truth. ``latency_model="none"`` ranks by predicted accuracy only (the
 paper's setting). **T**: ``target_ms`` if > 0, else the target of the first trial told
 (when the loop spreads children over several targets, PNAS ranks with that one T).
 
@@ -241,13 +247,13 @@ class ProgressiveNAS(Strategy):
         if not parents:  # nothing of the stage completed: repeat it with fresh cells
             log.info("pnas stage %d: no child completed; repeating %d-block cells",
                      self.stage - 1, self.blocks)
-            keys, X = self._fresh_pool(self.blocks)
+            pool = self._fresh_pool(self.blocks)
         elif self.blocks < self.B:
             self.blocks += 1
-            keys, X = self._expansions(parents)
+            pool = self._expansions(parents)
         else:
-            keys, X = self._continuation()
-        self._queue_ranked(keys, X)
+            pool = self._continuation()
+        self._queue_ranked(pool)
 
     def _fit(self) -> None:
         if len(self.data) < 2:
@@ -259,13 +265,11 @@ class ProgressiveNAS(Strategy):
         if np.ptp(acc) > 0:
             self.surrogate.fit(X, acc)
         if self.latency_model == "linear":
-            self.latency.fit(X, lat)
+            self.latency.fit(X[:, self.space.summary_columns], lat)
 
-    def _expansions(self, parents: Sequence[str]) -> tuple[list[str], np.ndarray | None]:
+    def _expansions(self, parents: Sequence[str], pool: _Pool | None = None) -> _Pool:
         """Unasked one-block expansions of ``parents`` (all, or ``max_expand`` each)."""
-        keys: list[str] = []
-        rows: list[np.ndarray] = []
-        seen: set[str] = set()
+        pool = pool if pool is not None else _Pool()
         for p in parents:
             arch = self.space.canonical(self.space.decode(p))
             p = arch.encode()
@@ -280,33 +284,29 @@ class ProgressiveNAS(Strategy):
             for i in idx:
                 i1, o1, i2, o2 = opts[i]
                 key = p + f"[{o1}~{i1}+{o2}~{i2}]"
-                if key in self.asked or key in seen:
-                    continue
-                seen.add(key)
-                keys.append(key)
-                rows.append(base + mat[i])
-        return keys, (np.stack(rows) if rows else None)
+                if key not in self.asked:
+                    pool.add(key, base + mat[i], p)
+        return pool
 
-    def _neighbours(self, parents: Sequence[str]) -> list[str]:
-        """Canonical cells one input or op away from each parent (same size)."""
+    def _neighbours(self, parent: str) -> list[str]:
+        """Canonical cells one input or op away from ``parent`` (same size)."""
         out: list[str] = []
-        for p in parents:
-            arch = self.space.decode(p)
-            for k, blk in enumerate(arch.blocks):
-                halves = [(blk.in1, blk.op1), (blk.in2, blk.op2)]
-                for h in range(2):
-                    i, o = halves[h]
-                    alts = [(j, o) for j in range(k + 2) if j != i]
-                    alts += [(i, op) for op in self.space.OPS if op != o]
-                    for alt in alts:
-                        new = list(halves)
-                        new[h] = alt
-                        blocks = [(b.in1, b.op1, b.in2, b.op2) for b in arch.blocks]
-                        blocks[k] = (new[0][0], new[0][1], new[1][0], new[1][1])
-                        out.append(self.space.canonical(self._arch(blocks)).encode())
+        arch = self.space.decode(parent)
+        for k, blk in enumerate(arch.blocks):
+            halves = [(blk.in1, blk.op1), (blk.in2, blk.op2)]
+            for h in range(2):
+                i, o = halves[h]
+                alts = [(j, o) for j in range(k + 2) if j != i]
+                alts += [(i, op) for op in self.space.OPS if op != o]
+                for alt in alts:
+                    new = list(halves)
+                    new[h] = alt
+                    blocks = [(b.in1, b.op1, b.in2, b.op2) for b in arch.blocks]
+                    blocks[k] = (new[0][0], new[0][1], new[1][0], new[1][1])
+                    out.append(self.space.canonical(self._arch(blocks)).encode())
         return out
 
-    def _continuation(self) -> tuple[list[str], np.ndarray | None]:
+    def _continuation(self) -> _Pool:
         """At B blocks: expansions of the best (B−1)-block cells and neighbours of the
         best B-block cells, unevaluated."""
         def best(size: int) -> list[str]:
@@ -314,38 +314,51 @@ class ProgressiveNAS(Strategy):
             keys.sort(key=lambda k: -self._reward(*self.data[k]))
             return keys[: self.beam]
 
-        keys, X = self._expansions(best(self.B - 1)) if self.B > 1 else ([], None)
-        rows = [] if X is None else list(X)
-        seen = set(keys)
-        for key in self._neighbours(best(self.B)):
-            if key not in self.asked and key not in seen:
-                seen.add(key)
-                keys.append(key)
-                rows.append(self._vector(key))
-        if not keys:
-            return self._fresh_pool(self.B)
-        return keys, np.stack(rows)
+        pool = self._expansions(best(self.B - 1)) if self.B > 1 else _Pool()
+        for parent in best(self.B):
+            for key in self._neighbours(parent):
+                if key not in self.asked:
+                    pool.add(key, self._vector(key), parent)
+        return pool if pool.keys else self._fresh_pool(self.B)
 
-    def _fresh_pool(self, b: int) -> tuple[list[str], np.ndarray]:
+    def _fresh_pool(self, b: int) -> _Pool:
         """The unqueued reserve of this size, else random unasked cells."""
-        keys = [e["arch"] for e in self.reserve if e["arch"].count("[") == b]
-        while len(keys) < self.beam:
+        pool = _Pool()
+        for e in self.reserve:
+            if e["arch"].count("[") == b:
+                pool.add(e["arch"], self._vector(e["arch"]), None)
+        while len(pool.keys) < self.beam:
             key = self._random_cell(b)
-            if key in keys:
+            if not pool.add(key, self._vector(key), None):
                 break
-            keys.append(key)
-        return keys, np.stack([self._vector(k) for k in keys])
+        return pool
 
-    def _queue_ranked(self, keys: list[str], X: np.ndarray | None) -> None:
-        """Rank ``keys`` by predicted reward; the top ``beam`` are the stage's children."""
-        if not keys:  # cannot happen while the space has an unasked cell; stay valid
-            keys = [self._random_cell(self.blocks)]
-            X = np.stack([self._vector(keys[0])])
-        assert X is not None
-        entries: list[dict[str, Any]] = [{"arch": k} for k in keys]
+    def _predict_latency(self, pool: _Pool, X: np.ndarray) -> np.ndarray | None:
+        """The latency model, anchored on each candidate's measured parent: ``measured
+        parent + model(child) − model(parent)``. Before cells of two sizes are measured the
+        model cannot tell the network's fixed cost from a block's, but the difference
+        between a child and its parent still ranks the candidates."""
+        if not self.latency.fitted:
+            return None
+        cols = self.space.summary_columns
+        pred = self.latency.predict(X[:, cols])
+        parents = sorted({p for p in pool.parents if p is not None and p in self.data})
+        if parents:
+            own = self.latency.predict(np.stack([self._vector(p)[cols] for p in parents]))
+            shift = {p: self.data[p][1] - float(f) for p, f in zip(parents, own, strict=True)}
+            pred = pred + np.array([shift.get(p, 0.0) if p else 0.0 for p in pool.parents])
+        return np.maximum(pred, self.latency.floor)
+
+    def _queue_ranked(self, pool: _Pool) -> None:
+        """Rank the pool by predicted reward; the top ``beam`` are the stage's children."""
+        if not pool.keys:  # cannot happen while the space has an unasked cell; stay valid
+            key = self._random_cell(self.blocks)
+            pool.add(key, self._vector(key), None)
+        X = np.stack(pool.rows)
+        entries: list[dict[str, Any]] = [{"arch": k} for k in pool.keys]
         if self.surrogate.fitted:
             mu, sd = self.surrogate.predict(X)
-            lat = self.latency.predict(X) if self.latency.fitted else None
+            lat = self._predict_latency(pool, X)
             for i, e in enumerate(entries):
                 e["pred_acc"], e["pred_std"] = float(mu[i]), float(sd[i])
                 e["pred_lat_ms"] = None if lat is None else float(lat[i])
@@ -400,6 +413,26 @@ class ProgressiveNAS(Strategy):
                 "hidden": self.surrogate.hidden, "epochs": self.surrogate.epochs,
                 "latency_model": self.latency_model, "target_ms": self.target_opt,
                 "alpha": self.alpha, "beta": self.beta}
+
+
+class _Pool:
+    """Candidates being ranked: canonical strings, encodings, and the measured cell each
+    one grew from (None for random cells)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.rows: list[np.ndarray] = []
+        self.parents: list[str | None] = []
+        self._seen: set[str] = set()
+
+    def add(self, key: str, row: np.ndarray, parent: str | None) -> bool:
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self.keys.append(key)
+        self.rows.append(row)
+        self.parents.append(parent)
+        return True
 
 
 def _fmt(x: float | None) -> str:

@@ -88,7 +88,12 @@ def test_choices_strings_and_canonical_form_round_trip(case):
     np.testing.assert_array_equal(v, space.vector(swapped))
     parts = sum(space.block_vector(k, blk) for k, blk in enumerate(arch.blocks))
     np.testing.assert_allclose(v, parts)
-    assert v[-1] == pytest.approx(len(arch.blocks) / space.blocks)
+    assert v[-1] == len(arch.blocks)
+    summary = v[space.summary_columns]
+    n_ops = len(space.OPS)
+    assert summary[:n_ops].sum() == 2 * len(arch.blocks)  # every op counted once
+    np.testing.assert_array_equal(summary[n_ops:-1].reshape(n_ops, 3).sum(axis=1),
+                                  summary[:n_ops])
 
 
 def test_string_layout_and_named_pnasnet5(space):
