@@ -407,6 +407,8 @@ def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
     opened = open_devices(suite.entries)
     results = BenchResults(suite=str(suite.path), meta={"host": _host(), "python": _python()})
     n, total = len(suite.entries), max(e.rounds for e in suite.entries)
+    if progress is not None:   # only once every entry checked out: bad input stays one line
+        progress(f"bench: measuring {n} entr{'y' if n == 1 else 'ies'} of {suite.path}")
     try:
         with tempfile.TemporaryDirectory(prefix="mnas-bench-") as tmp:
             work = Path(workdir) if workdir is not None else Path(tmp)

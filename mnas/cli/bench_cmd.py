@@ -44,8 +44,6 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:  # refuse before minutes of measuring, not after
         raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-    print(f"bench: measuring {len(suite.entries)} entr{'y' if len(suite.entries) == 1 else 'ies'}"
-          f" of {suite.path}", flush=True)
     try:
         results = run_suite(suite, progress=lambda line: print(line, flush=True))
     except RuntimeError as e:
