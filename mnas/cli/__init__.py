@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = f"{msg}: {e.filename}"
         print(f"mnas: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `mnas ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("mnas: interrupted", file=sys.stderr)
         return 130
