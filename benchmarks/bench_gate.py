@@ -20,6 +20,7 @@ Goals (issue 6): false-positive rate <= 1%, detection of a 10% slowdown >= 95%.
 
     .venv/bin/python benchmarks/bench_gate.py            # 16 runs of a small conv net
     .venv/bin/python benchmarks/bench_gate.py --arch mobilenetv2 --reference
+    .venv/bin/python benchmarks/bench_gate.py --clock cpu    # CPU time of the thread
     .venv/bin/python benchmarks/bench_gate.py --save noise.json ; ... --load noise.json
 
 Measuring takes about a minute for the small model; the simulation runs the gate's own
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latency.bench_results import BenchRecord  # noqa: E402
-from latency.measurement import Measurement  # noqa: E402
+from latency.measurement import CLOCKS, Measurement  # noqa: E402
 from latency.regression import compare_records, normalize  # noqa: E402
 from latency.suite import BENCH_SETTINGS, DEFAULT_ROUNDS  # noqa: E402
 
@@ -80,7 +81,7 @@ def measure_sessions(args: argparse.Namespace) -> dict:
     dev = get_device(args.device)
     # the suite's defaults (adaptive: a noisy round gets up to max_runs samples)
     settings = replace(BENCH_SETTINGS, warmup=args.warmup, runs=args.runs,
-                       max_runs=max(args.runs, args.max_runs))
+                       max_runs=max(args.runs, args.max_runs), clock=args.clock)
     with tempfile.TemporaryDirectory() as tmp:
         path, label = make_model(args, Path(tmp))
         ref = None
@@ -102,7 +103,7 @@ def measure_sessions(args: argparse.Namespace) -> dict:
                   + " ".join(f"{v:.4f}" for v in meds) + " ms", flush=True)
             if s + 1 < args.sessions:
                 time.sleep(args.gap)
-    return {"model": label, "device": args.device, "runs": args.runs,
+    return {"model": label, "device": args.device, "clock": args.clock, "runs": args.runs,
             "rounds": args.rounds, "gap_s": args.gap, "sessions": sessions,
             "ref_sessions": ref_sessions if ref is not None else None,
             "fingerprint": dev.fingerprint()}
@@ -211,6 +212,9 @@ def main() -> int:
     ap.add_argument("--max-runs", type=int, default=BENCH_SETTINGS.max_runs,
                     help="cap of the adaptive protocol per round (suite default)")
     ap.add_argument("--warmup", type=int, default=BENCH_SETTINGS.warmup)
+    ap.add_argument("--clock", choices=CLOCKS, default="wall",
+                    help="timing clock of the measurements (a suite's `clock`): wall, or cpu "
+                         "= the measuring thread's CPU time (local devices, threads=1)")
     ap.add_argument("--gap", type=float, default=3.0, help="seconds between sessions")
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--slowdown", type=float, default=0.10)
@@ -232,14 +236,15 @@ def main() -> int:
         print(f"bench_gate: loaded {len(data['sessions'])} sessions from {args.load}")
     else:
         print(f"bench_gate: measuring {args.sessions} sessions x {args.rounds} rounds x "
-              f"{args.runs}-{max(args.runs, args.max_runs)} runs on {args.device} "
-              f"(gap {args.gap:g} s)", flush=True)
+              f"{args.runs}-{max(args.runs, args.max_runs)} runs on {args.device}, "
+              f"{args.clock} clock (gap {args.gap:g} s)", flush=True)
         data = measure_sessions(args)
         if args.save:
             Path(args.save).write_text(json.dumps(data))
     sessions = data["sessions"]
     nm = noise_model(sessions)
-    print(f"model: {data['model']}; median {nm['median_ms']:.4f} ms")
+    print(f"model: {data['model']}; median {nm['median_ms']:.4f} ms "
+          f"({data.get('clock', 'wall')} clock)")
     print(f"noise (log SD): between runs {nm['sd_session']:.2%} (robust, from the MAD: "
           f"{nm['mad_session']:.2%}), between rounds of a run "
           f"{nm['sd_round']:.2%}; median's 95% CI within a round ±{nm['rel_ci_round']:.2%} "

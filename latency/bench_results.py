@@ -22,7 +22,8 @@ from latency.measurement import Measurement
 
 RESULTS_FORMAT = "mnas-bench-results/1"
 # Measurement fields that change latency as much as the hardware does: part of identity.
-_IDENTITY_FIELDS = ("runtime", "runtime_version", "threads")
+# The clock too: wall and CPU time of the same run differ (descheduling, waits).
+_IDENTITY_FIELDS = ("runtime", "runtime_version", "threads", "clock")
 
 @dataclass(frozen=True)
 class BenchRecord:
@@ -49,11 +50,13 @@ class BenchRecord:
         m0 = rounds[0]
         if len({m.model_sha256 for m in rounds}) != 1:
             raise ValueError(f"entry {name!r}: the model changed between rounds")
+        if len({m.clock for m in rounds}) != 1:
+            raise ValueError(f"entry {name!r}: the rounds were timed with different clocks")
         pooled = Measurement.from_samples(
             [v for m in rounds for v in m.samples_ms], warmup=m0.warmup, threads=m0.threads,
             runtime=m0.runtime, runtime_version=m0.runtime_version,
             model_sha256=m0.model_sha256, device=m0.device, fingerprint=m0.fingerprint,
-            rel_ci_goal=rel_ci_goal)
+            rel_ci_goal=rel_ci_goal, clock=m0.clock)
         pooled = pooled.with_(noisy=pooled.noisy or any(m.noisy for m in rounds),
                               timestamp=m0.timestamp)
         return cls(name, entry, pooled, tuple(len(m.samples_ms) for m in rounds))
@@ -89,7 +92,7 @@ class BenchRecord:
         return [Measurement.from_samples(m.samples_ms[a:b], warmup=m.warmup, threads=m.threads,
                                          runtime=m.runtime, runtime_version=m.runtime_version,
                                          model_sha256=m.model_sha256, device=m.device,
-                                         fingerprint=m.fingerprint).with_(
+                                         fingerprint=m.fingerprint, clock=m.clock).with_(
                                              timestamp=m.timestamp, noisy=m.noisy)
                 for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)]
 

@@ -296,7 +296,7 @@ def normalize(rec: BenchRecord, ref: BenchRecord) -> BenchRecord | None:
     norm = Measurement.from_samples(x / scale, warmup=m.warmup, threads=m.threads,
                                     runtime=m.runtime, runtime_version=m.runtime_version,
                                     model_sha256=m.model_sha256, device=m.device,
-                                    fingerprint=m.fingerprint)
+                                    fingerprint=m.fingerprint, clock=m.clock)
     runs = tuple(e / r for e, r in zip(rec.run_medians, ref.run_medians, strict=True))
     return BenchRecord(rec.name, rec.entry, norm, rec.rounds, runs)
 
@@ -323,7 +323,7 @@ def compare_results(baseline: BenchResults, results: BenchResults, *,
     """Verdicts for every entry of either file, in results order then baseline-only ones.
 
     Raises ValueError naming the differing fields when an entry's device fingerprint,
-    runtime or threads differ from the baseline's (comparing them would measure the
+    runtime, threads or clock differ from the baseline's (comparing them would measure the
     machine, not the change) unless ``force``.
     """
     if tolerance is not None and not 0.0 < tolerance < 1.0:
@@ -333,6 +333,14 @@ def compare_results(baseline: BenchResults, results: BenchResults, *,
             base = baseline.records.get(name)
             if base is None:
                 continue
+            a, b = base.measurement.clock, cur.measurement.clock
+            if a != b:
+                raise ValueError(
+                    f"entry {name!r}: field 'clock': the baseline was timed with the {a} "
+                    f"clock and the results with the {b} clock, which measure different "
+                    "things (CPU time leaves out descheduling and waits); set the suite's "
+                    f"clock to {a!r}, or re-measure and accept a {b}-clock baseline with "
+                    "`mnas bench baseline update ... --force`, or compare anyway with --force")
             diff = identity_diff(base.identity(), cur.identity())
             if diff:
                 raise ValueError(

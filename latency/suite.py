@@ -9,6 +9,7 @@ Format (paths are relative to the suite file)::
     warmup = 10
     runs = 30                   # timed runs per round (minimum; adaptive up to max_runs)
     rounds = 3                  # measurements per entry, interleaved across entries
+    clock = "cpu"               # "wall" (default) or "cpu": see below
 
     [[entry]]
     name = "mobilenetv2"        # unique; keys the baseline
@@ -27,6 +28,12 @@ with ``reference = "other-entry"`` is compared *relative* to that entry, round b
 the reference (a model that does not change, e.g. a copy of the shipped one) is measured
 in the same rounds, so a slowdown of the whole machine cancels out.
 
+``clock`` picks what a sample is (:class:`MeasureSettings`): ``"wall"`` is the latency a
+user waits; ``"cpu"`` is the measuring thread's CPU time, which other jobs on a shared CI
+runner cannot inflate by descheduling it. ``"cpu"`` needs ``threads = 1`` and a local
+device (an ``adb:`` phone is timed by a tool on the phone). Results record the clock and
+``mnas bench compare`` refuses to compare results measured with different clocks.
+
 Every problem is reported as one ``ValueError`` line naming the file, the entry and
 the field, so ``mnas bench`` can print it and exit 2.
 """
@@ -44,7 +51,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from latency.measurement import MeasureSettings
+from latency.measurement import CLOCKS, MeasureSettings
 
 DEFAULT_DEVICE = "local:onnxruntime"
 DEFAULT_TOLERANCE = 0.05
@@ -57,8 +64,10 @@ _SETTINGS: dict[str, type] = {"threads": int, "warmup": int, "runs": int, "max_r
                               "rel_ci": float, "max_seconds": float}
 _ENTRY_ONLY = ("name", "model", "arch")
 _SHARED = ("device", "space", "tolerance", "max_ms", "rounds", "reference", "input_shape",
-           "num_classes",
+           "num_classes", "clock",
            *_SETTINGS)
+# device kinds timed on the device by its own tool: only the wall clock exists there
+_WALL_ONLY_DEVICES = ("adb",)
 _ENTRY_KEYS = (*_ENTRY_ONLY, *_SHARED)
 # Defaults chosen for a CI gate: a tighter CI goal than the search uses (to resolve a 5%
 # tolerance) and several rounds (to see run-to-run drift).
@@ -266,7 +275,13 @@ def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) ->
     if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool)
                                 or classes < 1):
         raise bad("num_classes", f"must be a positive integer, got {classes!r}")
-    settings = _settings(e, bad)
+    clock = e.get("clock", BENCH_SETTINGS.clock)
+    if clock not in CLOCKS:
+        raise bad("clock", f"must be one of {', '.join(map(repr, CLOCKS))}, got {clock!r}")
+    if clock == "cpu" and device.strip().split(":", 1)[0] in _WALL_ONLY_DEVICES:
+        raise bad("clock", f"'cpu' needs a local device: {device.strip()!r} is timed on the "
+                  "phone by its own tool, which reports wall time only; use clock = 'wall'")
+    settings = _settings(e, bad, clock)
     if arch is None:  # a model file fixes its own shape; ignore inherited [defaults]
         shape, classes = None, None
     return SuiteEntry(name=name, device=device.strip(), settings=settings, tolerance=tol,
@@ -281,7 +296,7 @@ def _number(v: Any, fld: str, bad: Any) -> float:
     return float(v)
 
 
-def _settings(e: Mapping[str, Any], bad: Any) -> MeasureSettings:
+def _settings(e: Mapping[str, Any], bad: Any, clock: str) -> MeasureSettings:
     kw: dict[str, Any] = {}
     for key, typ in _SETTINGS.items():
         if key not in e:
@@ -291,13 +306,14 @@ def _settings(e: Mapping[str, Any], bad: Any) -> MeasureSettings:
             raise bad(key, f"must be an integer, got {v!r}")
         kw[key] = _number(v, key, bad) if typ is float else v
     base = asdict(BENCH_SETTINGS)
-    base.update(kw)
+    base.update(kw, clock=clock)
     if "runs" in kw and "max_runs" not in kw:   # a fixed count asked for stays fixed-ish
         base["max_runs"] = max(base["max_runs"], kw["runs"])
     try:
         return MeasureSettings(**base)
     except ValueError as err:
-        fld = next((k for k in kw if k in str(err)), "runs")
+        fld = "clock" if "clock" in str(err) else next((k for k in kw if k in str(err)),
+                                                         "runs")
         raise bad(fld, str(err)) from None
 
 
@@ -444,7 +460,8 @@ def progress_line(i: int, n: int, e: SuiteEntry, m: Any, r: int = 1) -> str:
     if e.max_ms is not None:
         budget = f", max_ms {e.max_ms:g}" + (" EXCEEDED" if m.median_ms > e.max_ms else "")
     return (f"[round {r}/{e.rounds}] [{i}/{n}] {e.name}: {m.median_ms:.3f} ms (95% CI "
-            f"{m.ci_low_ms:.3f}-{m.ci_high_ms:.3f}, {m.runs} runs{noisy}{budget}) on {e.device}")
+            f"{m.ci_low_ms:.3f}-{m.ci_high_ms:.3f}, {m.runs} runs{noisy}{budget}) on {e.device}"
+            f", {e.settings.clock} clock")
 
 
 def _host() -> str:

@@ -21,7 +21,7 @@ default) or passes with a warning (``inconclusive="pass"``). The numbers go to t
 Marker keywords: ``ms`` (required; also the first positional argument), ``device``
 (default ``local:onnxruntime``), ``model`` or ``arch`` (+ ``space``, ``input_shape``,
 ``num_classes``), ``threads``, ``warmup``, ``runs``, ``max_runs``, ``rel_ci``,
-``rounds``, ``inconclusive``. Disable with ``-p no:mnas_latency``.
+``rounds``, ``clock``, ``inconclusive``. Disable with ``-p no:mnas_latency``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ MARKER = "latency_budget"
 _POLICIES = ("fail", "pass")
 #: marker keywords besides ``inconclusive`` (the rest of a suite entry's fields)
 KEYWORDS = ("ms", "device", "model", "arch", "space", "input_shape", "num_classes", "threads",
-            "warmup", "runs", "max_runs", "rel_ci", "max_seconds", "rounds")
+            "warmup", "runs", "max_runs", "rel_ci", "max_seconds", "rounds", "clock")
 _RESULTS = pytest.StashKey[list[tuple[str, str, str]]]()
 _MEMO = pytest.StashKey[dict[Any, Any]]()
 

@@ -143,6 +143,25 @@ def test_different_device_fingerprint_is_refused_then_forced(tmp_path: Path, ben
     assert rc == 0 and "[device changed]" in out
 
 
+def test_cpu_clock_is_recorded_and_a_wall_clock_baseline_is_refused(tmp_path: Path,
+                                                                    bench_models, capsys) -> None:
+    net = entry("net", bench_models["narrow"])
+    wall, cpu = suite(tmp_path, net, "wall.toml"), suite(tmp_path, net, "cpu.toml",
+                                                         FAST + 'clock = "cpu"\n')
+    assert run_cli(capsys, "bench", "run", wall, "--out", tmp_path / "w.json")[0] == 0
+    rc, out, _ = run_cli(capsys, "bench", "run", cpu, "--out", tmp_path / "c.json")
+    assert rc == 0 and out.count(", cpu clock") == 2
+    data = json.loads((tmp_path / "c.json").read_text())["entries"][0]
+    assert data["measurement"]["clock"] == "cpu" and data["entry"]["settings"]["clock"] == "cpu"
+    assert BenchResults.load(tmp_path / "w.json").records["net"].measurement.clock == "wall"
+    rc, _, err = run_cli(capsys, "bench", "compare", tmp_path / "w.json", tmp_path / "c.json")
+    assert rc == 2 and err.count("\n") == 1
+    assert "entry 'net': field 'clock': the baseline was timed with the wall clock" in err
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "w.json", tmp_path / "c.json",
+                         "--force", "--inconclusive", "pass")
+    assert out.startswith("entry  baseline ms") and rc in (0, 1)
+
+
 def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, capsys) -> None:
     s = suite(tmp_path, entry("net", bench_models["narrow"]))
     for i in range(3):
@@ -169,8 +188,10 @@ def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, 
      "entry 'x': field 'arch':"),
     (lambda t, m: suite(t, '[[entry]]\nname = "x"\narch = "mobilenetv2"\nspace = "nope"\n'),
      "entry 'x': field 'space': unknown space 'nope'"),
+    (lambda t, m: suite(t, entry("x", m["narrow"], 'clock = "gpu"')),
+     "'x': field 'clock': must be one of 'wall', 'cpu'"),
 ], ids=["missing-model", "unknown-device", "malformed-toml", "empty-suite", "no-suite-file",
-        "bad-arch", "bad-space"])
+        "bad-arch", "bad-space", "bad-clock"])
 def test_bad_suite_input_is_one_error_line_exit_2(tmp_path: Path, bench_models, capsys,
                                                   make, needle) -> None:
     rc, out, err = run_cli(capsys, "bench", "run", make(tmp_path, bench_models),

@@ -31,16 +31,17 @@ def samples(median: float, n: int = 60, rel_sd: float = 0.02, seed: int = 0) -> 
 
 
 def meas(x: np.ndarray | list[float], fp: dict | None = None, sha: str = "a" * 64,
-         threads: int = 1) -> Measurement:
+         threads: int = 1, clock: str = "wall") -> Measurement:
     return Measurement.from_samples(x, warmup=1, threads=threads, runtime="onnxruntime",
                                     runtime_version="1.0", model_sha256=sha,
-                                    device="local:onnxruntime", fingerprint=fp or FP)
+                                    device="local:onnxruntime", fingerprint=fp or FP,
+                                    clock=clock)
 
 
 def record(name: str, *rounds: np.ndarray, tol: float = 0.05, max_ms: float | None = None,
-           fp: dict | None = None, sha: str = "a" * 64) -> BenchRecord:
+           fp: dict | None = None, sha: str = "a" * 64, clock: str = "wall") -> BenchRecord:
     entry = {"name": name, "tolerance": tol, "max_ms": max_ms, "settings": {"rel_ci": 0.02}}
-    return BenchRecord.from_rounds(name, entry, [meas(r, fp, sha) for r in rounds])
+    return BenchRecord.from_rounds(name, entry, [meas(r, fp, sha, clock=clock) for r in rounds])
 
 
 def test_identical_distribution_is_ok_and_ten_percent_slowdown_is_a_regression() -> None:
@@ -189,6 +190,37 @@ def test_threads_are_part_of_the_identity() -> None:
     c = results(BenchRecord("m", {}, meas(samples(10.0, seed=53), threads=4)))
     with pytest.raises(ValueError, match="threads: 1 != 4"):
         compare_results(b, c)
+
+
+def test_clock_mismatch_is_refused_naming_the_field_unless_forced() -> None:
+    b = results(record("m", samples(10.0, seed=54), clock="wall"))
+    c = results(record("m", samples(8.0, seed=55), samples(8.1, seed=56), clock="cpu"))
+    with pytest.raises(ValueError) as ei:
+        compare_results(b, c)
+    msg = str(ei.value)
+    assert "entry 'm': field 'clock'" in msg and "wall clock" in msg and "cpu clock" in msg
+    assert "--force" in msg and "\n" not in msg
+    assert [x.name for x in compare_results(b, c, force=True)] == ["m"]
+    # accepting cpu-clock numbers over a wall-clock baseline, or merging mixed runs, too
+    with pytest.raises(ValueError, match="clock: 'wall' != 'cpu'.*--force"):
+        update_baseline(b, c)
+    with pytest.raises(ValueError, match="clock: 'wall' != 'cpu'"):
+        update_baseline(None, [b, c])
+    assert update_baseline(b, c, force=True)[0].records["m"].measurement.clock == "cpu"
+
+
+def test_clock_survives_rounds_normalize_and_the_file(tmp_path) -> None:
+    rec = record("m", samples(10.0, seed=57), samples(10.2, seed=58), clock="cpu")
+    ref = record("r", samples(5.0, seed=59), samples(5.1, seed=60), clock="cpu")
+    assert rec.measurement.clock == "cpu"
+    assert {m.clock for m in rec.split_rounds()} == {"cpu"}
+    assert normalize(rec, ref).measurement.clock == "cpu"
+    assert BenchRecord.merge([rec, rec]).measurement.clock == "cpu"
+    back = BenchResults.load(results(rec).save(tmp_path / "r.json"))
+    assert back.records["m"].measurement.clock == "cpu"
+    with pytest.raises(ValueError, match="timed with different clocks"):
+        BenchRecord.from_rounds("m", {}, [meas(samples(10.0), clock="cpu"),
+                                          meas(samples(10.0), clock="wall")])
 
 
 def test_results_round_trip_and_file_safety(tmp_path) -> None:

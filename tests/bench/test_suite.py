@@ -165,3 +165,32 @@ def test_reference_entries(tmp_path: Path) -> None:
                         'reference = "a"\n[[entry]]\nname = "c"\narch = "x"\nreference = "b"\n')
     with pytest.raises(ValueError, match="references do not chain"):
         load_suite(p)
+
+
+def test_clock_defaults_to_wall_and_is_set_per_entry_or_in_defaults(tmp_path: Path) -> None:
+    s = load_suite(write(tmp_path, '[defaults]\nclock = "cpu"\n'
+                                   '[[entry]]\nname = "a"\narch = "mobilenetv2"\n'
+                                   '[[entry]]\nname = "b"\narch = "mobilenetv2"\nclock = "wall"\n'
+                                   'threads = 2\n'))
+    a, b = s.entries
+    assert a.settings.clock == "cpu" and a.settings.threads == 1
+    assert b.settings.clock == "wall" and b.settings.threads == 2
+    assert a.to_dict()["settings"]["clock"] == "cpu"   # what results record
+    plain = load_suite(write(tmp_path, '[[entry]]\nname = "c"\narch = "mobilenetv2"\n', "p.toml"))
+    assert plain.entries[0].settings.clock == "wall"
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ('clock = "gpu"', "field 'clock': must be one of 'wall', 'cpu', got 'gpu'"),
+    ("clock = 1", "field 'clock': must be one of 'wall', 'cpu', got 1"),
+    ('clock = "cpu"\nthreads = 4', "field 'clock': clock 'cpu' counts the calling thread's "
+                                   "CPU time only, so it needs threads=1 (got threads=4)"),
+    ('clock = "cpu"\ndevice = "adb:emulator-5554"', "field 'clock': 'cpu' needs a local device"),
+], ids=["unknown", "not-a-string", "threads", "adb"])
+def test_bad_clock_is_one_line_naming_entry_and_field(tmp_path: Path, fields: str,
+                                                      needle: str) -> None:
+    p = write(tmp_path, f'[[entry]]\nname = "net"\narch = "mobilenetv2"\n{fields}\n')
+    with pytest.raises(ValueError) as ei:
+        load_suite(p)
+    msg = str(ei.value)
+    assert "\n" not in msg and "entry #1 'net'" in msg and needle in msg
