@@ -215,12 +215,16 @@ class RidgeLatency:
         self.floor = 0.1 * float(y.min())
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, floor: bool = True) -> np.ndarray:
+        """Predicted ms per row; ``floor=False`` returns the raw linear values (for
+        differences between rows)."""
         if self.w is None:
             raise ValueError("predict before fit: call fit(X, latency_ms) first")
         X, _ = _check_xy(X)
         t = X @ self.w + self.b
-        return np.exp(t) if self.log else np.maximum(t, self.floor)
+        if self.log:
+            return np.exp(t)
+        return np.maximum(t, self.floor) if floor else t
 
     def state_dict(self) -> dict[str, Any]:
         return {"w": None if self.w is None else self.w.copy(), "b": self.b,

@@ -21,10 +21,13 @@ a block, and the number of blocks; :class:`search.surrogate.RidgeLatency`), fit 
 measured latency told so far. A network's latency is to first order a constant plus
 per-op costs (each cell op repeats in every cell; ops on the cell inputs stride in
 reductions), which this linear model captures and extrapolates to cells one block
-larger. A candidate grown from a measured cell (an expansion, a neighbour) is predicted
-as *that cell's measured latency + model(candidate) − model(cell)*: before two cell sizes
-are measured the model cannot split the network's fixed cost from a block's, but the
-difference still ranks the candidates, and the anchor keeps the level near the truth. ``latency_model="none"`` ranks by predicted accuracy only (the
+larger. A candidate made from a measured cell (an expansion, a neighbour) is predicted
+as *that cell's measured latency + model(candidate) − model(cell)*, so the level stays
+near the truth. Before two cell sizes are measured the model cannot split the network's
+fixed cost from a block's; an expansion's increment is then known only up to a constant,
+and is shifted so the cheapest block costs nothing rather than go negative (see
+``_predict_latency``). Growing cells also widen the next cell's input (all blocks are
+concatenated), a per-block cost the model learns only from stage 3 on. ``latency_model="none"`` ranks by predicted accuracy only (the
 paper's setting). **T**: ``target_ms`` if > 0, else the target of the first trial told
 (when the loop spreads children over several targets, PNAS ranks with that one T).
 
@@ -37,8 +40,11 @@ data when told. Failed trials count as told and are left out of every fit. A sta
 children all failed is repeated with fresh cells of the same size.
 
 **Reporting.** When a stage ends, the Spearman correlation between the rewards (and
-accuracies) predicted *before* its children were scored and the real ones is appended to
-``stage_spearman`` and logged; ``report()`` returns it. Candidate meta carries
+accuracies, and latencies) predicted *before* its children were scored and the real ones
+is appended to ``stage_spearman`` and logged; ``report()`` returns it. These children
+are the top K of the ranking, a narrow range, so expect these correlations to be far
+below the surrogate's correlation on random cells (``benchmarks/pnas_surrogate.py``
+measures both). Candidate meta carries
 ``stage``, ``blocks``, ``origin`` and the predictions (``pred_acc``, ``pred_std``,
 ``pred_lat_ms``, ``pred_reward``).
 
@@ -223,18 +229,23 @@ class ProgressiveNAS(Strategy):
         rho = spearman(pred, real) if len(rows) >= 2 else float("nan")
         rho_acc = (spearman([r["pred_acc"] for r in rows], [r["acc"] for r in rows])
                    if len(rows) >= 2 else float("nan"))
+        lat_rows = [r for r in rows if r["pred_lat_ms"] is not None]
+        rho_lat = (spearman([r["pred_lat_ms"] for r in lat_rows], [r["lat"] for r in lat_rows])
+                   if len(lat_rows) >= 2 else float("nan"))
         ok = [r for r in self.results if r["ok"]]
         report = {"stage": self.stage, "blocks": self.blocks, "children": len(self.results),
                   "complete": len(ok), "predicted": len(rows),
                   "spearman_reward": None if math.isnan(rho) else rho,
                   "spearman_acc": None if math.isnan(rho_acc) else rho_acc,
+                  "spearman_lat": None if math.isnan(rho_lat) else rho_lat,
                   "best_reward": max((self._reward(r["acc"], r["lat"]) for r in ok),
                                      default=None)}
         self.stage_spearman.append(report)
         log.info("pnas stage %d (%d-block cells): %d told, %d complete; surrogate Spearman "
-                 "on its new children: reward %s, accuracy %s", self.stage, self.blocks,
-                 report["children"], report["complete"], _fmt(report["spearman_reward"]),
-                 _fmt(report["spearman_acc"]))
+                 "on its new children: reward %s, accuracy %s, latency %s", self.stage,
+                 self.blocks, report["children"], report["complete"],
+                 _fmt(report["spearman_reward"]), _fmt(report["spearman_acc"]),
+                 _fmt(report["spearman_lat"]))
 
     def _next_stage(self) -> None:
         self._close_stage()
@@ -285,7 +296,7 @@ class ProgressiveNAS(Strategy):
                 i1, o1, i2, o2 = opts[i]
                 key = p + f"[{o1}~{i1}+{o2}~{i2}]"
                 if key not in self.asked:
-                    pool.add(key, base + mat[i], p)
+                    pool.add(key, base + mat[i], p, grown=True)
         return pool
 
     def _neighbours(self, parent: str) -> list[str]:
@@ -335,18 +346,33 @@ class ProgressiveNAS(Strategy):
 
     def _predict_latency(self, pool: _Pool, X: np.ndarray) -> np.ndarray | None:
         """The latency model, anchored on each candidate's measured parent: ``measured
-        parent + model(child) − model(parent)``. Before cells of two sizes are measured the
-        model cannot tell the network's fixed cost from a block's, but the difference
-        between a child and its parent still ranks the candidates."""
+        parent + model(child) − model(parent)``.
+
+        Until cells of two sizes are measured the model cannot split the network's fixed
+        cost from the ops' (every cell of one size has the same number of ops), so a new
+        block's modelled cost is only known up to a constant and can come out negative.
+        A cell never gets faster by growing a block: when the expansions' increments go
+        below zero they are shifted so the cheapest is zero (identity and pooling blocks
+        are nearly free), which keeps their order and their anchors."""
         if not self.latency.fitted:
             return None
         cols = self.space.summary_columns
-        pred = self.latency.predict(X[:, cols])
+        pred = self.latency.predict(X[:, cols], floor=False)
         parents = sorted({p for p in pool.parents if p is not None and p in self.data})
         if parents:
-            own = self.latency.predict(np.stack([self._vector(p)[cols] for p in parents]))
-            shift = {p: self.data[p][1] - float(f) for p, f in zip(parents, own, strict=True)}
-            pred = pred + np.array([shift.get(p, 0.0) if p else 0.0 for p in pool.parents])
+            own = self.latency.predict(np.stack([self._vector(p)[cols] for p in parents]),
+                                       floor=False)
+            f_parent = dict(zip(parents, own, strict=True))
+            anchored = np.array([p in f_parent for p in pool.parents])
+            inc = np.array([pred[i] - f_parent[p] if ok else 0.0
+                            for i, (p, ok) in enumerate(zip(pool.parents, anchored,
+                                                            strict=True))])
+            grown = anchored & np.array(pool.grown)
+            if grown.any() and inc[grown].min() < 0:
+                inc[grown] -= inc[grown].min()
+            base = np.array([self.data[p][1] if ok else 0.0
+                             for p, ok in zip(pool.parents, anchored, strict=True)])
+            pred = np.where(anchored, base + inc, pred)
         return np.maximum(pred, self.latency.floor)
 
     def _queue_ranked(self, pool: _Pool) -> None:
@@ -417,21 +443,23 @@ class ProgressiveNAS(Strategy):
 
 class _Pool:
     """Candidates being ranked: canonical strings, encodings, and the measured cell each
-    one grew from (None for random cells)."""
+    one comes from (None for random cells)."""
 
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.rows: list[np.ndarray] = []
         self.parents: list[str | None] = []
+        self.grown: list[bool] = []  # an expansion of its parent (vs a same-size neighbour)
         self._seen: set[str] = set()
 
-    def add(self, key: str, row: np.ndarray, parent: str | None) -> bool:
+    def add(self, key: str, row: np.ndarray, parent: str | None, grown: bool = False) -> bool:
         if key in self._seen:
             return False
         self._seen.add(key)
         self.keys.append(key)
         self.rows.append(row)
         self.parents.append(parent)
+        self.grown.append(grown)
         return True
 
 
