@@ -165,9 +165,12 @@ class SearchLoop:
         TS = self.ledger._optuna.trial.TrialState
         for t in self.ledger.trials():
             self.scorer.remember(t)
+        # Read the ledger once: only slots restored from a checkpoint can already be in it,
+        # and counting in memory keeps a 1,000-child loop linear rather than quadratic.
+        slots = self.ledger.by_slot()
+        done = self.ledger.finished_count()
         while True:
             if not self.pending:
-                done = self.ledger.finished_count()
                 if done >= self.budget:
                     break
                 cands = self.strategy.ask(min(self.batch, self.budget - done))
@@ -176,16 +179,16 @@ class SearchLoop:
                                  "arch": c.arch, "meta": dict(c.meta)}
                                 for i, c in enumerate(cands)]
                 self._save()
-            slots = self.ledger.by_slot()
             while self.pending:
                 p = self.pending[0]
-                ft = slots.get(p["slot"])
+                ft = slots.pop(p["slot"], None)
                 trial = to_trial(ft, TS) if ft is not None else None
                 if trial is None:  # never opened, or left RUNNING by a killed process
                     number = ft.number if ft is not None else self.ledger.open(
                         p["slot"], p["choices"], p["arch"], p["meta"])
                     trial = self.scorer(number, p["choices"], p["arch"], p["meta"])
                     self.ledger.record(trial)
+                    done += 1
                 self.scorer.remember(trial)
                 self.strategy.tell([trial])
                 self.pending.pop(0)
