@@ -238,7 +238,9 @@ class ProgressiveNAS(Strategy):
                   "spearman_reward": None if math.isnan(rho) else rho,
                   "spearman_acc": None if math.isnan(rho_acc) else rho_acc,
                   "spearman_lat": None if math.isnan(rho_lat) else rho_lat,
-                  "best_reward": max((self._reward(r["acc"], r["lat"]) for r in ok),
+                  # the trials' own rewards (their targets), as the loop scored them
+                  "best_reward": max((r["reward"] if r["reward"] is not None
+                                      else self._reward(r["acc"], r["lat"]) for r in ok),
                                      default=None)}
         self.stage_spearman.append(report)
         log.info("pnas stage %d (%d-block cells): %d told, %d complete; surrogate Spearman "
