@@ -18,7 +18,7 @@ STUDY = "study.db"
 CHECKPOINT = "strategy.ckpt"
 #: files a search writes; --force removes exactly these
 RUN_FILES = (CONFIG, STUDY, CHECKPOINT, "trials.csv", "pareto.csv", "pareto.json",
-             "pareto.png")
+             "pareto.png", "strategy_report.json")
 RUN_DIRS = ("models",)
 
 

@@ -176,6 +176,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
                                    latency=latency)
+    if hasattr(strategy, "report"):  # e.g. PNAS's surrogate Spearman per stage
+        import json
+
+        report = strategy.report()
+        (out / "strategy_report.json").write_text(json.dumps(report, indent=2, default=str))
+        print(f"strategy report: {json.dumps(report, default=str)}")
     _print_front(doc)
     return 0
 
