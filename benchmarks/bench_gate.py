@@ -224,9 +224,6 @@ def main() -> int:
     ap.add_argument("--quieter", type=float, nargs="*", default=[0.5],
                     help="also simulate the noise scaled by these factors")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sim-rounds", type=int, default=0,
-                    help="rounds per simulated run (default: as measured); more rounds than "
-                         "measured extrapolates the fitted noise model to a suite's `rounds`")
     ap.add_argument("--reference", action="store_true",
                     help="also measure a reference model in every round and show the gate "
                          "on ratios relative to it (a suite entry's `reference`)")
@@ -255,7 +252,7 @@ def main() -> int:
     print("session medians (ms): " + " ".join(f"{v:.4f}" for v in nm["session_medians"]))
 
     rng = np.random.default_rng(args.seed)
-    rounds = args.sim_rounds or len(sessions[0])
+    rounds = len(sessions[0])
     rows = []
     refs = data.get("ref_sessions")
     if refs:
@@ -276,8 +273,6 @@ def main() -> int:
             src = "simulated" if f == 1.0 else f"sim x{f:g}"
             rows.append((src, k, len(sim), verdicts(sim, args.tolerance, args.slowdown)))
 
-    if rounds != len(sessions[0]):
-        print(f"simulated runs have {rounds} rounds (measured: {len(sessions[0])})")
     print(f"\ngate: ratio of medians, 95% CI = two-level bootstrap U run-level t interval, "
           f"tolerance {args.tolerance:.0%}; slowdown injected: {args.slowdown:.0%}")
     hdr = (f"{'source':11} {'base runs':>9} {'n':>4} | {'FP rate':>7} {'inconcl.':>8} "
