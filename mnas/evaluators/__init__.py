@@ -5,7 +5,9 @@ Keep one import line per evaluator module.
 
 from __future__ import annotations
 
-from mnas.evaluators import measured  # noqa: F401
-from mnas.evaluators import lut  # noqa: F401
-from mnas.evaluators import table  # noqa: F401
-from mnas.evaluators import proxy  # noqa: F401
+from mnas.evaluators import (
+    lut,  # noqa: F401
+    measured,  # noqa: F401
+    proxy,  # noqa: F401
+    table,  # noqa: F401
+)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# Each import registers one space (keep one line per space).
+from mnas.spaces import (
+    mnasnet,  # noqa: E402,F401
+    nasnet,  # noqa: E402,F401
+    nasrl,  # noqa: E402,F401
+    nb201,  # noqa: E402,F401
+    pnas,  # noqa: E402,F401
+)
 from mnas.spaces.base import (
     SPACES,
     Encodable,
@@ -11,13 +19,6 @@ from mnas.spaces.base import (
     register_space,
     space_names,
 )
-
-# Each import registers one space (keep one line per space).
-from mnas.spaces import mnasnet  # noqa: E402,F401
-from mnas.spaces import nb201  # noqa: E402,F401
-from mnas.spaces import nasrl  # noqa: E402,F401
-from mnas.spaces import nasnet  # noqa: E402,F401
-from mnas.spaces import pnas  # noqa: E402,F401
 
 __all__ = ["SPACES", "Encodable", "Mutable", "SearchSpace", "get_space", "register_space",
            "space_names"]
