@@ -163,13 +163,13 @@ def run(args: argparse.Namespace) -> int:
     strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
     ledger = Ledger(cfg["storage"] or out / runmod.STUDY, study_name=cfg["study_name"])
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
+    print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
+          f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
+          f"budget {cfg['budget']} -> {out}", file=sys.stderr)
     bar = _Progress(cfg["budget"], ledger.finished_count(), disable=args.no_progress)
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
                       batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
                       callbacks=[bar.update])
-    print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
-          f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
-          f"budget {cfg['budget']} -> {out}", file=sys.stderr)
     try:
         trials = loop.run()
     finally:
