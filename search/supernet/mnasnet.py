@@ -1,0 +1,276 @@
+"""Supernet of the ``mnasnet`` space (max-width weights, channel slicing), and the space's
+MAC count by layer units.
+
+**Positions** are layer slots ``(block i, layer j)``: block ``i`` has as many slots as
+its largest layer count, and a child with ``layers = n`` runs slots ``0 .. n-1`` (the
+layers choice is how many of the block's positions run). The stem is one module.
+
+**Operations** — one shared module per position and *(ConvOp, kernel, SE)*, keyed
+``b{i}l{j}|{op}_k{k}_se{100·ratio}`` (1-based block), e.g. ``b3l0|mbconv3_k5_se25``. It is
+the space's own layer body (``RegularConv`` / ``DepthwiseSeparable`` / ``MBConv`` from
+:mod:`mnas.blocks`) built at the position's *largest* widths: the most filters of the
+block and, for slot 0, the widest input any child can feed it (an empty block passes
+its input on). The filters choice and the input width a child sees select the leading
+channels of every tensor — conv weights ``[:out, :in]``, depthwise ``[:c]``, BatchNorm
+``[:c]``, SE ``[:reduced, :c]`` with the child's own reduced width — and the forward
+runs the same ops as the block's modules on those slices (``F.conv2d``,
+``F.batch_norm`` with the module's mode, ReLU6, the SE gate). So a child equals its
+standalone build when that build gets the slices (:meth:`Supernet.to_standalone`;
+tested), and all widths of an operation train one weight.
+
+**Skip ops** are separate, because the body does not depend on them: ``identity`` adds
+``x`` (only where shape-preserving — the blocks' rule), ``none`` adds nothing, ``pool``
+adds the 3×3 average pool and, when the width changes, a per-position max-width 1×1
+projection (``b{i}l{j}|poolproj``), sliced likewise. The head (``head``) is one
+``ClassifierHead`` whose 1×1 conv is sliced to the child's last width.
+
+Why slicing rather than one lazily created module per (operation, input width, output
+width): with 3 filter choices per block and up to 4 input widths, a position has up to
+12 width pairs per operation; keyed that way a 50-child run created 1,322 modules (235
+MB of state with the optimiser) and each trained about once — the loss stayed at chance.
+Slicing bounds the table at 16 operations per position (≈ 19M parameters at width 0.5
+if the controller tries every one) and trains every width of an operation together, as
+Once-for-All and Single-Path NAS do. Autograd gives the whole max-width tensor a
+gradient (zero outside the slice), so SGD's momentum and weight decay touch it all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnas.blocks import ClassifierHead, ConvBnAct, SqueezeExcite, init_weights, se_channels
+from mnas.spaces import mnasnet as sp
+from search.supernet import Spec, Supernet
+
+
+def _se_tag(se: float) -> str:
+    return f"se{round(se * 100)}"
+
+
+def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, c: int) -> torch.Tensor:
+    """``bn`` on the first ``c`` channels (``nn.BatchNorm2d.forward`` on slices; the
+    running statistics are updated through views of the module's buffers)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    return F.batch_norm(x, bn.running_mean[:c] if track and bn.running_mean is not None else None,
+                        bn.running_var[:c] if track and bn.running_var is not None else None,
+                        bn.weight[:c], bn.bias[:c], use_batch, factor, bn.eps)
+
+
+def conv_bn_act(m: nn.Module, x: torch.Tensor, cin: int, cout: int) -> torch.Tensor:
+    """A max-width :class:`ConvBnAct` run on ``cin -> cout`` channels (depthwise when its
+    conv is grouped: then ``cin == cout`` groups)."""
+    conv, bn = m[0], m[1]
+    if conv.groups == 1:
+        w, groups = conv.weight[:cout, :cin], 1
+    else:
+        w, groups = conv.weight[:cout], cout
+    x = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, groups)
+    x = batch_norm(bn, x, cout)
+    return F.relu6(x) if len(m) > 2 else x
+
+
+def squeeze_excite(m: SqueezeExcite, x: torch.Tensor, c: int, r: int) -> torch.Tensor:
+    """A max-width :class:`SqueezeExcite` on ``c`` channels reduced to ``r``."""
+    s = F.adaptive_avg_pool2d(x, 1)
+    s = F.relu(F.conv2d(s, m.reduce.weight[:r, :c], m.reduce.bias[:r]))
+    s = torch.sigmoid(F.conv2d(s, m.expand.weight[:c, :r], m.expand.bias[:c]))
+    return x * s
+
+
+def body_plan(op: str, cin: int, cout: int, se: float) -> list[tuple[str, int, int]]:
+    """Per module of the layer body (as :mod:`mnas.blocks` orders them): ``("conv", in,
+    out)`` or ``("se", channels, reduced)`` for a child layer ``cin -> cout``."""
+    def se_step(c: int) -> list[tuple[str, int, int]]:
+        return [("se", c, se_channels(cin, se))] if se > 0 else []
+
+    if op == "conv":
+        return [("conv", cin, cout), *se_step(cout)]
+    if op == "dsconv":
+        return [("conv", cin, cin), *se_step(cin), ("conv", cin, cout)]
+    mid = cin * int(op.removeprefix("mbconv"))
+    return [("conv", cin, mid), ("conv", mid, mid), *se_step(mid), ("conv", mid, cout)]
+
+
+class MnasNetSupernet(Supernet):
+    """Weight-shared ``mnasnet`` children at one proxy width (see the module doc)."""
+
+    def __init__(self, space: Any, num_classes: int = 10, width_mult: float = 0.5,
+                 in_channels: int = 3, seed: int = 0, channels_last: bool = True) -> None:
+        super().__init__(space, num_classes, width_mult, in_channels, seed, channels_last)
+        w = self.width_mult
+        self.stem_channels = sp.scale_channels(sp.STEM_CHANNELS, w)
+        # the widest input each block's first layer (and the head) can see
+        self.in_max: list[int] = []
+        self.out_max: list[int] = []
+        prev = {self.stem_channels}
+        for i in range(sp.NUM_BLOCKS):
+            self.in_max.append(max(prev))
+            outs = {sp.scale_channels(f, w) for f in sp.filter_options(i)}
+            self.out_max.append(max(outs))
+            prev = outs | (prev if 0 in sp.layer_options(i) else set())
+        self.head_in_max = max(prev)
+
+        def stem() -> nn.Module:
+            m = ConvBnAct(in_channels, self.stem_channels, 3, 2)
+            init_weights(m)
+            return m
+
+        self.stem = self.seeded("stem", stem)
+
+    def _widths(self, i: int, j: int) -> tuple[int, int, int]:
+        """Max input width, max output width and stride of position (i, j)."""
+        cin = self.in_max[i] if j == 0 else self.out_max[i]
+        return cin, self.out_max[i], sp.SKELETON[i][3] if j == 0 else 1
+
+    def _build(self, spec: Spec) -> nn.Module:
+        kind = spec[0]
+        if kind == "body":
+            _, i, j, op, kernel, se = spec
+            cin, cout, stride = self._widths(int(i), int(j))
+            block = sp.BlockSpec(str(op), int(kernel), float(se), "none", cout, 1)
+            layer = sp._make_layer(block, cin, cout, stride)
+            init_weights(layer)
+            return layer.body
+        if kind == "proj":
+            cin, cout, _ = self._widths(int(spec[1]), int(spec[2]))
+            m = ConvBnAct(cin, cout, 1, act=False)      # PoolShortcut's projection
+        elif kind == "head":
+            m = ClassifierHead(self.head_in_max, sp.scale_channels(sp.HEAD_CHANNELS,
+                                                                   self.width_mult),
+                               self.num_classes, self.space.dropout)
+        else:
+            raise ValueError(f"unknown mnasnet supernet module spec {spec!r}")
+        init_weights(m)
+        return m
+
+    def layers(self, arch: Any) -> list[tuple[str, int, int, dict[str, Any]]]:
+        """``(standalone prefix, in, out, layer settings)`` of every layer of ``arch``."""
+        arch = self.space._check(arch)
+        out = []
+        ch = self.stem_channels
+        for i, b in enumerate(arch.blocks):
+            cout = sp.scale_channels(b.filters, self.width_mult)
+            for j in range(b.layers):
+                out.append((f"blocks.{i}.{j}", ch, cout,
+                            {"block": i, "slot": j, "op": b.op, "kernel": b.kernel,
+                             "se": b.se, "skip": b.skip,
+                             "stride": sp.SKELETON[i][3] if j == 0 else 1}))
+                ch = cout
+        return out
+
+    def _layer(self, cin: int, cout: int, s: dict[str, Any]) -> tuple[Any, ...]:
+        pos = f"b{s['block'] + 1}l{s['slot']}"
+        body = self.module(f"{pos}|{s['op']}_k{s['kernel']}_{_se_tag(s['se'])}",
+                           ("body", s["block"], s["slot"], s["op"], s["kernel"], s["se"]))
+        plan = body_plan(s["op"], cin, cout, s["se"])
+        stride = s["stride"]
+        if s["skip"] == "pool":
+            proj = (self.module(f"{pos}|poolproj", ("proj", s["block"], s["slot"]))
+                    if cin != cout else None)
+            shortcut: Any = ("pool", proj)
+        elif s["skip"] == "identity" and stride == 1 and cin == cout:
+            shortcut = ("identity", None)
+        else:
+            shortcut = None
+        return body, plan, shortcut, stride, cin, cout
+
+    def _head_in(self, arch: Any) -> int:
+        ch = self.stem_channels
+        for b in arch.blocks:
+            if b.layers:
+                ch = sp.scale_channels(b.filters, self.width_mult)
+        return ch
+
+    def _compile(self, arch: Any) -> Any:
+        steps = [self._layer(cin, cout, s) for _, cin, cout, s in self.layers(arch)]
+        return steps, self.module("head", ("head",)), self._head_in(arch)
+
+    def _run(self, x: torch.Tensor, path: Any) -> torch.Tensor:
+        steps, head, head_in = path
+        x = self.stem(x)
+        for body, plan, shortcut, stride, cin, cout in steps:  # _LayerBlock.forward
+            out = x
+            for m, (kind, a, b) in zip(body, plan, strict=True):
+                out = conv_bn_act(m, out, a, b) if kind == "conv" else squeeze_excite(m, out, a, b)
+            if shortcut is not None:
+                kind, proj = shortcut
+                if kind == "identity":
+                    out = out + x
+                else:                                      # PoolShortcut.forward
+                    p = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+                    out = out + (conv_bn_act(proj, p, cin, cout) if proj is not None else p)
+            x = out
+        x = conv_bn_act(head.conv, x, head_in, head.conv[0].out_channels)   # ClassifierHead
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return head.fc(F.dropout(x, head.dropout.p, self.training))
+
+    def child_modules(self, arch: Any) -> dict[str, nn.Module]:
+        steps, head, _ = self.compiled(arch)
+        out: dict[str, nn.Module] = {"stem": self.stem}
+        for (prefix, *_), (body, _, shortcut, *_) in zip(self.layers(arch), steps, strict=True):
+            out[f"{prefix}.body"] = body
+            if shortcut is not None and shortcut[1] is not None:
+                out[f"{prefix}.shortcut.proj"] = shortcut[1]
+        out["head"] = head
+        return out
+
+
+# -- MACs at deployment size, by layer unit -----------------------------------------------
+def _out(size: int, stride: int) -> int:
+    return -(-size // stride)   # "same" padding
+
+
+def unit_macs(u: Any, num_classes: int) -> int:
+    """MACs of one :class:`latency.lut.Unit` in closed form, counted the way
+    :func:`mnas.counting.count_macs` counts the module (Conv2d and Linear only;
+    depthwise ``out · k²``; SE convs on the pooled 1×1 map). The tests check it against
+    ``count_macs`` on the real modules."""
+    if u.kind == "stem":
+        return _out(u.size, u.stride) ** 2 * u.out_ch * u.in_ch * 9
+    if u.kind == "head":
+        return u.size * u.size * u.in_ch * u.out_ch + u.out_ch * num_classes
+    o2 = _out(u.size, u.stride) ** 2
+    k2 = u.kernel * u.kernel
+    r = se_channels(u.in_ch, u.se) if u.se > 0 else 0
+    if u.op == "conv":
+        macs = o2 * u.in_ch * u.out_ch * k2 + 2 * r * u.out_ch
+    elif u.op == "dsconv":
+        macs = o2 * u.in_ch * k2 + 2 * r * u.in_ch + o2 * u.in_ch * u.out_ch
+    else:
+        mid = u.in_ch * int(u.op.removeprefix("mbconv"))
+        macs = (u.size * u.size * u.in_ch * mid + o2 * mid * k2 + 2 * r * mid
+                + o2 * mid * u.out_ch)
+    if u.skip == "pool" and u.in_ch != u.out_ch:
+        macs += o2 * u.in_ch * u.out_ch          # the shortcut's 1x1 projection
+    return macs
+
+
+class MnasnetMacs:
+    """``arch -> MACs`` of the deployable child (width 1.0, the space's deployment input
+    and classes), as :func:`mnas.counting.count_macs` counts the built model: the sum of
+    :func:`unit_macs` over its stem/layer/head units (:class:`latency.lut.MnasnetUnits`)."""
+
+    def __init__(self, space: Any) -> None:
+        from latency.lut import MnasnetUnits
+
+        self.units = MnasnetUnits(space.deploy_resolution, space.deploy_classes,
+                                  float(space.dropout))
+        self._cache: dict[str, int] = {}
+
+    def unit(self, u: Any) -> int:
+        macs = self._cache.get(u.key)
+        if macs is None:
+            macs = self._cache[u.key] = unit_macs(u, self.units.num_classes)
+        return macs
+
+    def __call__(self, arch: Any) -> int:
+        return sum(self.unit(u) for u in self.units.units(arch))
