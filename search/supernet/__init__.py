@@ -2,13 +2,15 @@
 
 A :class:`Supernet` owns one shared module per *(position, operation)* — created lazily
 the first time a sampled child needs it, kept in :attr:`Supernet.shared` (an
-``nn.ModuleDict``) under a readable key such as ``b3l0|mbconv6_k5_se25|24>40`` — so two
-children that run the same operation at the same position, on the same input width,
-use the same parameter tensors (ENAS's parameter sharing; Pham et al., 2018). A child's
-forward runs only its own modules. The modules are built by the block classes the
-space itself builds from (:mod:`mnas.blocks`, :mod:`mnas.spaces.cell_ops`), so with the
-same weights a child in the supernet computes what the standalone child computes
-(:meth:`Supernet.to_standalone` copies them over; the tests check equality).
+``nn.ModuleDict``) under a readable key such as ``b3l0|mbconv6_k5_se25`` (``mnasnet``:
+one max-width module whose leading channels serve every width) or
+``c4b2x~3|sep3x3|16>16`` (``nasnet``: one module per input width) — so two children that
+run the same operation at the same position use the same parameter tensors (ENAS's
+parameter sharing; Pham et al., 2018). A child's forward runs only its own modules. The
+modules are built by the block classes the space itself builds from
+(:mod:`mnas.blocks`, :mod:`mnas.spaces.cell_ops`), so with the same weights a child in
+the supernet computes what the standalone child computes (:meth:`Supernet.to_standalone`
+copies them over; the tests check equality).
 
 Lazily created means: a fresh module is initialised from a generator seeded by
 ``(seed, key)`` (independent of creation order and of the global RNG), switched to the

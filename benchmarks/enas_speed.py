@@ -1,0 +1,180 @@
+"""ENAS speed and fidelity: children scored per CPU-minute on the supernet vs standalone
+proxy training, and the Spearman correlation between the two accuracies.
+
+What is counted (all CPU seconds from ``time.process_time``, one torch thread):
+
+* **supernet training** ``T_train`` — building the strategy's supernet and data, then
+  ``--rounds`` rounds of the strategy's own inner loop (``shared_steps`` minibatches of
+  shared-weight training and ``controller_steps`` REINFORCE updates per round, exactly
+  what ``ask`` runs), i.e. everything ENAS spends before it can score a child;
+* **supernet scoring** ``t_eval`` per child — one child's accuracy with the shared weights
+  on the *whole* validation split (BatchNorm on batch statistics), plus its fast latency
+  estimate;
+* **standalone proxy** ``t_proxy`` per child — ``ProxyAccuracy()`` at its defaults
+  (digits 32×32, width 0.5, 2 epochs, BN recalibration, validation), the cost every
+  other strategy pays per child.
+
+ENAS children per CPU-minute are reported two ways: *amortised* = ``N / (T_train + N ·
+t_eval)`` over the ``N`` children this run scored on the supernet (the ``--children``
+compared with the proxy plus ``--extra`` more), and *marginal* = ``1 / t_eval`` (the
+limit for large ``N``). The proxy's rate is ``1 / t_proxy``. The script also prints the
+``N`` at which the amortised ratio would reach 100× (none if ``t_eval`` alone is too
+slow).
+
+Children are drawn uniformly from the space (seeded), so the correlation covers the
+space rather than what the controller prefers. Run::
+
+    .venv/bin/python benchmarks/enas_speed.py                      # mnasnet, 20 children
+    .venv/bin/python benchmarks/enas_speed.py --rounds 40 --opt shared_steps=50
+
+Writes ``children.csv`` and ``summary.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--space", default="mnasnet", choices=("mnasnet", "nasnet"))
+    ap.add_argument("--children", type=int, default=20,
+                    help="children scored both on the supernet and standalone (>= 20)")
+    ap.add_argument("--extra", type=int, default=100,
+                    help="further children scored on the supernet only (throughput)")
+    ap.add_argument("--rounds", type=int, default=20,
+                    help="inner-loop rounds (each = the strategy's shared + controller steps)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="enas option, repeatable (e.g. shared_steps=50 lr=0.1)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench-enas"))
+    args = ap.parse_args()
+    if args.children < 3 or args.extra < 0 or args.rounds < 0:
+        ap.error("need --children >= 3, --extra >= 0, --rounds >= 0")
+
+    import torch
+    from scipy.stats import kendalltau, spearmanr
+
+    torch.set_num_threads(1)
+    from mnas.cli.options import parse_kv, typed_options
+    from mnas.evaluators.proxy import ProxyAccuracy
+    from mnas.spaces import get_space
+    from search.base import strategy_factory
+    from search.strategies.enas import Enas
+
+    space = get_space(args.space)
+    opts = typed_options(strategy_factory("enas"), parse_kv(args.opt, "enas"), "enas")
+    import mnas.train.data  # noqa: F401  (import cost is not ENAS's)
+
+    # -- supernet training ------------------------------------------------------------
+    c0 = _cpu()
+    st = Enas(space, seed=args.seed, **opts)
+    o = st.options
+    print(f"enas on {args.space}: {o['shared_steps']} shared + {o['controller_steps']} "
+          f"controller steps per round, {args.rounds} rounds (+{o['warmup_steps']} warm-up "
+          f"steps); batch {o['batch_size']}, {o['resolution']}px, width {o['width_mult']}",
+          flush=True)
+    st.train(o["warmup_steps"], 0)
+    for r in range(args.rounds):
+        st.train(o["shared_steps"], o["controller_steps"])
+        if (r + 1) % max(1, args.rounds // 5) == 0:
+            k = max(1, o["shared_steps"])
+            print(f"  round {r + 1}: train loss {sum(st.losses[-k:]) / k:.3f}, "
+                  f"controller reward {st.rewards[-1] if st.rewards else float('nan'):.4f}, "
+                  f"{len(st.supernet.shared)} shared modules, "
+                  f"{_cpu() - c0:.0f} CPU-s", flush=True)
+    t_train = _cpu() - c0
+
+    # -- children: uniform over the space --------------------------------------------------
+    rng = random.Random(args.seed + 1)
+    archs = [space.sample(rng) for _ in range(args.children + args.extra)]
+    rows: list[dict[str, Any]] = []
+    eval_times = []
+    for a in archs:
+        c = _cpu()
+        acc, lat, _ = st.score(a)
+        eval_times.append(_cpu() - c)
+        rows.append({"arch": a.encode(), "supernet_accuracy": acc, "latency_estimate_ms": lat,
+                     "supernet_cpu_s": eval_times[-1]})
+    t_eval_total = sum(eval_times)
+    t_eval = t_eval_total / len(archs)
+    print(f"supernet: trained in {t_train:.1f} CPU-s ({st.shared_steps_done} shared, "
+          f"{st.controller_steps_done} controller steps); scored {len(archs)} children on "
+          f"{len(st.rank_y)} validation images in {t_eval * 1000:.0f} CPU-ms each", flush=True)
+
+    proxy = ProxyAccuracy()
+    for i, row in enumerate(rows[: args.children]):
+        c = _cpu()
+        row["proxy_accuracy"] = proxy(space, space.decode(row["arch"]))
+        row["proxy_cpu_s"] = _cpu() - c
+        print(f"  child {i + 1}/{args.children}: supernet {row['supernet_accuracy']:.3f}, "
+              f"proxy {row['proxy_accuracy']:.3f} ({row['proxy_cpu_s']:.1f} CPU-s)", flush=True)
+    t_proxy = sum(r["proxy_cpu_s"] for r in rows[: args.children]) / args.children
+
+    sup = [r["supernet_accuracy"] for r in rows[: args.children]]
+    prx = [r["proxy_accuracy"] for r in rows[: args.children]]
+    rho, p_rho = spearmanr(sup, prx)
+    tau, _ = kendalltau(sup, prx)
+    n = len(archs)
+    amortised = 60.0 * n / (t_train + t_eval_total)
+    marginal = 60.0 / t_eval
+    proxy_rate = 60.0 / t_proxy
+    goal = t_proxy / 100.0
+    n_goal = t_train / (goal - t_eval) if goal > t_eval else None
+    summary = {
+        "space": args.space, "seed": args.seed, "options": st.config(),
+        "rounds": args.rounds, "children_compared": args.children, "children_scored": n,
+        "validation_images": len(st.rank_y),
+        "supernet_train_cpu_s": t_train, "supernet_eval_cpu_s_per_child": t_eval,
+        "proxy_cpu_s_per_child": t_proxy,
+        "enas_children_per_cpu_min_amortised": amortised,
+        "enas_children_per_cpu_min_marginal": marginal,
+        "proxy_children_per_cpu_min": proxy_rate,
+        "ratio_amortised": amortised / proxy_rate, "ratio_marginal": marginal / proxy_rate,
+        "children_for_100x": n_goal,
+        "spearman": float(rho), "spearman_p": float(p_rho), "kendall_tau": float(tau),
+        "supernet_accuracy_range": [min(sup), max(sup)],
+        "proxy_accuracy_range": [min(prx), max(prx)],
+        "shared_modules": len(st.supernet.shared),
+        "shared_parameters": sum(p.numel() for p in st.supernet.parameters()),
+        "final_train_loss": (sum(st.losses[-20:]) / max(1, len(st.losses[-20:]))
+                             if st.losses else None),
+        "controller_reward_first_last": [st.rewards[0], st.rewards[-1]] if st.rewards else None,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "children.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["arch", "supernet_accuracy", "proxy_accuracy",
+                                          "latency_estimate_ms", "supernet_cpu_s",
+                                          "proxy_cpu_s"])
+        w.writeheader()
+        w.writerows(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+    print(f"\nchildren per CPU-minute (one thread): proxy {proxy_rate:.1f}; ENAS marginal "
+          f"{marginal:.0f} ({marginal / proxy_rate:.1f}x), amortised over {n} children "
+          f"{amortised:.1f} ({amortised / proxy_rate:.1f}x); goal 100x")
+    print("  100x amortised would need " + (f"{n_goal:.0f} children scored per supernet"
+                                             if n_goal else "t_eval < t_proxy/100: unreachable"))
+    print(f"Spearman(supernet, proxy) over {args.children} children: {rho:.3f} "
+          f"(p = {p_rho:.3f}), Kendall tau {tau:.3f}; supernet accuracy "
+          f"{min(sup):.3f}..{max(sup):.3f}, proxy {min(prx):.3f}..{max(prx):.3f}")
+    print(f"wrote {out / 'summary.json'} and {out / 'children.csv'}")
+
+
+if __name__ == "__main__":
+    main()
