@@ -38,8 +38,8 @@ TABLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201_dev.csv
 #: small settings for strategies whose defaults are sized for real searches
 FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "enas": {"resolution": 8, "width_mult": 0.25, "batch_size": 16, "warmup_steps": 0,
-             "shared_steps": 2, "controller_steps": 1, "controller_batch": 2, "val_batch": 16,
-             "candidates": 3, "rank_examples": 32},
+             "shared_steps": 1, "controller_steps": 1, "controller_batch": 2, "val_batch": 16,
+             "candidates": 2, "rank_examples": 32},
     "evolution": {"population": 6, "sample": 3},
     "optuna:nsga2": {"sampler_options": {"population_size": 6}},
     "optuna:nsga3": {"sampler_options": {"population_size": 6}},
