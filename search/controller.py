@@ -41,8 +41,9 @@ optimiser always holds exactly the controller's parameters in creation order, an
 ``(seed, key)``: a parameter created after a resume equals the uninterrupted run's.
 
 Two implementations of one policy: :meth:`Controller.evaluate` (batched torch, autograd:
-training and PPO ratios) and :meth:`Controller.sample` (one child in float64 NumPy from a
-snapshot of the weights, since torch's per-op overhead would cost several ms per child).
+training and PPO ratios) and :meth:`Controller.sample_batch` (:mod:`search.sampler`: many
+children at once in float64 NumPy from a snapshot of the weights, since torch's per-op
+overhead would cost several ms per child).
 Tests check they agree with each other and with a plain step-by-step reference.
 """
 
@@ -59,6 +60,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mnas.decisions import Categorical, Decision, Pointer, Subset, validate_choices
+from search.sampler import sample_batch, snapshot
 
 Key = tuple  # ("cat"|"ptr"|"sub", name, size) | ("start", k)
 
@@ -128,7 +130,6 @@ class Controller(nn.Module):
         self._generation = 0
         self._plans: dict[tuple[Decision, ...], _Plan] = {}
         self._ensured: Sequence[Decision] | None = None
-        self._ensured_kinds = (False, False)
 
     # -- lazily created parameters ------------------------------------------------
     def _create(self, key: Key) -> list[nn.Parameter]:
@@ -240,9 +241,9 @@ class Controller(nn.Module):
         """
         decisions = tuple(decisions)
         single = len(choices) == 0 or isinstance(choices[0], int | np.integer)
-        rows = [validate_choices(decisions, c) for c in ([choices] if single else choices)]
         self.ensure(decisions)
         plan = self._plan(decisions)
+        rows = plan.validate([choices] if single else choices)
         B, H, T = len(rows), self.hidden, len(decisions)
         dtype = self.g_emb.dtype
         ent = torch.zeros(B, dtype=dtype)
@@ -261,7 +262,7 @@ class Controller(nn.Module):
 
         if T == 0 or B == 0:
             return result()
-        C = np.asarray(rows, dtype=np.int64).reshape(B, T)
+        C = rows
         Ct = torch.from_numpy(C)
         # inputs: step t+1 reads step t's token embedding (a bag of rows for a Subset)
         x = self.g_emb.expand(B, 1, H)
@@ -271,10 +272,16 @@ class Controller(nn.Module):
             if w is None:
                 tokens = table[torch.from_numpy(idx)]
             else:
-                tokens = F.embedding_bag(torch.from_numpy(idx.reshape(-1, idx.shape[-1])),
-                                         table, per_sample_weights=torch.from_numpy(
-                                             w.reshape(-1, w.shape[-1])).to(dtype),
-                                         mode="sum").reshape(B, T - 1, H)
+                # every step's first row, weighted; the Subset steps' other rows as bags
+                # (one embedding_bag over all steps would sort B·T·width rows backward)
+                tokens = _rows(table, torch.from_numpy(idx[..., 0])) * \
+                    torch.from_numpy(w[..., 0, None]).to(dtype)
+                sub = plan.bag_subsets
+                extra = F.embedding_bag(
+                    torch.from_numpy(idx[:, sub, 1:].reshape(-1, idx.shape[-1] - 1)), table,
+                    per_sample_weights=torch.from_numpy(
+                        w[:, sub, 1:].reshape(-1, w.shape[-1] - 1)).to(dtype), mode="sum")
+                tokens = tokens.index_add(1, plan.bag_sub_t, extra.reshape(B, len(sub), H))
             x = torch.cat([x, tokens], dim=1)
         outs, _ = self.lstm(x)                                          # (B, T, H)
         if plan.cat_steps:
@@ -335,162 +342,34 @@ class Controller(nn.Module):
             self._params = list(self.parameters())
             self._params_growth = len(self.growth)
         version = (self._generation, *(p._version for p in self._params))
-        if self._snap is not None and version == self._snap_version:
-            return self._snap
-
-        def np64(t: torch.Tensor) -> np.ndarray:
-            return t.detach().to(torch.float64).numpy()
-
-        H = self.hidden
-        # gates reordered to (i, f, o, g) and the sigmoid rows halved, so one tanh over
-        # the pre-activation gives all four: sigmoid(z) = 0.5 + 0.5·tanh(z/2)
-        order = np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
-        scale = np.r_[np.full(3 * H, 0.5), np.ones(H)]
-        lstm = []
-        for k in range(self.layers):
-            W = np.concatenate([np64(getattr(self.lstm, f"weight_ih_l{k}")),
-                                np64(getattr(self.lstm, f"weight_hh_l{k}"))], axis=1)
-            b = (np64(getattr(self.lstm, f"bias_ih_l{k}"))
-                 + np64(getattr(self.lstm, f"bias_hh_l{k}")))
-            lstm.append((W[order] * scale[:, None], b[order] * scale))
-        # the first layer's input is always a token embedding (or a Subset's mean of
-        # them): fold W_ih·e + b into per-token gate rows once per weight update
-        W0, b0 = lstm[0]
-        W0x, W0h = W0[:, :H], np.ascontiguousarray(W0[:, H:])
-        self._snap = {
-            "lstm": lstm[1:], "W0h": W0h,
-            "g": np64(self.g_emb) @ W0x.T + b0,
-            "gates": {k: np64(self.embs[i].weight) @ W0x.T + b0
-                      for k, i in self._emb.items()},
-            "ptr": (np64(self.ptr_prev.weight), np64(self.ptr_curr.weight),
-                    np64(self.ptr_v.weight)[0]),
-            "sub": (np64(self.sub_prev.weight), np64(self.sub_curr.weight),
-                    np64(self.sub_v.weight)[0]),
-            "head": {k: (np64(self.heads[i].weight), np64(self.heads[i].bias))
-                     for k, i in self._head.items()},
-            "start": [np64(s) for s in self.start],
-            "slot": {k: (np64(self.slot_heads[i].weight), np64(self.slot_heads[i].bias))
-                     for k, i in self._slot.items()},
-        }
-        snap = self._snap
-        snap["ptr_start"] = [snap["ptr"][0] @ a for a in snap["start"]]
-        snap["sub_start"] = [snap["sub"][0] @ a for a in snap["start"]]
-        self._snap_version = version
+        if self._snap is None or version != self._snap_version:
+            self._snap, self._snap_version = snapshot(self), version
         return self._snap
 
     @torch.no_grad()
-    def sample(self, decisions: Sequence[Decision], generator: np.random.Generator,
-               per_step: bool = False) -> tuple[tuple[int, ...], Any, float]:
-        """Sample one choice vector: ``(choices, log_prob, entropy)`` (floats, no grad;
-        with ``per_step`` the log-probability is an array, one entry per decision).
+    def sample_batch(self, decisions: Sequence[Decision], generator: np.random.Generator,
+                     n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``n`` children at once (see :mod:`search.sampler`): choices ``(n, T)``,
+        per-decision log-probabilities ``(n, T)`` and path entropies ``(n,)``.
 
         ``generator`` (a ``numpy.random.Generator``) is the only source of randomness,
-        so its state fixes the sample.
+        so its state fixes the samples; ``n = 1`` draws exactly what :meth:`sample` does.
         """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
         if decisions is not self._ensured:
             decisions = tuple(decisions)
             self.ensure(decisions)
             self._ensured = decisions
-            self._ensured_kinds = (any(type(d) is Pointer for d in decisions),
-                                   any(type(d) is Subset for d in decisions))
-        use_ptr, use_sub = self._ensured_kinds
-        s = self._snapshot()
-        H, H2, H3 = self.hidden, 2 * self.hidden, 3 * self.hidden
-        hs = [np.zeros(H) for _ in range(self.layers)]
-        cs = [np.zeros(H) for _ in range(self.layers)]
-        g0 = s["g"]                   # first layer's input gates (W_ih·x + b) of the step
-        head, gates, lstm, W0h = s["head"], s["gates"], s["lstm"], s["W0h"]
-        (Wp, Wc, v), (Sp, Sc, sv) = s["ptr"], s["sub"]
-        slot = s["slot"]
-        ptr_keys: list[np.ndarray] = []     # W_prev·a_j of every anchor, per kind
-        sub_keys: list[np.ndarray] = []
-        choices: list[int] = []
-        logps: list[float] = []
-        ent = 0.0
-        prev_anchor = False
-        for d in decisions:
-            lp_a = 0.0
-            t = np.tanh(g0 + W0h @ hs[0])
-            ifo = 0.5 * t[:H3] + 0.5
-            cs[0] = c = ifo[H:H2] * cs[0] + ifo[:H] * t[H3:]
-            hs[0] = x = ifo[H2:] * np.tanh(c)
-            for layer, (W, b) in enumerate(lstm, 1):
-                t = np.tanh(W @ np.concatenate((x, hs[layer])) + b)
-                ifo = 0.5 * t[:H3] + 0.5
-                cs[layer] = c = ifo[H:H2] * cs[layer] + ifo[:H] * t[H3:]
-                hs[layer] = x = ifo[H2:] * np.tanh(c)
-            out = x
-            if prev_anchor:
-                if use_ptr:
-                    ptr_keys.append(Wp @ out)
-                if use_sub:
-                    sub_keys.append(Sp @ out)
-            if type(d) is Categorical:
-                key = ("cat", d.name, len(d.options))
-                a = 0
-                if len(d.options) > 1:
-                    Wh, bh = head[key]
-                    a, lp_a, h_ = _draw(Wh @ out + bh, generator)
-                    ent += h_
-                g0 = gates[key][a]
-            elif type(d) is Pointer:
-                key = ("ptr", d.name, d.n)
-                z = np.tanh(_recent_np(ptr_keys, s["ptr_start"], d.n) + Wc @ out) @ v
-                if key in slot:
-                    z = z + slot[key][0] @ out + slot[key][1]
-                a, lp_a, h_ = _draw(z, generator)
-                ent += h_
-                g0 = gates[key][a]
-            elif type(d) is Subset:
-                key = ("sub", d.name, d.n)
-                G = gates[key]
-                a, g0 = 0, G[0]
-                if d.n:
-                    z = np.tanh(_recent_np(sub_keys, s["sub_start"], d.n) + Sc @ out) @ sv
-                    if key in slot:
-                        z = z + slot[key][0] @ out + slot[key][1]
-                    # log σ(z) stably; log(1 − σ(z)) = log σ(z) − z
-                    lsp = -np.logaddexp(0.0, -z)
-                    q = 1.0 - np.exp(lsp)
-                    bits = (generator.random(d.n) >= q).astype(np.float64)
-                    lp_a = float(lsp.sum() - z @ (1.0 - bits))
-                    ent -= float(lsp.sum() - q @ z)
-                    chosen = np.flatnonzero(bits).tolist()
-                    a = sum(1 << j for j in chosen)
-                    if chosen:   # gates are affine in x, and the bag's weights sum to 1
-                        g0 = (G[0] + bits @ G[1:]) / (1.0 + len(chosen))
-            else:
-                raise TypeError(f"unknown decision type {type(d).__name__}; valid: "
-                                "Categorical, Pointer, Subset")
-            choices.append(a)
-            logps.append(lp_a)
-            prev_anchor = d.anchor
-        return tuple(choices), (np.array(logps) if per_step else math.fsum(logps)), ent
+        return sample_batch(self._snapshot(), decisions, self.layers, generator, n)
 
-
-def _recent_np(keys: list[np.ndarray], start: list[np.ndarray], n: int) -> np.ndarray:
-    """(n, H): the n most recent anchor keys, oldest first, start anchors padding."""
-    real = keys[-n:]
-    return np.stack([start[k] for k in range(n - len(real) - 1, -1, -1)] + real)
-
-
-def _draw(logits: np.ndarray, gen: np.random.Generator) -> tuple[int, float, float]:
-    """Sample from softmax(logits): (index, log p[index], entropy). Plain Python floats:
-    for a handful of options that is several times faster than NumPy calls."""
-    z = logits.tolist()
-    m = max(z)
-    e = [math.exp(v - m) for v in z]
-    total = math.fsum(e)
-    u = gen.random() * total
-    a, acc = len(e) - 1, 0.0
-    for i, v in enumerate(e):
-        acc += v
-        if u < acc:
-            a = i
-            break
-    log_total = math.log(total)
-    return a, z[a] - m - log_total, log_total - sum(
-        ei * (zi - m) for ei, zi in zip(e, z, strict=True)) / total
+    def sample(self, decisions: Sequence[Decision], generator: np.random.Generator,
+               per_step: bool = False) -> tuple[tuple[int, ...], Any, float]:
+        """Sample one choice vector: ``(choices, log_prob, entropy)`` (floats, no grad;
+        with ``per_step`` the log-probability is an array, one entry per decision)."""
+        choices, logps, ent = self.sample_batch(decisions, generator, 1)
+        lp = logps[0] if per_step else math.fsum(logps[0].tolist())
+        return tuple(choices[0].tolist()), lp, float(ent[0])
 
 
 def _rows(x: torch.Tensor, idx: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -519,6 +398,8 @@ class _Plan:
     def __init__(self, decisions: tuple[Decision, ...], emb_index: dict[Key, int],
                  head_index: dict[Key, int]) -> None:
         self.decisions = decisions
+        # Subset sizes exceed int64 beyond n = 62 (refused by Controller.missing)
+        self.sizes = np.array([min(d.size, 2**62) for d in decisions], dtype=np.int64)
         # token-embedding rows of every step but the last (its token is never fed back)
         self.emb_keys = [emb_index[_emb_key(d)] for d in decisions[:-1]]
         rows = [d.n + 1 if isinstance(d, Subset) else d.size for d in decisions[:-1]]
@@ -529,6 +410,7 @@ class _Plan:
         self.bag_base[:, 0] = off
         for t in self.bag_subsets:
             self.bag_base[t, :decisions[t].n + 1] = off[t] + np.arange(decisions[t].n + 1)
+        self.bag_sub_t = torch.tensor(self.bag_subsets, dtype=torch.long)
         self.bag_single = np.array([not isinstance(d, Subset) for d in decisions[:-1]],
                                    dtype=np.int64)
         # categorical heads: (steps, width) rows into the concatenated head weights
@@ -572,6 +454,22 @@ class _Plan:
         for name in ("ptr_idx", "sub_idx"):
             old = getattr(self, name)
             setattr(self, name, old.apply_(lambda i: where.get(i, 0)))
+
+    def validate(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """``rows`` as a (B, T) int64 array, checked against the decisions in one
+        vectorised pass (per-row :func:`validate_choices` names the first bad one)."""
+        try:
+            arr = np.asarray(rows, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+        T = len(self.decisions)
+        if arr is None or arr.ndim != 2 or arr.shape[1] != T or (arr < 0).any() or \
+                not (arr < self.sizes).all():
+            for r in rows:
+                validate_choices(self.decisions, r)
+            if arr is None or arr.ndim != 2:     # e.g. ragged rows that each passed
+                raise ValueError(f"expected rows of {T} choices")
+        return arr.reshape(len(rows), T)
 
     def _pad(self, steps: list[int]
              ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
