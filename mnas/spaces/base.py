@@ -33,6 +33,9 @@ class SearchSpace(ABC):
     deploy_resolution: int = 224
     #: default number of classes a deployed model has
     deploy_classes: int = 1000
+    #: True when a *prefix* of a choice vector is an architecture too (PNAS's cells of
+    #: fewer blocks): ``from_choices`` accepts it and it fits ``decisions()[:len]``
+    prefix_choices: bool = False
 
     # -- decisions and choices -------------------------------------------------
     @abstractmethod

@@ -154,6 +154,7 @@ class PnasSpace(SearchSpace):
     name = "pnas"
     deploy_resolution = 32  # CIFAR setting
     deploy_classes = 10
+    prefix_choices = True   # a b-block cell's choices are a prefix of the B-block ones
     OPS: tuple[str, ...] = PNAS_OPS
 
     def __init__(self, blocks: int = 5, cells_per_stage: int = 2, filters: int = 16,

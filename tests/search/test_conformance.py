@@ -49,7 +49,7 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
 #: small settings for spaces (only options the space's constructor takes)
 SPACE_OPTIONS: dict[str, dict[str, Any]] = {
     "nasrl": {"start_depth": 3, "grow_every": 7, "max_depth": 5},
-    "pnas": {"blocks": 1},  # b-block choice vectors fit decisions() only at b = B
+    "pnas": {"blocks": 3},  # cells grow 1 -> 3 blocks: prefixes, then full vectors
 }
 SEED = 7
 ROUNDS = 8          # ask/tell rounds per run; ~2 children asked per round
@@ -141,8 +141,11 @@ def check_candidate(space: Any, cand: Any, seen_before: int, seen_after: int) ->
     assert space.decode(cand.arch) == arch
     fits = []
     for seen in sorted({seen_before, seen_after}):
+        ds = space.decisions(seen)
+        if space.prefix_choices:     # a shorter vector must be a prefix of the decisions
+            ds = ds[:max(1, len(cand.choices))]
         try:
-            validate_choices(space.decisions(seen), cand.choices)
+            validate_choices(ds, cand.choices)
             fits.append(seen)
         except ValueError:
             pass
