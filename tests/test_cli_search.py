@@ -82,6 +82,17 @@ def test_existing_run_is_not_overwritten(tiny_run):
     assert (out / "study.db").read_bytes() == before
 
 
+def test_resume_refuses_settings_it_would_ignore(tiny_run):
+    out, cache, _ = tiny_run
+    before = (out / "study.db").read_bytes()
+    r = mnas("search", "--out", str(out), "--resume", "--strategy", "ppo", "--seed", "3",
+             cache=cache)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "--seed, --strategy" in r.stderr and "--budget" in r.stderr
+    assert (out / "study.db").read_bytes() == before
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--space", "nope"], "valid: "),
     (["--strategy", "nope"], "valid: "),

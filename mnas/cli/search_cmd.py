@@ -139,6 +139,23 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+#: flags a resumed run may take: where it is, how it reports, and a new budget
+_RESUME_FLAGS = {"out", "resume", "force", "no_progress", "no_export", "budget",
+                 "func", "command"}
+
+
+def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
+    """--resume continues the saved configuration; a setting given beside it would be
+    silently ignored, so name it instead."""
+    given = sorted(k for k, v in vars(args).items()
+                   if k not in _RESUME_FLAGS and v not in (None, False, []))
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"--resume continues the run with its saved config.json; it cannot "
+                         f"change {flags} (only --budget): start a new run with another "
+                         "--out, or --force to start over")
+
+
 def run(args: argparse.Namespace) -> int:
     from mnas.spaces import get_space
     from search.base import get_strategy
@@ -149,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume needs --out RUN_DIR")
     out = Path(args.out) if args.out else Path("runs") / (
         f"{args.space or 'mnasnet'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume:
+        _refuse_changes_on_resume(args)
     cfg = runmod.load_config(out) if args.resume else build_config(args)
     runmod.prepare_folder(out, resume=args.resume, force=args.force)
     if args.resume and args.budget is not None:
