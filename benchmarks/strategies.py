@@ -47,8 +47,11 @@ HV_GOAL = 0.98
 SPEED_GOAL = 2.0
 RL_STRATEGIES = ("reinforce", "ppo", "enas", "pnas")
 REFERENCE = "optuna-direct:nsga2"
-#: beyond the registry's defaults, our documented multi-objective evolution variant
-EXTRA_SPECS = ("evolution[selection='pareto';population=30;sample=10]",)
+#: beyond the registry's defaults: our documented multi-objective evolution variant and
+#: the RL strategies' documented small-budget configurations (see their docstrings)
+EXTRA_SPECS = ("evolution[selection='pareto';population=30;sample=10]",
+               "reinforce[lr=0.01;batch=4;entropy_weight=0.03;novel=10]",
+               "ppo[lr=0.001;batch=5;entropy_weight=0.03;novel=10]")
 
 
 # -- specs -------------------------------------------------------------------------------

@@ -6,19 +6,31 @@ NAS-RL's "+2 layers every 1,600 sampled children" is literal). Each asked child 
 remembered as pending with its decisions and the per-decision log-probabilities it was
 sampled with. ``tell`` matches trials to pending children by their choice vector (the
 same vector asked twice is matched twice), buffers ``(decisions, choices, old
-log-probs, reward)`` and runs one update per ``batch`` buffered rewards. Failed trials
-(no reward) are dropped unless ``failed_reward`` gives them one; trials this strategy
-did not ask are counted in ``ignored`` and logged.
+log-probs, reward, target)`` and runs one update per ``batch`` buffered rewards. Failed
+trials (no reward) are dropped unless ``failed_reward`` gives them one; trials this
+strategy did not ask are counted in ``ignored`` and logged.
+
+Repeats (``novel``): a sample whose choice vector was already asked is drawn again, up to
+``novel`` times per child, so the search budget is not spent re-scoring a known
+architecture. A redrawn sample is still an on-policy sample: when that architecture's
+reward is already known it goes into the batch with that reward (the update sees every
+sample, as if the evaluator had answered from its cache); when it is still pending or
+failed without a reward it is dropped. After ``novel`` redraws the repeat is returned.
+``novel = 0`` is the papers' plain sampling.
 
 Determinism: sampling draws only from ``self.gen`` (a NumPy generator seeded with
 ``seed``) and initial weights come from per-parameter seeded generators, so the global
 torch RNG plays no part; ``state_dict`` holds the generator state, weights and their
-growth history, Adam's state, the baseline, pending and buffered children.
+growth history, Adam's state, the baselines, pending, buffered and known children.
 
 Baseline: an exponential moving average of previous rewards,
-``b ← decay·b + (1 − decay)·R`` after every reward. The advantage of a batch uses the
-baseline from *before* that batch (so ``b`` never depends on the actions it scores); the
-very first batch, with no previous reward, uses its own mean.
+``b ← decay·b + (1 − decay)·R`` after every reward, kept **per target latency** T
+(``trial.target_ms``): with ``--targets`` the loop spreads children over several T, and
+the same architecture's reward ``ACC × (LAT/T)^w`` differs by T, so one shared baseline
+would credit or blame an architecture for the target it happened to be scored at. With
+one target this is the papers' single baseline. The advantage of a batch uses each
+target's baseline from *before* that batch (so ``b`` never depends on the actions it
+scores); a target's first batch, with no previous reward, uses its own mean.
 """
 
 from __future__ import annotations
@@ -40,8 +52,8 @@ from search.controller import Controller
 
 log = logging.getLogger(__name__)
 
-# decisions, choices, per-decision log-probs when sampled, reward
-Record = tuple[tuple[Decision, ...], tuple[int, ...], np.ndarray, float]
+# decisions, choices, per-decision log-probs when sampled, reward, target latency (ms)
+Record = tuple[tuple[Decision, ...], tuple[int, ...], np.ndarray, float, float | None]
 
 
 def parse_failed_reward(value: float | int | str | None) -> float | None:
@@ -67,8 +79,10 @@ class ControllerStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, *, hidden: int, layers: int,
                  lr: float, init_range: float, baseline_decay: float, batch: int,
                  entropy_weight: float, failed_reward: float | int | str | None,
-                 slot_head: bool, **extra: Any) -> None:
+                 slot_head: bool, novel: int = 0, **extra: Any) -> None:
         super().__init__(space, seed)
+        if novel < 0:
+            raise ValueError(f"novel must be >= 0 redraws, got {novel}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if not 0.0 <= baseline_decay < 1.0:
@@ -80,18 +94,22 @@ class ControllerStrategy(Strategy):
             "init_range": float(init_range), "baseline_decay": float(baseline_decay),
             "batch": int(batch), "entropy_weight": float(entropy_weight),
             "failed_reward": parse_failed_reward(failed_reward), "slot_head": bool(slot_head),
-            **extra}
+            "novel": int(novel), **extra}
         self.lr, self.batch = float(lr), int(batch)
         self.baseline_decay = float(baseline_decay)
         self.entropy_weight = float(entropy_weight)
         self.failed_reward = self.options["failed_reward"]
+        self.novel = int(novel)
         self.controller = Controller(hidden, layers, init_range, seed, slot_head=slot_head)
         # fused: one kernel for all the small per-decision tensors (5x faster on CPU)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr,
                                           fused=True)
         self.controller.new_params_hook = self._add_params
         self.gen = np.random.default_rng(seed)
-        self.baseline: float | None = None
+        self.baselines: dict[float | None, float] = {}
+        # every choice vector told so far → (reward or None, target) it was scored with
+        self.known: dict[tuple[int, ...], tuple[float | None, float | None]] = {}
+        self.redrawn = 0
         self.pending: dict[tuple[int, ...], list[tuple[tuple[Decision, ...], np.ndarray]]] = {}
         self.buffer: list[Record] = []
         self.updates = 0
@@ -117,7 +135,16 @@ class ControllerStrategy(Strategy):
         out = []
         for _ in range(n):
             ds = self._decisions(self.children_seen)
-            choices, logp, _ = self.controller.sample(ds, self.gen, per_step=True)
+            for redraw in range(self.novel + 1):
+                choices, logp, _ = self.controller.sample(ds, self.gen, per_step=True)
+                if redraw == self.novel or (choices not in self.known
+                                            and choices not in self.pending):
+                    break
+                self.redrawn += 1
+                reward, target = self.known.get(choices, (None, None))
+                if reward is not None:      # known: an on-policy sample, free of budget
+                    self.buffer.append((ds, choices, logp, reward, target))
+                    self._flush()
             self.pending.setdefault(choices, []).append((ds, logp))
             self.children_seen += 1
             out.append(self.candidate(choices, log_prob=float(logp.sum())))
@@ -140,22 +167,35 @@ class ControllerStrategy(Strategy):
                 reward = None
             if reward is None:
                 reward = self.failed_reward
+            target = t.target_ms
+            self.known.setdefault(key, (None if reward is None else float(reward), target))
             if reward is None:
                 continue
-            self.buffer.append((ds, key, logp, float(reward)))
+            self.buffer.append((ds, key, logp, float(reward), target))
+        self._flush()
+
+    def _flush(self) -> None:
         while len(self.buffer) >= self.batch:
             batch, self.buffer = self.buffer[: self.batch], self.buffer[self.batch:]
             self._learn(batch)
 
     def _learn(self, batch: list[Record]) -> None:
-        rewards = np.array([r for *_, r in batch])
-        b = float(rewards.mean()) if self.baseline is None else self.baseline
-        adv = torch.tensor(rewards - b, dtype=torch.float32)
+        rewards = np.array([r[3] for r in batch])
+        targets = [r[4] for r in batch]
+        b = dict(self.baselines)
+        for t in set(targets) - b.keys():   # a target's first batch: its own mean
+            b[t] = float(np.mean([r for r, u in zip(rewards, targets, strict=True) if u == t]))
+        adv = torch.tensor(rewards - np.array([b[t] for t in targets]), dtype=torch.float32)
         self._update(batch, adv)
-        for r in rewards:
-            b = self.baseline_decay * b + (1.0 - self.baseline_decay) * float(r)
-        self.baseline = b
+        for r, t in zip(rewards, targets, strict=True):
+            b[t] = self.baseline_decay * b[t] + (1.0 - self.baseline_decay) * float(r)
+        self.baselines = b
         self.updates += 1
+
+    @property
+    def baseline(self) -> float | None:
+        """The baseline when every reward so far had one target (else None)."""
+        return next(iter(self.baselines.values())) if len(self.baselines) == 1 else None
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         raise NotImplementedError
@@ -211,7 +251,9 @@ class ControllerStrategy(Strategy):
                 "gen": copy.deepcopy(self.gen.bit_generator.state),
                 "controller": self.controller.checkpoint(),
                 "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-                "baseline": self.baseline,
+                "baselines": dict(self.baselines),
+                "known": dict(self.known),
+                "redrawn": self.redrawn,
                 "pending": {k: list(v) for k, v in self.pending.items()},
                 "buffer": list(self.buffer),
                 "updates": self.updates,
@@ -230,7 +272,9 @@ class ControllerStrategy(Strategy):
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the options given now win
             group["lr"] = self.lr
-        self.baseline = state["baseline"]
+        self.baselines = dict(state["baselines"])
+        self.known = dict(state["known"])
+        self.redrawn = state["redrawn"]
         self.pending = {k: list(v) for k, v in state["pending"].items()}
         self.buffer = list(state["buffer"])
         self.updates = state["updates"]

@@ -381,3 +381,53 @@ def test_resume_refuses_a_different_controller():
     b = Reinforce(TinySpace(MIXED), seed=0, hidden=8)
     with pytest.raises(ValueError, match="hidden"):
         b.load_state_dict(a.state_dict())
+
+
+# -- per-target baselines and redraws of repeats ---------------------------------------------
+def test_baseline_is_kept_per_target():
+    """Children scored at different targets T: each T has its own EMA, so an
+    architecture is not credited for the (larger) reward scale of the target it drew."""
+    st = Reinforce(TinySpace(MIXED), seed=0, batch=4, baseline_decay=0.5)
+    cands = st.ask(4)
+    rewards, targets = [0.2, 0.6, 1.0, 0.4], [5.0, 20.0, 5.0, 20.0]
+    st.tell([Trial(i, c.arch, c.choices, reward=r, target_ms=t) for i, (c, r, t) in
+             enumerate(zip(cands, rewards, targets, strict=True))])
+    b5, b20 = 0.6, 0.5                      # first batch of each target: its own mean
+    for r in (0.2, 1.0):
+        b5 = 0.5 * b5 + 0.5 * r
+    for r in (0.6, 0.4):
+        b20 = 0.5 * b20 + 0.5 * r
+    assert st.baselines == pytest.approx({5.0: b5, 20.0: b20})
+    assert st.baseline is None              # no single baseline with two targets
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_novel_redraws_repeats_and_learns_from_known_rewards(algo):
+    """With ``novel`` a repeat of a told child is redrawn (bounded) and its known reward
+    feeds the update, so the budget goes to new architectures."""
+    space = TinySpace((cat("a", 3), cat("b", 2)))          # six architectures
+    st = get_strategy(algo, space, seed=0, batch=2, novel=50)
+    seen = set()
+    for i in range(6):
+        (c,) = st.ask(1)
+        assert c.choices not in seen        # six distinct before any repeat
+        seen.add(c.choices)
+        st.tell([Trial(i, c.arch, c.choices, reward=0.1 * (c.choices[0] + c.choices[1]))])
+    told = st.updates
+    assert st.redrawn > 0 and told > 3      # redrawn repeats went into batches
+    (c,) = st.ask(1)                        # nothing new left: the repeat after 50 draws
+    assert c.choices in seen and st.updates > told
+    plain = get_strategy(algo, space, seed=0, batch=2)
+    assert plain.novel == 0 and plain.redrawn == 0
+
+
+def test_novel_resume_is_exact():
+    space = TinySpace((cat("a", 3), cat("b", 3)))
+    _, reward = make_reward(space.decisions())
+    a = get_strategy("reinforce", space, seed=2, batch=3, lr=0.05, novel=5)
+    run(a, reward, 9, ask=1)
+    blob = pickle.dumps(a.state_dict())
+    later = [c.choices for c in a.ask(5)]
+    b = get_strategy("reinforce", space, seed=2, batch=3, lr=0.05, novel=5)
+    b.load_state_dict(pickle.loads(blob))
+    assert [c.choices for c in b.ask(5)] == later and a.known == b.known
