@@ -25,6 +25,17 @@ class Arch(Protocol):
     def encode(self) -> str: ...
 
 
+def as_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int ``>= minimum`` (integral floats accepted), else ValueError."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if v != float(value) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
 class SearchSpace(ABC):
     """Base of every space. Constructor arguments are the space's configuration."""
 
@@ -62,6 +73,24 @@ class SearchSpace(ABC):
     def named(self) -> dict[str, Any]:
         """Named points of the space (e.g. ``mobilenetv2``)."""
         return {}
+
+    def _check(self, arch: Any) -> Any:
+        """``arch`` if it belongs to this space, else ValueError (subclasses check)."""
+        return arch
+
+    def _build_args(self, arch: Any, num_classes: int | None, width_mult: float,
+                    in_channels: int) -> tuple[Any, int, int]:
+        """What every ``build`` does first: parse a string (named point or canonical),
+        check the arch, and validate ``num_classes`` (default: the deploy classes),
+        ``width_mult`` and ``in_channels``."""
+        if isinstance(arch, str):
+            arch = self.parse(arch)
+        arch = self._check(arch)
+        classes = as_int("num_classes", self.deploy_classes if num_classes is None
+                         else num_classes, 1)
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        return arch, classes, as_int("in_channels", in_channels, 1)
 
     def parse(self, text: str) -> Any:
         """A named point or a canonical string."""

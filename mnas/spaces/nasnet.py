@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Pointer, validate_choices
-from mnas.spaces.base import SearchSpace, register_space
+from mnas.spaces.base import SearchSpace, as_int, register_space
 from mnas.spaces.cell_ops import NASNET_OPS, DropPath, FactorizedReduce, ReLUConvBN, build_op
 
 CELL_NAMES = ("normal", "reduce")
@@ -150,15 +150,6 @@ def parse_cell(text: str, where: str, ops: Sequence[str], combines: Sequence[str
         raise ValueError(f"{where} cell has {len(out)} blocks, expected {blocks}")
     return Cell(tuple(out))
 
-
-def _as_int(name: str, value: Any, minimum: int) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if v != float(value) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return v
 
 
 def _as_prob(name: str, value: Any) -> float:
@@ -291,10 +282,10 @@ class NasNetSpace(SearchSpace):
 
     def __init__(self, blocks: int = 5, cells_per_stage: int = 2, filters: int = 16,
                  stem_multiplier: int = 3, drop_path: float = 0.4) -> None:
-        self.blocks = _as_int("blocks", blocks, 1)
-        self.cells_per_stage = _as_int("cells_per_stage", cells_per_stage, 1)
-        self.filters = _as_int("filters", filters, 2)
-        self.stem_multiplier = _as_int("stem_multiplier", stem_multiplier, 1)
+        self.blocks = as_int("blocks", blocks, 1)
+        self.cells_per_stage = as_int("cells_per_stage", cells_per_stage, 1)
+        self.filters = as_int("filters", filters, 2)
+        self.stem_multiplier = as_int("stem_multiplier", stem_multiplier, 1)
         self.drop_path = _as_prob("drop_path", drop_path)
         self._decisions = self._make_decisions()
 
@@ -378,14 +369,8 @@ class NasNetSpace(SearchSpace):
 
     def build(self, arch: NasNetArch | str, num_classes: int | None = None,
               width_mult: float = 1.0, in_channels: int = 3) -> NasNetNetwork:
-        if isinstance(arch, str):
-            arch = self.parse(arch)
-        arch = self._check(arch)
-        num_classes = _as_int("num_classes", self.deploy_classes if num_classes is None
-                              else num_classes, 1)
-        in_channels = _as_int("in_channels", in_channels, 1)
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        arch, num_classes, in_channels = self._build_args(arch, num_classes, width_mult,
+                                                          in_channels)
         filters = max(2, round(self.filters * width_mult))
         return NasNetNetwork(arch, num_classes, filters, self.cells_per_stage,
                              self.stem_multiplier, in_channels, self.drop_path)

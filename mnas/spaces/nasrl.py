@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Subset, validate_choices
-from mnas.spaces.base import SearchSpace, register_space
+from mnas.spaces.base import SearchSpace, as_int, register_space
 
 _LAYER_RE = re.compile(r"L(\d+):fh(\d+)fw(\d+)f(\d+)s(\d+)(?:in(-|\d+(?:\+\d+)*))?")
 
@@ -120,15 +120,6 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
     return out
 
 
-def _int(name: str, value: Any, minimum: int) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    if v != float(value) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return v
-
 
 def _pad_cat(xs: list[torch.Tensor]) -> torch.Tensor:
     """Zero-pad (centred) to the largest height and width, then concatenate on depth."""
@@ -189,10 +180,10 @@ class NasRLSpace(SearchSpace):
                  kernel_sizes: str | Sequence[int] = "1,3,5,7",
                  filters: str | Sequence[int] = "24,36,48,64") -> None:
         # list options default to strings so CLI ``KEY=1,2,3`` values keep their type
-        self.start_depth = _int("start_depth", start_depth, 1)
-        self.grow_by = _int("grow_by", grow_by, 0)
-        self.grow_every = _int("grow_every", grow_every, 1)
-        self.max_depth = None if max_depth in (None, "", "none") else _int(
+        self.start_depth = as_int("start_depth", start_depth, 1)
+        self.grow_by = as_int("grow_by", grow_by, 0)
+        self.grow_every = as_int("grow_every", grow_every, 1)
+        self.max_depth = None if max_depth in (None, "", "none") else as_int(
             "max_depth", max_depth, self.start_depth)
         if strides in ("fixed", "search"):
             strides = (1,) if strides == "fixed" else (1, 2, 3)
@@ -320,12 +311,6 @@ class NasRLSpace(SearchSpace):
     # -- building --------------------------------------------------------------------
     def build(self, arch: NasRLArch | str, num_classes: int | None = None,
               width_mult: float = 1.0, in_channels: int = 3) -> NasRLNetwork:
-        if isinstance(arch, str):
-            arch = self.parse(arch)
-        arch = self._check(arch)
-        num_classes = _int("num_classes", self.deploy_classes if num_classes is None
-                           else num_classes, 1)
-        in_channels = _int("in_channels", in_channels, 1)
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        arch, num_classes, in_channels = self._build_args(arch, num_classes, width_mult,
+                                                          in_channels)
         return NasRLNetwork(arch, num_classes, width_mult, in_channels)

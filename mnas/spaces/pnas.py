@@ -71,9 +71,9 @@ import numpy as np
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Pointer, validate_choices
-from mnas.spaces.base import SearchSpace, register_space
+from mnas.spaces.base import SearchSpace, as_int, register_space
 from mnas.spaces.cell_ops import PNAS_OPS
-from mnas.spaces.nasnet import Block, Cell, CellModule, NasNetNetwork, _as_int, _as_prob
+from mnas.spaces.nasnet import Block, Cell, CellModule, NasNetNetwork, _as_prob
 
 #: input kinds for the summary counts of the encoding
 _KINDS = 3  # h_i, h_{i-1}, an earlier block
@@ -159,10 +159,10 @@ class PnasSpace(SearchSpace):
 
     def __init__(self, blocks: int = 5, cells_per_stage: int = 2, filters: int = 16,
                  stem_multiplier: int = 3, drop_path: float = 0.4) -> None:
-        self.blocks = _as_int("blocks", blocks, 1)
-        self.cells_per_stage = _as_int("cells_per_stage", cells_per_stage, 1)
-        self.filters = _as_int("filters", filters, 2)
-        self.stem_multiplier = _as_int("stem_multiplier", stem_multiplier, 1)
+        self.blocks = as_int("blocks", blocks, 1)
+        self.cells_per_stage = as_int("cells_per_stage", cells_per_stage, 1)
+        self.filters = as_int("filters", filters, 2)
+        self.stem_multiplier = as_int("stem_multiplier", stem_multiplier, 1)
         self.drop_path = _as_prob("drop_path", drop_path)
         self._op_index = {op: i for i, op in enumerate(self.OPS)}
         self._decisions = self._make_decisions()
@@ -344,14 +344,8 @@ class PnasSpace(SearchSpace):
     # -- building --------------------------------------------------------------------
     def build(self, arch: PnasArch | str, num_classes: int | None = None,
               width_mult: float = 1.0, in_channels: int = 3) -> PnasNetwork:
-        if isinstance(arch, str):
-            arch = self.parse(arch)
-        arch = self._check(arch)
-        num_classes = _as_int("num_classes", self.deploy_classes if num_classes is None
-                              else num_classes, 1)
-        in_channels = _as_int("in_channels", in_channels, 1)
-        if not width_mult > 0:
-            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        arch, num_classes, in_channels = self._build_args(arch, num_classes, width_mult,
+                                                          in_channels)
         filters = max(2, round(self.filters * width_mult))
         return PnasNetwork(arch, num_classes, filters, self.cells_per_stage,
                            self.stem_multiplier, in_channels, self.drop_path)
