@@ -115,6 +115,10 @@ class ControllerStrategy(Strategy):
         self.updates = 0
         self.ignored = 0
         self._decisions_cache: tuple[Decision, ...] | None = None
+        # children drawn ahead from the current policy (see _sample)
+        self._queue: list[tuple[tuple[int, ...], np.ndarray]] = []
+        self._queue_ds: tuple[Decision, ...] | None = None
+        self._queue_updates = 0
         self.controller.ensure(self._decisions(0))
 
     def _add_params(self, params: list[torch.nn.Parameter]) -> None:
@@ -136,7 +140,7 @@ class ControllerStrategy(Strategy):
         for _ in range(n):
             ds = self._decisions(self.children_seen)
             for redraw in range(self.novel + 1):
-                choices, logp, _ = self.controller.sample(ds, self.gen, per_step=True)
+                choices, logp = self._sample(ds)
                 if redraw == self.novel or (choices not in self.known
                                             and choices not in self.pending):
                     break
@@ -149,6 +153,25 @@ class ControllerStrategy(Strategy):
             self.children_seen += 1
             out.append(self.candidate(choices, log_prob=float(logp.sum())))
         return out
+
+    def _sample(self, ds: tuple[Decision, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+        """One child of the current policy: ``(choices, per-decision log-probs)``.
+
+        Children are drawn in one NumPy pass for as many as the next update still needs
+        (:meth:`Controller.sample_batch`: the per-step work is shared, so a batch costs
+        little more than one child) and handed out one at a time. An update or a new
+        decision list drops what is left, so every child comes from the weights current
+        when it is asked, exactly as if drawn then."""
+        if not self._queue or self._queue_updates != self.updates or not (
+                ds is self._queue_ds or ds == self._queue_ds):
+            waiting = sum(len(v) for v in self.pending.values())
+            k = max(1, self.batch - len(self.buffer) - waiting)
+            if k > 1 and self.space.decisions(self.children_seen + k - 1) != ds:
+                k = 1                   # the list grows within these k: one at a time
+            choices, logps, _ = self.controller.sample_batch(ds, self.gen, k)
+            self._queue = list(zip(map(tuple, choices.tolist()), logps, strict=True))
+            self._queue_ds, self._queue_updates = ds, self.updates
+        return self._queue.pop(0)
 
     def tell(self, trials: Sequence[Trial]) -> None:
         for t in trials:
@@ -256,6 +279,7 @@ class ControllerStrategy(Strategy):
                 "redrawn": self.redrawn,
                 "pending": {k: list(v) for k, v in self.pending.items()},
                 "buffer": list(self.buffer),
+                "queue": (list(self._queue), self._queue_ds, self._queue_updates),
                 "updates": self.updates,
                 "ignored": self.ignored}
 
@@ -277,5 +301,7 @@ class ControllerStrategy(Strategy):
         self.redrawn = state["redrawn"]
         self.pending = {k: list(v) for k, v in state["pending"].items()}
         self.buffer = list(state["buffer"])
+        queue, self._queue_ds, self._queue_updates = state.get("queue", ([], None, 0))
+        self._queue = list(queue)
         self.updates = state["updates"]
         self.ignored = state["ignored"]
