@@ -48,6 +48,16 @@ def key_seed(seed: int, key: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**63)
 
 
+def _slices(big: torch.Size, small: torch.Size) -> tuple[slice, ...]:
+    """Index of ``small`` in ``big``: leading channels; a conv kernel's centre."""
+    out = [slice(0, n) for n in small]
+    if len(small) == 4:
+        for d in (2, 3):
+            o = (big[d] - small[d]) // 2
+            out[d] = slice(o, o + small[d])
+    return tuple(out)
+
+
 class Supernet(nn.Module):
     """Base of the supernets: the lazily grown module table and its checkpointing.
 
@@ -147,15 +157,15 @@ class Supernet(nn.Module):
     def to_standalone(self, arch: Any) -> nn.Module:
         """``space.build(arch)`` at the supernet's size with the child's shared weights
         (parameters and BatchNorm buffers) copied in. A shared tensor larger than the
-        standalone one (a max-width weight) gives its leading corner — the slice the
-        child's forward uses."""
+        standalone one (a max-width weight) gives its leading channels and, for a larger
+        conv kernel, its centre — the slice the child's forward uses."""
         model = self.space.build(arch, num_classes=self.num_classes,
                                  width_mult=self.width_mult, in_channels=self.in_channels)
         with torch.no_grad():
             for name, m in self.child_modules(arch).items():
                 src = m.state_dict()
                 for key, dst in model.get_submodule(name).state_dict().items():
-                    dst.copy_(src[key][tuple(slice(0, n) for n in dst.shape)])
+                    dst.copy_(src[key][_slices(src[key].shape, dst.shape)])
         return model.train(self.training)
 
     # -- scoring mode --------------------------------------------------------------------

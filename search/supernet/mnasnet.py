@@ -5,18 +5,31 @@ MAC count by layer units.
 its largest layer count, and a child with ``layers = n`` runs slots ``0 .. n-1`` (the
 layers choice is how many of the block's positions run). The stem is one module.
 
-**Operations** — one shared module per position and *(ConvOp, kernel, SE)*, keyed
-``b{i}l{j}|{op}_k{k}_se{100·ratio}`` (1-based block), e.g. ``b3l0|mbconv3_k5_se25``. It is
-the space's own layer body (``RegularConv`` / ``DepthwiseSeparable`` / ``MBConv`` from
-:mod:`mnas.blocks`) built at the position's *largest* widths: the most filters of the
-block and, for slot 0, the widest input any child can feed it (an empty block passes
-its input on). The filters choice and the input width a child sees select the leading
-channels of every tensor — conv weights ``[:out, :in]``, depthwise ``[:c]``, BatchNorm
-``[:c]``, SE ``[:reduced, :c]`` with the child's own reduced width — and the forward
-runs the same ops as the block's modules on those slices (``F.conv2d``,
-``F.batch_norm`` with the module's mode, ReLU6, the SE gate). So a child equals its
-standalone build when that build gets the slices (:meth:`Supernet.to_standalone`;
-tested), and all widths of an operation train one weight.
+**Operations** — one shared module per position and *ConvOp family*, keyed
+``b{i}l{j}|{family}`` (1-based block): ``cn`` (regular conv), ``ds`` (depthwise-separable)
+and ``ir`` (MBConv, both expansions). It is the space's own layer body
+(``RegularConv`` / ``DepthwiseSeparable`` / ``MBConv`` from :mod:`mnas.blocks`) built at
+the position's *largest* settings — 5×5 kernel, SE on, expansion 6, the most filters of
+the block and, for slot 0, the widest input any child can feed it (an empty block passes
+its input on) — and every child's setting is a slice of it (weight *entanglement*, as
+Single-Path NAS and Once-for-All do): conv weights ``[:out, :in]`` and the *centre* 3×3
+of a 5×5 kernel, depthwise ``[:c]``, BatchNorm ``[:c]``, SE ``[:reduced, :c]`` with the
+child's own reduced width, ``mbconv3`` the first ``3·in`` expanded channels; a child
+without SE skips the SE module. The forward runs the same ops as the block's modules on
+those slices (``F.conv2d``, ``F.batch_norm`` with the module's mode, ReLU6, the SE gate),
+so a child equals its standalone build when that build gets the slices
+(:meth:`Supernet.to_standalone`; tested).
+
+Why entangled: with one independently initialised module per (op, kernel, SE) — 16 per
+position — the shared weights never learned (``benchmarks/enas_speed.py``: training loss
+above chance after 1,100 steps, supernet accuracy at chance). Measured on digits 32×32
+(240 shared steps, children varying only the named decisions around MobileNetV2): kernel
+× SE with independent modules → accuracy 0.12–0.19; entangled → 0.95–0.96; mbconv3 vs
+mbconv6 entangled → 0.93–0.96; filters or layers (always sliced) → 0.94–0.96. Two
+independent alternatives per block on seven blocks in a row without a residual path
+(each block's first layer) give every alternative its own random feature basis, and the
+next shared layer cannot follow all of them. The three families have different shapes
+and stay independent; that is still the unsolved part (see ``search.strategies.enas``).
 
 **Skip ops** are separate, because the body does not depend on them: ``identity`` adds
 ``x`` (only where shape-preserving — the blocks' rule), ``none`` adds nothing, ``pool``
@@ -24,14 +37,9 @@ adds the 3×3 average pool and, when the width changes, a per-position max-width
 projection (``b{i}l{j}|poolproj``), sliced likewise. The head (``head``) is one
 ``ClassifierHead`` whose 1×1 conv is sliced to the child's last width.
 
-Why slicing rather than one lazily created module per (operation, input width, output
-width): with 3 filter choices per block and up to 4 input widths, a position has up to
-12 width pairs per operation; keyed that way a 50-child run created 1,322 modules (235
-MB of state with the optimiser) and each trained about once — the loss stayed at chance.
-Slicing bounds the table at 16 operations per position (≈ 19M parameters at width 0.5
-if the controller tries every one) and trains every width of an operation together, as
-Once-for-All and Single-Path NAS do. Autograd gives the whole max-width tensor a
-gradient (zero outside the slice), so SGD's momentum and weight decay touch it all.
+Slicing also bounds the table at 3 operation modules per position, and trains every
+width of an operation together. Autograd gives the whole max-width tensor a gradient
+(zero outside the slice), so SGD's momentum and weight decay touch it all.
 """
 
 from __future__ import annotations
@@ -65,15 +73,23 @@ def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, c: int) -> torch.Tensor:
                         bn.weight[:c], bn.bias[:c], use_batch, factor, bn.eps)
 
 
-def conv_bn_act(m: nn.Module, x: torch.Tensor, cin: int, cout: int) -> torch.Tensor:
-    """A max-width :class:`ConvBnAct` run on ``cin -> cout`` channels (depthwise when its
-    conv is grouped: then ``cin == cout`` groups)."""
+def conv_bn_act(m: nn.Module, x: torch.Tensor, cin: int, cout: int,
+                kernel: int | None = None) -> torch.Tensor:
+    """A max-width, max-kernel :class:`ConvBnAct` run on ``cin -> cout`` channels with a
+    ``kernel``×``kernel`` window (default: the module's) — the *centre* of the stored
+    kernel, as Single-Path NAS and Once-for-All nest a 3×3 kernel in a 5×5 one
+    (depthwise when the conv is grouped: then ``cin == cout`` groups)."""
     conv, bn = m[0], m[1]
-    if conv.groups == 1:
-        w, groups = conv.weight[:cout, :cin], 1
-    else:
-        w, groups = conv.weight[:cout], cout
-    x = F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, groups)
+    w = conv.weight[:cout, :cin] if conv.groups == 1 else conv.weight[:cout]
+    groups = 1 if conv.groups == 1 else cout
+    big = w.shape[-1]
+    k = big if kernel is None else min(kernel, big)      # 1×1 convs stay 1×1
+    if k != big:
+        o = (big - k) // 2
+        # contiguous: a strided kernel view gave NaN weight gradients in the CPU
+        # depthwise convolution's backward (torch 2.13)
+        w = w[:, :, o: o + k, o: o + k].contiguous()
+    x = F.conv2d(x, w, None, conv.stride, (k - 1) // 2, conv.dilation, groups)
     x = batch_norm(bn, x, cout)
     return F.relu6(x) if len(m) > 2 else x
 
@@ -86,18 +102,32 @@ def squeeze_excite(m: SqueezeExcite, x: torch.Tensor, c: int, r: int) -> torch.T
     return x * s
 
 
-def body_plan(op: str, cin: int, cout: int, se: float) -> list[tuple[str, int, int]]:
-    """Per module of the layer body (as :mod:`mnas.blocks` orders them): ``("conv", in,
-    out)`` or ``("se", channels, reduced)`` for a child layer ``cin -> cout``."""
-    def se_step(c: int) -> list[tuple[str, int, int]]:
-        return [("se", c, se_channels(cin, se))] if se > 0 else []
+#: the shared module (family) each ConvOp runs on, and the index in that module's body of
+#: each of the op's steps
+FAMILY = {"conv": "cn", "dsconv": "ds", "mbconv3": "ir", "mbconv6": "ir"}
+#: the widest layer of each family: what its one shared module is built as
+_FAMILY_OP = {"cn": "conv", "ds": "dsconv", "ir": "mbconv6"}
+MAX_KERNEL = max(sp.KERNELS)
+MAX_SE = max(sp.SE_RATIOS)
+
+
+def body_plan(op: str, cin: int, cout: int, se: float
+              ) -> list[tuple[int, str, int, int]]:
+    """Steps of a child layer ``cin -> cout`` as :mod:`mnas.blocks` orders its body:
+    ``(index in the family module's body, "conv" | "se", a, b)`` with ``("conv", in,
+    out)`` or ``("se", channels, reduced)``. ``dsconv`` runs the ``ir`` module's
+    depthwise conv, SE and projection on its first ``cin`` channels (an MBConv of
+    expansion 1, MobileNetV2's ``t = 1`` layer), ``mbconv3`` its first ``3·cin``."""
+    def se_step(i: int, c: int) -> list[tuple[int, str, int, int]]:
+        return [(i, "se", c, se_channels(cin, se))] if se > 0 else []
 
     if op == "conv":
-        return [("conv", cin, cout), *se_step(cout)]
+        return [(0, "conv", cin, cout), *se_step(1, cout)]
     if op == "dsconv":
-        return [("conv", cin, cin), *se_step(cin), ("conv", cin, cout)]
+        return [(0, "conv", cin, cin), *se_step(1, cin), (2, "conv", cin, cout)]
     mid = cin * int(op.removeprefix("mbconv"))
-    return [("conv", cin, mid), ("conv", mid, mid), *se_step(mid), ("conv", mid, cout)]
+    return [(0, "conv", cin, mid), (1, "conv", mid, mid), *se_step(2, mid),
+            (3, "conv", mid, cout)]
 
 
 class MnasNetSupernet(Supernet):
@@ -134,9 +164,9 @@ class MnasNetSupernet(Supernet):
     def _build(self, spec: Spec) -> nn.Module:
         kind = spec[0]
         if kind == "body":
-            _, i, j, op, kernel, se = spec
+            _, i, j, family = spec
             cin, cout, stride = self._widths(int(i), int(j))
-            block = sp.BlockSpec(str(op), int(kernel), float(se), "none", cout, 1)
+            block = sp.BlockSpec(_FAMILY_OP[str(family)], MAX_KERNEL, MAX_SE, "none", cout, 1)
             layer = sp._make_layer(block, cin, cout, stride)
             init_weights(layer)
             return layer.body
@@ -169,9 +199,10 @@ class MnasNetSupernet(Supernet):
 
     def _layer(self, cin: int, cout: int, s: dict[str, Any]) -> tuple[Any, ...]:
         pos = f"b{s['block'] + 1}l{s['slot']}"
-        body = self.module(f"{pos}|{s['op']}_k{s['kernel']}_{_se_tag(s['se'])}",
-                           ("body", s["block"], s["slot"], s["op"], s["kernel"], s["se"]))
-        plan = body_plan(s["op"], cin, cout, s["se"])
+        family = FAMILY[s["op"]]
+        body = self.module(f"{pos}|{family}", ("body", s["block"], s["slot"], family))
+        plan = [(body[idx], kind, a, b) for idx, kind, a, b
+                in body_plan(s["op"], cin, cout, s["se"])]
         stride = s["stride"]
         if s["skip"] == "pool":
             proj = (self.module(f"{pos}|poolproj", ("proj", s["block"], s["slot"]))
@@ -181,7 +212,7 @@ class MnasNetSupernet(Supernet):
             shortcut = ("identity", None)
         else:
             shortcut = None
-        return body, plan, shortcut, stride, cin, cout
+        return plan, shortcut, stride, cin, cout, s["kernel"]
 
     def _head_in(self, arch: Any) -> int:
         ch = self.stem_channels
@@ -197,10 +228,11 @@ class MnasNetSupernet(Supernet):
     def _run(self, x: torch.Tensor, path: Any) -> torch.Tensor:
         steps, head, head_in = path
         x = self.stem(x)
-        for body, plan, shortcut, stride, cin, cout in steps:  # _LayerBlock.forward
+        for plan, shortcut, stride, cin, cout, kernel in steps:  # _LayerBlock.forward
             out = x
-            for m, (kind, a, b) in zip(body, plan, strict=True):
-                out = conv_bn_act(m, out, a, b) if kind == "conv" else squeeze_excite(m, out, a, b)
+            for m, kind, a, b in plan:
+                out = (conv_bn_act(m, out, a, b, kernel) if kind == "conv"
+                       else squeeze_excite(m, out, a, b))
             if shortcut is not None:
                 kind, proj = shortcut
                 if kind == "identity":
@@ -216,8 +248,9 @@ class MnasNetSupernet(Supernet):
     def child_modules(self, arch: Any) -> dict[str, nn.Module]:
         steps, head, _ = self.compiled(arch)
         out: dict[str, nn.Module] = {"stem": self.stem}
-        for (prefix, *_), (body, _, shortcut, *_) in zip(self.layers(arch), steps, strict=True):
-            out[f"{prefix}.body"] = body
+        for (prefix, *_), (plan, shortcut, *_) in zip(self.layers(arch), steps, strict=True):
+            for k, (m, *_) in enumerate(plan):
+                out[f"{prefix}.body.{k}"] = m
             if shortcut is not None and shortcut[1] is not None:
                 out[f"{prefix}.shortcut.proj"] = shortcut[1]
         out["head"] = head

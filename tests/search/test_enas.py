@@ -105,7 +105,7 @@ def test_child_in_the_supernet_is_the_standalone_build_with_copied_weights(name,
     y = torch.randint(0, 10, (6,))
     archs = _archs(space, 3, seed=4)
     for a in archs:                      # non-trivial weights and BN statistics
-        _sgd_step(net, a, x, y, lr=0.1)
+        _sgd_step(net, a, x, y, lr=0.02)   # entangled weights: every child moves them
     for a in archs:
         net.train()
         with torch.no_grad():
@@ -135,19 +135,33 @@ def test_batch_stats_scoring_updates_nothing_and_restores_modes():
         assert torch.allclose(net(x, a), scored, atol=1e-5)   # no dropout here: equal
 
 
-def test_mnasnet_supernet_slices_widths_of_one_module_per_operation():
+def test_mnasnet_supernet_slices_widths_kernels_se_and_expansion_of_one_module():
     space = _space("mnasnet")
     net = make_supernet(space, 10, 0.5, seed=0)
     a = space.named()["mobilenetv2"]
     c = list(space.to_choices(a))
     names = [d.name for d in space.decisions()]
-    wide = list(c)
-    wide[names.index("b4_filters")] = 2            # 80 filters instead of 64
-    ma, mw = net.child_modules(a), net.child_modules(space.from_choices(wide))
-    assert ma["blocks.3.0.body"] is mw["blocks.3.0.body"]
-    assert ma["blocks.4.0.body"] is mw["blocks.4.0.body"]   # its input width changed too
+    variant = list(c)
+    variant[names.index("b4_filters")] = 2            # 80 filters instead of 64
+    variant[names.index("b4_kernel")] = 1             # 5x5 instead of 3x3
+    variant[names.index("b4_se")] = 1                 # SE on
+    variant[names.index("b4_op")] = 2                 # mbconv3 instead of mbconv6
+    ma, mv = net.child_modules(a), net.child_modules(space.from_choices(variant))
+    for k in ("blocks.3.0.body.0", "blocks.3.0.body.1", "blocks.4.0.body.0"):
+        assert ma[k] is mv[k], k
+    assert ma["blocks.3.0.body.2"] is mv["blocks.3.0.body.3"]   # the projection (SE between)
     assert set(net.shared) == {"head", *(k for k in net.shared if k.startswith("b"))}
-    assert "b4l0|mbconv6_k3_se0" in net.shared
+    assert "b4l0|ir" in net.shared and len([k for k in net.shared if k.startswith("b4l0")]) == 1
+    other = list(c)
+    other[names.index("b4_op")] = 0                   # a regular conv: its own module
+    net.child_modules(space.from_choices(other))
+    assert "b4l0|cn" in net.shared
+    # a 3x3 child runs the centre of the stored 5x5 kernel
+    assert net.shared["b4l0|ir"][1][0].weight.shape[-1] == 5
+    model = net.to_standalone(a)
+    w5 = net.shared["b4l0|ir"][1][0].weight
+    w3 = model.get_submodule("blocks.3.0.body.1")[0].weight
+    assert torch.equal(w3, w5[: w3.shape[0], :, 1:4, 1:4])
 
 
 # -- latency estimates -----------------------------------------------------------------------
@@ -286,14 +300,16 @@ def test_shared_step_trains_exactly_the_sampled_child():
     st.train(shared_steps=4, controller_steps=0)      # a table with several children
     ds = space.decisions()
     child = space.from_choices(st.controller.sample(ds, copy.deepcopy(st.gen))[0])
-    used = {id(m) for m in st.supernet.child_modules(child).values()}
+    used = {id(s) for m in st.supernet.child_modules(child).values() for s in m.modules()}
     before = {k: [p.detach().clone() for p in m.parameters()]
-              for k, m in st.supernet.shared.items()}
+              for k, m in st.supernet.shared.named_modules() if k.count(".") == 1}
     st.train(shared_steps=1, controller_steps=0)
-    for k, m in st.supernet.shared.items():
-        if k not in before:
-            continue
-        same = all(torch.equal(p, q) for p, q in zip(m.parameters(), before[k], strict=True))
+    mods = dict(st.supernet.shared.named_modules())
+    for k, old in before.items():
+        m = mods[k]
+        if not any(True for _ in m.parameters()):
+            continue      # the body's own steps (conv+BN, SE) are what a child uses
+        same = all(torch.equal(p, q) for p, q in zip(m.parameters(), old, strict=True))
         assert same != (id(m) in used), k
     # and repeated steps on one child fit it
     a = space.named()["mobilenetv2"]
