@@ -44,25 +44,24 @@ baseline, so a resumed strategy asks exactly what the uninterrupted one would.
 Cost and what was measured (this 2-core host, one thread, ``mnasnet``, defaults:
 digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s, scoring a child on the 359
 validation images ≈ 0.09–0.11 CPU-s, so an ``ask`` ≈ 9 CPU-s (+12 s of warm-up on the
-first). The supernet table fills to ~390 modules (≈ 19M parameters, ≈ 150 MB of state
-with the momentum buffers — every loop checkpoint carries it).
+first). The ``mnasnet`` supernet holds at most 3 operation modules per position (entangled;
+it used to fill to ~390 modules, ≈ 150 MB of checkpoint state with momentum buffers).
 
-**Known limitation — the shared weights do not learn on the default proxy.**
-``benchmarks/enas_speed.py``: after 1,100 shared steps the training loss was still 2.5
-(chance 2.3) and supernet accuracies of 20 uniform children 0.08–0.17, Spearman 0.04
-against their standalone proxy accuracies (0.39–0.94). Diagnosis (experiments, not
-tests): every single child, and any pool of ≤ 4 children, trains in tens of steps
-through the supernet, but when many blocks switch between independently initialised
-operations the loss stays at chance for hundreds to thousands of steps — also in a
-plain-PyTorch two-kernel supernet without this code, so it is not a slicing bug. At
-32×32 the last blocks run on 1×1–2×2 maps, where a depthwise conv followed by
-BatchNorm reduces to a per-channel sign that differs between independently initialised
-alternatives; at 64×64 a two-kernel-per-block supernet did learn. Larger batches,
-higher or lower learning rates, no momentum, Adam, no clipping, a curriculum from the
-reference point and 4 children per update did not fix the full space within ~1,000
-steps; the ``nasnet`` supernet (width 0.25) was also at chance after 200 steps. ENAS's
-own runs use ~10⁵ shared steps on GPUs; until the supernet learns, the
-controller effectively optimises the latency estimate and ``ask`` ranks by it.
+**Known limitation — the shared weights learn only partly on the default proxy.** With
+one independent module per (op, kernel, SE) the supernet never learned (1,100 shared
+steps: loss 2.5, chance 2.3; Spearman 0.04 on 20 children). Diagnosis (experiments
+varying one kind of decision around MobileNetV2, 240 steps, digits 32×32): a fixed child
+reaches 0.94–0.97, varying filters or layers (sliced weights) 0.94–0.96, but two
+*independent* alternatives on each of the seven blocks stayed at chance — every
+alternative has its own random feature basis and the blocks' first layers have no
+residual path, so the next shared layer cannot follow them (not the 1×1 maps: 64×64 was
+at chance too; not the learning rate: 0.01–0.2 and no momentum the same). The
+``mnasnet`` supernet therefore entangles kernel, SE and expansion
+(:mod:`search.supernet.mnasnet`; kernel × SE then reaches 0.96), but its three ConvOp
+families (regular conv, depthwise-separable, MBConv) have different shapes and stay
+independent, and children mixing them still train slowly (two families: 0.3–0.5 after
+240 steps; three: at chance after 720). ``benchmarks/enas_speed.py`` measures where that
+leaves the correlation with standalone proxy accuracy.
 """
 
 from __future__ import annotations
@@ -70,7 +69,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -83,6 +81,11 @@ from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
 from search.controller import Controller
 from search.supernet import key_seed, make_supernet
+from search.supernet.data import Stream as _Stream
+from search.supernet.data import check_float as _check_float
+from search.supernet.data import check_int as _check_int
+from search.supernet.data import datasets as _datasets
+from search.supernet.data import fetch as _fetch
 from search.supernet.latency import DEFAULT_MS_PER_MMAC, FastLatency
 
 log = logging.getLogger(__name__)
@@ -92,71 +95,6 @@ _STRUCTURAL = ("space", "data", "resolution", "width_mult", "val_fraction", "dat
                "hidden")
 #: largest batch scored at once (batch statistics are per chunk)
 SCORE_CHUNK = 512
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high
-    if not ok:
-        rng = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
-        raise ValueError(f"{name} must be a finite number in {rng}, got {value!r}")
-    return float(value)
-
-
-class _Stream:
-    """Minibatch indices over ``n`` items: a fresh permutation from a private generator
-    each epoch, incomplete tail batches dropped (BatchNorm needs > 1 example)."""
-
-    def __init__(self, n: int, batch: int, seed: int) -> None:
-        self.n, self.batch = n, max(1, min(batch, n))
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.pos = 0
-
-    def next(self) -> torch.Tensor:
-        if self.pos + self.batch > self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen)
-            self.pos = 0
-        idx = self.perm[self.pos: self.pos + self.batch]
-        self.pos += self.batch
-        return idx
-
-    def state(self) -> dict[str, Any]:
-        return {"gen": self.gen.get_state(), "perm": self.perm.clone(), "pos": self.pos}
-
-    def load(self, state: dict[str, Any]) -> None:
-        self.gen.set_state(state["gen"])
-        self.perm, self.pos = state["perm"].clone(), int(state["pos"])
-
-
-def _datasets(dm: Any) -> tuple[Any, Any]:
-    train = getattr(dm, "train_set", None)
-    val = getattr(dm, "val_set", None)
-    if train is None or val is None:
-        train, val = dm.train_dataloader().dataset, dm.val_dataloader().dataset
-    return train, val
-
-
-def _fetch(ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from mnas.train.data import ImageTensorDataset
-
-    if isinstance(ds, ImageTensorDataset):  # vectorised: one indexing op per batch
-        x, y = ds[idx]
-        return x, y
-    from torch.utils.data import default_collate
-
-    x, y = default_collate([ds[int(i)] for i in idx])[:2]
-    return x, y
 
 
 @register_strategy
