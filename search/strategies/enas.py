@@ -60,8 +60,10 @@ at chance too; not the learning rate: 0.01–0.2 and no momentum the same). The
 (:mod:`search.supernet.mnasnet`; kernel × SE then reaches 0.96), but its three ConvOp
 families (regular conv, depthwise-separable, MBConv) have different shapes and stay
 independent, and children mixing them still train slowly (two families: 0.3–0.5 after
-240 steps; three: at chance after 720). ``benchmarks/enas_speed.py`` measures where that
-leaves the correlation with standalone proxy accuracy.
+240 steps; three: at chance after 720). ``benchmarks/enas_speed.py`` with this supernet
+(defaults, 1,100 shared steps): training loss 2.46–2.64, supernet accuracy of 20 uniform
+children 0.08–0.19, Spearman 0.005 against their proxy accuracies — still not learning;
+the controller then optimises the latency estimate and ``ask`` ranks by it.
 """
 
 from __future__ import annotations
