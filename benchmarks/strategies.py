@@ -49,9 +49,16 @@ RL_STRATEGIES = ("reinforce", "ppo", "enas", "pnas")
 REFERENCE = "optuna-direct:nsga2"
 #: beyond the registry's defaults: our documented multi-objective evolution variant and
 #: the RL strategies' documented small-budget configurations (see their docstrings)
+#: ``reward='hard'|'soft'`` in a spec overrides ``--reward`` for that row: with the soft
+#: reward, targets only rescale it (every T shares one optimum), so a reward-driven
+#: strategy finds one region of the front; MnasNet's hard constraint gives each T its own
+#: optimum, so children spread over targets trace the front. The hard-reward settings
+#: were chosen on samsung_s7_ms with targets 12,17,22 (not this benchmark's column).
 EXTRA_SPECS = ("evolution[selection='pareto';population=30;sample=10]",
                "reinforce[lr=0.01;batch=4;entropy_weight=0.03;novel=10]",
-               "ppo[lr=0.001;batch=5;entropy_weight=0.03;novel=10]")
+               "ppo[lr=0.001;batch=5;entropy_weight=0.03;novel=10]",
+               "reinforce[reward='hard';lr=0.01;batch=4;entropy_weight=0.03;novel=10]",
+               "ppo[reward='hard';lr=0.001;batch=10;entropy_weight=0.03;novel=10]")
 
 
 # -- specs -------------------------------------------------------------------------------
@@ -121,8 +128,9 @@ class Bench:
         self.hv_true = hypervolume(points, self.ref)
         self.true_front = [points[i] for i in pareto_front(points)]
         self.targets = args.targets
-        make = Reward.hard if args.reward == "hard" else Reward
-        self.rewards = [make(t) for t in self.targets]
+        self.reward = args.reward
+        self.rewards = {"soft": [Reward(t) for t in self.targets],
+                        "hard": [Reward.hard(t) for t in self.targets]}
         self.best_under = {t: max((a for a, lat in points if lat <= t), default=0.0)
                            for t in self.targets}
         self._hypervolume = hypervolume
@@ -133,8 +141,13 @@ class Bench:
         from search.base import get_strategy
         from search.loop import ChildScorer, SearchLoop
 
+        opts = dict(opts)
+        reward = opts.pop("reward", self.reward)
+        if reward not in self.rewards:
+            raise ValueError(f"reward {reward!r} in a spec: valid: soft, hard")
         strategy = get_strategy(name, self.space, seed=seed, **opts)
-        scorer = ChildScorer(self.space, self.acc, self.lat, self.rewards, count_stats=False)
+        scorer = ChildScorer(self.space, self.acc, self.lat, self.rewards[reward],
+                             count_stats=False)
         trials = SearchLoop(self.space, strategy, scorer, budget=budget, batch=self.batch).run()
         return [(t.accuracy, t.latency_ms) for t in trials if t.ok]
 

@@ -18,7 +18,8 @@ novel=10``: a faster learner with an entropy bonus strong enough that the policy
 not collapse onto one architecture (higher lr without it collapsed in ~50 children),
 chosen on the nb201 table's Galaxy S7 latency column and seeds 100–119, not on the
 benchmark's Raspberry Pi column or seeds (``benchmarks/strategies.py`` reports it as
-its own row).
+its own row). To cover a front, spread children over several targets with MnasNet's hard
+constraint (``--hard --targets …``): with the soft reward every target shares one optimum.
 """
 
 from __future__ import annotations
