@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true", help="skip the measured child")
     args = ap.parse_args()
 
-    from latency.lut import LatencyTable, MnasnetUnits, prediction_speed
+    from latency.lut import LatencyTable, MnasnetUnits
+    from latency.lut_measure import prediction_speed
     from mnas.spaces.mnasnet import MnasNetSpace
 
     space = MnasNetSpace()

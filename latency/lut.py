@@ -5,15 +5,17 @@ For the ``mnasnet`` space a network is ``stem -> layers -> head`` and every laye
 by (op, kernel, SE, effective skip, input channels, output channels, stride, input size).
 :class:`MnasnetUnits` enumerates every such *unit* the space can produce at one input
 resolution (about 3,000 at 224: most of the space's 10^30 networks share them) and splits
-an arch into its units. :func:`build_table` measures each unit once as a tiny one-layer
-model, built with the same block classes the space builds from, on the device, then
+an arch into its units. :func:`latency.lut_measure.build_table` measures each unit once
+as a tiny one-layer model, built with the same block classes the space builds from, on
+the device, then
 measures a few full networks and fits ``measured ~ a * sum + b * units + c`` by least
 squares (``b`` absorbs the per-inference overhead each tiny model paid and a network pays
 once). Prediction is a lookup and a sum: :meth:`LatencyTable.predict_choices` does it for
 a whole batch of decision tuples in NumPy, :meth:`LatencyTable.predict` for one arch from
 per-block precomputed sums.
 
-The error against real measurement is measured by :func:`evaluate_table`, never assumed.
+The error against real measurement is measured by
+:func:`latency.lut_measure.evaluate_table`, never assumed (docs/lut.md has the numbers).
 
 Clock: the table's :class:`MeasureSettings` (``clock`` included) measure the units and
 the networks alike. On a host shared with other jobs use ``clock="cpu"`` (local devices,
@@ -25,17 +27,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latency.measurement import Measurement, MeasureSettings
+from latency.measurement import MeasureSettings
 
 FORMAT_VERSION = 1
 #: seed of the weights of every unit (latency does not depend on their values)
@@ -189,16 +189,6 @@ def units_for(space: Any, resolution: int, num_classes: int) -> MnasnetUnits:
         raise ValueError(f"lookup tables support the space 'mnasnet' only, got {name!r}")
     dropout = getattr(space, "dropout", 0.2)
     return MnasnetUnits(resolution, num_classes, dropout if isinstance(dropout, float) else 0.2)
-
-
-# -- measuring ---------------------------------------------------------------------------
-
-def measure_file(device: Any, path: str | os.PathLike[str], settings: MeasureSettings,
-                 cache: Any = None) -> Measurement:
-    """Measure a model file on ``device`` with ``settings`` (clock included), via the cache."""
-    from latency.estimate import measure_model
-
-    return measure_model(device, path, settings, cache)
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -396,154 +386,3 @@ class _Compiled:
 
 
 # -- building and evaluating -------------------------------------------------------------
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def sample_archs(space: Any, n: int, seed: int, exclude: Iterable[str] = ()) -> list[Any]:
-    """``n`` distinct random archs (uniform decisions), none of whose keys is excluded."""
-    rng = random.Random(seed)
-    seen = set(exclude)
-    out = []
-    for _ in range(100 * n + 100):
-        a = space.sample(rng)
-        k = space.key(a)
-        if k not in seen:
-            seen.add(k)
-            out.append(a)
-            if len(out) == n:
-                break
-    return out
-
-
-def measure_arch(space: Any, arch: Any, device: Any, settings: MeasureSettings,
-                 resolution: int, num_classes: int, workdir: Path, cache: Any = None
-                 ) -> Measurement:
-    from latency.estimate import MeasuredLatency
-
-    est = MeasuredLatency(device, settings, None, workdir, resolution, num_classes)
-    path = est.export(space, arch, workdir / f"net.{device.model_format}")
-    return measure_file(device, path, settings, cache)
-
-
-def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
-                resolution: int | None = None, num_classes: int | None = None,
-                settings: MeasureSettings | None = None,
-                calibrate: int = 12, seed: int = 1_000_003, resume: bool = True,
-                cache: Any = None, workdir: str | os.PathLike[str] | None = None,
-                log: Callable[[str], None] = _log) -> LatencyTable:
-    """Measure every unit of ``space`` on ``device`` (resuming a compatible partial table
-    at ``out``), calibrate on ``calibrate`` measured networks, save to ``out``."""
-    import tempfile
-
-    from latency.export import get_exporter
-
-    settings = settings or MeasureSettings()
-    res = int(resolution or space.deploy_resolution)
-    classes = int(num_classes or space.deploy_classes)
-    fp = device.fingerprint()
-    table = LatencyTable(space=space.name, resolution=res, num_classes=classes,
-                         device=device.spec, fingerprint=fp, settings=asdict(settings),
-                         entries={})
-    outp = Path(out)
-    if resume and outp.is_file():
-        old = LatencyTable.load(outp)
-        same = (old.space, old.resolution, old.num_classes, old.fingerprint,
-                old.settings) == (table.space, res, classes, fp, table.settings)
-        if not same:
-            raise ValueError(f"{outp} holds a table for another device, space, resolution, "
-                             "clock or settings; pass another --out or remove it")
-        table.entries, table.noisy = old.entries, old.noisy
-    export = get_exporter(device.model_format)
-    todo = table.missing()
-    log(f"lut: {len(table.entries)} units measured, {len(todo)} to go")
-    t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mnas-lut-", dir=workdir) as tmp:
-        folder = Path(tmp)
-        for j, u in enumerate(todo, 1):
-            path = export(table.units.module(u), folder / f"unit.{device.model_format}",
-                          input_shape=u.input_shape())
-            m = measure_file(device, path, settings, cache)
-            table.entries[u.key] = m.median_ms
-            if m.noisy:
-                table.noisy.append(u.key)
-            if j % 25 == 0 or j == len(todo):
-                table.save(outp)
-                rate = (time.monotonic() - t0) / j
-                log(f"lut: {j}/{len(todo)} units, {rate:.2f} s/unit, "
-                    f"~{rate * (len(todo) - j) / 60:.1f} min left")
-        archs = list(space.named().values())[:1]
-        archs += sample_archs(space, max(0, calibrate - len(archs)), seed,
-                              exclude=[space.key(a) for a in archs])
-        rows = []
-        for a in archs:
-            m = measure_arch(space, a, device, settings, res, classes, folder, cache)
-            raw, n = table.raw(a)
-            rows.append((raw, n, m.median_ms))
-            log(f"lut: calibration {len(rows)}/{len(archs)}: sum {raw:.2f} ms, "
-                f"measured {m.median_ms:.2f} ms")
-    table.fit(rows)
-    table.calibration["archs"] = [space.encode(a) for a in archs]
-    table.created = time.time()
-    table.save(outp)
-    return table
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
-
-
-def evaluate_table(table: LatencyTable, device: Any, space: Any, n: int = 100, seed: int = 0,
-                   settings: MeasureSettings | None = None, cache: Any = None,
-                   workdir: str | os.PathLike[str] | None = None,
-                   log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Measure ``n`` random archs (none used for calibration) and compare with the table."""
-    import tempfile
-
-    if device.fingerprint() != table.fingerprint:
-        raise ValueError(f"the table was built on {table.device} "
-                         f"({table.fingerprint}); {device.spec} has another fingerprint")
-    settings = settings or table.measure_settings()
-    calib = {space.key(space.decode(s)) for s in table.calibration.get("archs", [])}
-    archs = sample_archs(space, n, seed, exclude=calib)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="mnas-luteval-", dir=workdir) as tmp:
-        for a in archs:
-            m = measure_arch(space, a, device, settings, table.resolution,
-                             table.num_classes, Path(tmp), cache)
-            rows.append({"arch": space.encode(a), "measured_ms": m.median_ms,
-                         "predicted_ms": table.predict(a), "raw_sum_ms": table.raw(a)[0],
-                         "noisy": m.noisy})
-            if len(rows) % 10 == 0:
-                log(f"lut eval: {len(rows)}/{len(archs)} networks measured")
-    meas = np.array([r["measured_ms"] for r in rows])
-    pred = np.array([r["predicted_ms"] for r in rows])
-    err = (pred - meas) / meas
-    return {"n": len(rows), "within_5pct": float(np.mean(np.abs(err) <= 0.05)),
-            "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-            "mape": float(np.mean(np.abs(err))), "spearman": spearman(pred, meas),
-            "noisy_measurements": int(sum(r["noisy"] for r in rows)),
-            "predictions_per_s": prediction_speed(table, space), "rows": rows}
-
-
-def prediction_speed(table: LatencyTable, space: Any, n: int = 100_000, seed: int = 0
-                     ) -> dict[str, float]:
-    """Predictions per second: batched decision tuples, and one arch object at a time."""
-    rng = np.random.default_rng(seed)
-    sizes = [d.size for d in space.decisions()]
-    choices = np.column_stack([rng.integers(0, s, n) for s in sizes])
-    table.predict_choices(choices[:10])  # compile outside the timing
-    archs = [space.from_choices(tuple(int(v) for v in row)) for row in choices[:20_000]]
-    batch = single = 0.0
-    for _ in range(3):  # best of three, as timeit: the host is shared with other work
-        t0 = time.perf_counter()
-        table.predict_choices(choices)
-        batch = max(batch, n / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        for a in archs:
-            table.predict(a)
-        single = max(single, len(archs) / (time.perf_counter() - t0))
-    return {"batch": batch, "single": single}

@@ -93,7 +93,7 @@ def _cache(args: argparse.Namespace) -> Any:
 
 def run_build(args: argparse.Namespace) -> int:
     from devices.base import get_device
-    from latency.lut import build_table
+    from latency.lut_measure import build_table
     from mnas.spaces.base import get_space
 
     if args.calibrate < 1:
@@ -119,7 +119,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from devices.base import get_device
-    from latency.lut import LatencyTable, evaluate_table
+    from latency.lut import LatencyTable
+    from latency.lut_measure import evaluate_table
     from mnas.spaces.base import get_space
 
     if args.n < 1:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from devices.base import get_device
-from latency.lut import LatencyTable, MnasnetUnits, measure_file
+from latency.lut import LatencyTable, MnasnetUnits
+from latency.lut_measure import measure_file
 from latency.measurement import MeasureSettings
 from mnas.cli import main
 from mnas.evaluate import make_latency
