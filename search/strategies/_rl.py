@@ -296,11 +296,14 @@ class ControllerStrategy(Strategy):
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # the options given now win
             group["lr"] = self.lr
-        self.baselines = dict(state["baselines"])
-        self.known = dict(state["known"])
-        self.redrawn = state["redrawn"]
+        # checkpoints written before per-target baselines and redraws had a single
+        # "baseline" of unknown target: each target then restarts from its own mean
+        self.baselines = dict(state.get("baselines", {}))
+        self.known = dict(state.get("known", {}))
+        self.redrawn = state.get("redrawn", 0)
         self.pending = {k: list(v) for k, v in state["pending"].items()}
-        self.buffer = list(state["buffer"])
+        # old records lack the target (5th field)
+        self.buffer = [r if len(r) == 5 else (*r, None) for r in state["buffer"]]
         queue, self._queue_ds, self._queue_updates = state.get("queue", ([], None, 0))
         self._queue = list(queue)
         self.updates = state["updates"]

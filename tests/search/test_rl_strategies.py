@@ -431,3 +431,24 @@ def test_novel_resume_is_exact():
     b = get_strategy("reinforce", space, seed=2, batch=3, lr=0.05, novel=5)
     b.load_state_dict(pickle.loads(blob))
     assert [c.choices for c in b.ask(5)] == later and a.known == b.known
+
+
+@pytest.mark.parametrize("algo", ["ppo", "reinforce"])
+def test_checkpoint_from_before_per_target_baselines_still_resumes(algo):
+    """A run folder written by the single-baseline version (no ``baselines``/``known``/
+    ``queue``, 4-field buffer records) resumes and keeps learning."""
+    space = get_space("nb201")
+    a = get_strategy(algo, space, seed=1, batch=2)
+    cands = a.ask(3)
+    a.tell([Trial(number=0, arch=cands[0].arch, choices=cands[0].choices, reward=0.5)])
+    state = a.state_dict()
+    for key in ("baselines", "known", "redrawn", "queue"):
+        del state[key]
+    state["baseline"] = 0.5
+    state["buffer"] = [r[:4] for r in state["buffer"]]
+    b = get_strategy(algo, space, seed=1, batch=2)
+    b.load_state_dict(pickle.loads(pickle.dumps(state)))
+    before = b.updates
+    b.tell([Trial(number=1, arch=cands[1].arch, choices=cands[1].choices, reward=0.4)])
+    assert b.updates == before + 1 and b.buffer == []
+    assert len(b.ask(2)) == 2
