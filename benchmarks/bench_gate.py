@@ -19,8 +19,11 @@
 Goals (issue 6): false-positive rate <= 1%, detection of a 10% slowdown >= 95%.
 
     .venv/bin/python benchmarks/bench_gate.py            # 16 runs of a small conv net
-    .venv/bin/python benchmarks/bench_gate.py --arch mobilenetv2 --reference
-    .venv/bin/python benchmarks/bench_gate.py --clock cpu    # CPU time of the thread
+    .venv/bin/python benchmarks/bench_gate.py --arch mobilenetv2 --baseline-runs 5 10
+    .venv/bin/python benchmarks/bench_gate.py --clock wall --no-reference   # plain suite
+
+The defaults are the configuration the example suite recommends (docs/ci.md): the
+measuring thread's CPU time and a pinned reference model measured in the same rounds.
     .venv/bin/python benchmarks/bench_gate.py --save noise.json ; ... --load noise.json
 
 Measuring takes about a minute for the small model; the simulation runs the gate's own
@@ -212,9 +215,10 @@ def main() -> int:
     ap.add_argument("--max-runs", type=int, default=BENCH_SETTINGS.max_runs,
                     help="cap of the adaptive protocol per round (suite default)")
     ap.add_argument("--warmup", type=int, default=BENCH_SETTINGS.warmup)
-    ap.add_argument("--clock", choices=CLOCKS, default="wall",
+    ap.add_argument("--clock", choices=CLOCKS, default=None,
                     help="timing clock of the measurements (a suite's `clock`): wall, or cpu "
-                         "= the measuring thread's CPU time (local devices, threads=1)")
+                         "= the measuring thread's CPU time (local devices, threads=1; the "
+                         "default there; wall elsewhere)")
     ap.add_argument("--gap", type=float, default=3.0, help="seconds between sessions")
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--slowdown", type=float, default=0.10)
@@ -224,12 +228,14 @@ def main() -> int:
     ap.add_argument("--quieter", type=float, nargs="*", default=[0.5],
                     help="also simulate the noise scaled by these factors")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference", action="store_true",
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure a reference model in every round and show the gate "
-                         "on ratios relative to it (a suite entry's `reference`)")
+                         "on ratios relative to it (a suite entry's `reference`; default on)")
     ap.add_argument("--save", help="write the raw measurements to this JSON")
     ap.add_argument("--load", help="reuse raw measurements from --save instead of measuring")
     args = ap.parse_args()
+    if args.clock is None:
+        args.clock = "cpu" if args.device.startswith("local:") else "wall"
 
     if args.load:
         data = json.loads(Path(args.load).read_text())
