@@ -269,6 +269,16 @@ _NASNET_A = (
 )
 
 
+def set_cell_options(space: Any, blocks: Any, cells_per_stage: Any, filters: Any,
+                     stem_multiplier: Any, drop_path: Any) -> None:
+    """Validate and set the options every cell space takes (NASNet's and PNAS's)."""
+    space.blocks = as_int("blocks", blocks, 1)
+    space.cells_per_stage = as_int("cells_per_stage", cells_per_stage, 1)
+    space.filters = as_int("filters", filters, 2)
+    space.stem_multiplier = as_int("stem_multiplier", stem_multiplier, 1)
+    space.drop_path = _as_prob("drop_path", drop_path)
+
+
 @register_space
 class NasNetSpace(SearchSpace):
     """NASNet's normal + reduction cell space (B blocks, 13 ops, add | concat)."""
@@ -282,11 +292,7 @@ class NasNetSpace(SearchSpace):
 
     def __init__(self, blocks: int = 5, cells_per_stage: int = 2, filters: int = 16,
                  stem_multiplier: int = 3, drop_path: float = 0.4) -> None:
-        self.blocks = as_int("blocks", blocks, 1)
-        self.cells_per_stage = as_int("cells_per_stage", cells_per_stage, 1)
-        self.filters = as_int("filters", filters, 2)
-        self.stem_multiplier = as_int("stem_multiplier", stem_multiplier, 1)
-        self.drop_path = _as_prob("drop_path", drop_path)
+        set_cell_options(self, blocks, cells_per_stage, filters, stem_multiplier, drop_path)
         self._decisions = self._make_decisions()
 
     def _make_decisions(self) -> tuple[Decision, ...]:

@@ -71,9 +71,9 @@ import numpy as np
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Pointer, validate_choices
-from mnas.spaces.base import SearchSpace, as_int, register_space
+from mnas.spaces.base import SearchSpace, register_space
 from mnas.spaces.cell_ops import PNAS_OPS
-from mnas.spaces.nasnet import Block, Cell, CellModule, NasNetNetwork, _as_prob
+from mnas.spaces.nasnet import Block, Cell, CellModule, NasNetNetwork, set_cell_options
 
 #: input kinds for the summary counts of the encoding
 _KINDS = 3  # h_i, h_{i-1}, an earlier block
@@ -159,11 +159,7 @@ class PnasSpace(SearchSpace):
 
     def __init__(self, blocks: int = 5, cells_per_stage: int = 2, filters: int = 16,
                  stem_multiplier: int = 3, drop_path: float = 0.4) -> None:
-        self.blocks = as_int("blocks", blocks, 1)
-        self.cells_per_stage = as_int("cells_per_stage", cells_per_stage, 1)
-        self.filters = as_int("filters", filters, 2)
-        self.stem_multiplier = as_int("stem_multiplier", stem_multiplier, 1)
-        self.drop_path = _as_prob("drop_path", drop_path)
+        set_cell_options(self, blocks, cells_per_stage, filters, stem_multiplier, drop_path)
         self._op_index = {op: i for i, op in enumerate(self.OPS)}
         self._decisions = self._make_decisions()
 
