@@ -249,8 +249,7 @@ class Controller(nn.Module):
 
         if T == 0 or B == 0:
             return result()
-        C = rows
-        Ct = torch.from_numpy(C)
+        C, Ct = rows, torch.from_numpy(rows)
         # inputs: step t+1 reads step t's token embedding (a bag of rows for a Subset)
         x = self.g_emb.expand(B, 1, H)
         if T > 1:

@@ -257,13 +257,9 @@ class ControllerStrategy(Strategy):
         """Per-decision marginal choice frequencies of 200 samples (for reports/tests);
         uses its own generator, so the strategy's random stream is untouched."""
         ds = tuple(decisions) if decisions is not None else self._decisions(self.children_seen)
-        gen = np.random.default_rng(12345)
-        counts = [np.zeros(d.size) for d in ds]
-        for _ in range(200):
-            choices, _, _ = self.controller.sample(ds, gen)
-            for cnt, c in zip(counts, choices, strict=True):
-                cnt[c] += 1
-        return [c / 200 for c in counts]
+        choices, _, _ = self.controller.sample_batch(ds, np.random.default_rng(12345), 200)
+        return [np.bincount(col, minlength=d.size) / 200
+                for d, col in zip(ds, choices.T, strict=True)]
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), **self.options}
