@@ -23,7 +23,9 @@ Goals (issue 6): false-positive rate <= 1%, detection of a 10% slowdown >= 95%.
     .venv/bin/python benchmarks/bench_gate.py --clock wall --no-reference   # plain suite
 
 The defaults are the configuration the example suite recommends (docs/ci.md): the
-measuring thread's CPU time and a pinned reference model measured in the same rounds.
+measuring thread's CPU time and a pinned reference model (a copy of the model) timed
+alternately with it, inference by inference (``--no-paired``: in its own block of each
+round, as on a phone).
     .venv/bin/python benchmarks/bench_gate.py --save noise.json ; ... --load noise.json
 
 Measuring takes about a minute for the small model; the simulation runs the gate's own
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -85,17 +88,22 @@ def measure_sessions(args: argparse.Namespace) -> dict:
     # the suite's defaults (adaptive: a noisy round gets up to max_runs samples)
     settings = replace(BENCH_SETTINGS, warmup=args.warmup, runs=args.runs,
                        max_runs=max(args.runs, args.max_runs), clock=args.clock)
+    paired = args.reference and args.paired and hasattr(dev, "measure_paired")
     with tempfile.TemporaryDirectory() as tmp:
         path, label = make_model(args, Path(tmp))
         ref = None
-        if args.reference:   # a different, unchanging model measured in the same rounds
-            from latency.export import export_onnx
-
-            ref = export_onnx(conv_net(32), Path(tmp) / "ref.onnx", (1, 3, 56, 56))
+        if args.reference:   # a pinned copy of the model, as the example suite's reference
+            ref = Path(tmp) / f"reference{path.suffix}"
+            shutil.copyfile(path, ref)
         sessions, ref_sessions = [], []
         for s in range(args.sessions):
             rounds, ref_rounds = [], []
             for _ in range(args.rounds):
+                if paired:   # timed alternately with the model, as `mnas bench run` does
+                    m, pm = dev.measure_paired(path, ref, settings)
+                    rounds.append(m)
+                    ref_rounds.append(list(pm.samples_ms))
+                    continue
                 rounds.append(dev.measure(path, settings))
                 if ref is not None:
                     ref_rounds.append(list(dev.measure(ref, settings).samples_ms))
@@ -108,7 +116,7 @@ def measure_sessions(args: argparse.Namespace) -> dict:
                 time.sleep(args.gap)
     return {"model": label, "device": args.device, "clock": args.clock, "runs": args.runs,
             "rounds": args.rounds, "gap_s": args.gap, "sessions": sessions,
-            "ref_sessions": ref_sessions if ref is not None else None,
+            "ref_sessions": ref_sessions if ref is not None else None, "paired": paired,
             "fingerprint": dev.fingerprint()}
 
 
@@ -152,12 +160,15 @@ def synth_session(nm: dict, rounds: int, rng: np.random.Generator,
 
 
 # ------------------------------------------------------------------ the gate's code
-def record(rounds: list, scale: float = 1.0) -> BenchRecord:
-    ms = [Measurement.from_samples(np.asarray(r) * scale, warmup=0, threads=1,
-                                   runtime="onnxruntime", runtime_version="-",
-                                   model_sha256="0" * 64, device="local:onnxruntime")
-          for r in rounds]
-    return BenchRecord.from_rounds("m", {"tolerance": 0.05}, ms)
+def record(rounds: list, scale: float = 1.0, paired: list | None = None) -> BenchRecord:
+    def meas(x: list | np.ndarray) -> Measurement:
+        return Measurement.from_samples(x, warmup=0, threads=1, runtime="onnxruntime",
+                                        runtime_version="-", model_sha256="0" * 64,
+                                        device="local:onnxruntime")
+
+    return BenchRecord.from_rounds("m", {"tolerance": 0.05},
+                                   [meas(np.asarray(r) * scale) for r in rounds], 0.02,
+                                   None if paired is None else [meas(r) for r in paired])
 
 
 def strict(lo: float, hi: float, tol: float) -> str:
@@ -165,21 +176,31 @@ def strict(lo: float, hi: float, tol: float) -> str:
     return "regression" if lo > 1 + tol else "inconclusive" if hi > 1 + tol else "ok"
 
 
-def verdicts(pairs: list[tuple], tol: float, slowdown: float) -> dict:
+def verdicts(pairs: list[tuple], tol: float, slowdown: float, paired: bool = False) -> dict:
     """pairs: (baseline sessions, current session[, baseline reference sessions, current
     reference session]). Verdict counts, gate and strict rule; with reference sessions
-    the comparison is relative to the reference, as for a suite entry with `reference`."""
+    the comparison is relative to the reference, as for a suite entry with `reference`
+    (``paired``: the reference samples were timed alternately with the model's)."""
     out = {k: {"regression": 0, "inconclusive": 0, "ok": 0, "improvement": 0}
            for k in ("same", "slow", "strict_same", "strict_slow")}
     for pair in pairs:
         base_sessions, cur = pair[0], pair[1]
-        base = BenchRecord.merge([record(s) for s in base_sessions])
-        if len(pair) == 4:
-            base = normalize(base, BenchRecord.merge([record(s) for s in pair[2]]))
+        refs = len(pair) == 4
+        if refs and paired:
+            base = normalize(BenchRecord.merge([record(s, paired=r) for s, r in
+                                                zip(base_sessions, pair[2], strict=True)]), None)
+        else:
+            base = BenchRecord.merge([record(s) for s in base_sessions])
+            if refs:
+                base = normalize(base, BenchRecord.merge([record(s) for s in pair[2]]))
         for key, scale in (("same", 1.0), ("slow", 1.0 + slowdown)):
-            now = record(cur, scale)
-            if len(pair) == 4:   # the slowdown is the model's; the reference is unchanged
-                now = normalize(now, record(pair[3]))
+            # the slowdown is the model's; the reference is unchanged
+            if refs and paired:
+                now = normalize(record(cur, scale, paired=pair[3]), None)
+            else:
+                now = record(cur, scale)
+                if refs:
+                    now = normalize(now, record(pair[3]))
             c = compare_records("m", base, now, tol)
             out[key][c.verdict] += 1
             out[f"strict_{key}"][strict(c.ci_low, c.ci_high, tol)] += 1
@@ -229,8 +250,13 @@ def main() -> int:
                     help="also simulate the noise scaled by these factors")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
-                    help="also measure a reference model in every round and show the gate "
-                         "on ratios relative to it (a suite entry's `reference`; default on)")
+                    help="also measure a pinned copy of the model in every round and show "
+                         "the gate on ratios relative to it (a suite entry's `reference`; "
+                         "default on)")
+    ap.add_argument("--paired", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the reference alternately with the model, inference by "
+                         "inference, where the device can (local; `mnas bench run` does); "
+                         "--no-paired measures it in its own block of each round")
     ap.add_argument("--save", help="write the raw measurements to this JSON")
     ap.add_argument("--load", help="reuse raw measurements from --save instead of measuring")
     args = ap.parse_args()
@@ -261,10 +287,17 @@ def main() -> int:
     rounds = len(sessions[0])
     rows = []
     refs = data.get("ref_sessions")
+    paired = bool(data.get("paired"))
     if refs:
-        ref_meds = [float(np.median([v for r in s for v in r])) for s in refs]
-        rel = np.log(nm["session_medians"]) - np.log(ref_meds)
-        print(f"relative to the reference: between runs {np.std(rel, ddof=1):.2%} (log SD)")
+        if paired:
+            rel = np.log([np.median(record(s, paired=r).relative_samples())
+                          for s, r in zip(sessions, refs, strict=True)])
+        else:
+            ref_meds = [float(np.median([v for r in s for v in r])) for s in refs]
+            rel = np.log(nm["session_medians"]) - np.log(ref_meds)
+        how = "timed alternately" if paired else "measured in the same rounds"
+        print(f"relative to the reference ({how}): between runs {np.std(rel, ddof=1):.2%} "
+              "(log SD)")
     for k in args.baseline_runs:
         pr = real_pairs(sessions, k, args.comparisons, rng)
         if pr:
@@ -272,7 +305,8 @@ def main() -> int:
         if refs:
             pr = real_pairs(sessions, k, args.comparisons, rng, refs)
             if pr:
-                rows.append(("vs ref", k, len(pr), verdicts(pr, args.tolerance, args.slowdown)))
+                rows.append(("vs ref", k, len(pr),
+                             verdicts(pr, args.tolerance, args.slowdown, paired)))
         for f in [1.0, *args.quieter]:
             sim = [([synth_session(nm, rounds, rng, f) for _ in range(k)],
                     synth_session(nm, rounds, rng, f)) for _ in range(args.simulated)]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from devices.base import Device, register_device
 from latency.export import check_onnx, file_sha256
 from latency.measurement import Measurement, MeasureSettings
-from latency.protocol import measure_callable
+from latency.protocol import measure_interleaved
 from latency.runtimes import RUNTIMES, get_runtime, runtime_names
 
 
@@ -80,28 +81,47 @@ class LocalDevice(Device):
         FileNotFoundError / ValueError when the file is missing or not a model of this
         device's format; RuntimeError with the reason when the runtime fails on it.
         """
-        path = Path(model_path)
+        return self.measure_paired(model_path, None, settings)[0]
+
+    def measure_paired(self, model_path: str | os.PathLike[str],
+                       reference_path: str | os.PathLike[str] | None,
+                       settings: MeasureSettings) -> tuple[Measurement, Measurement | None]:
+        """Measure a model and, alternately inference by inference, a reference model
+        (:func:`latency.protocol.measure_interleaved`): the two sample lists saw the same
+        moments of the machine, so their ratio cancels its slow episodes. The adaptive
+        stopping rule follows the model. ``reference_path=None`` is :meth:`measure`.
+        Errors as :meth:`measure`, naming the file that failed."""
+        paths = [Path(model_path)] + ([] if reference_path is None else [Path(reference_path)])
+        loaded = [self._load(p, settings) for p in paths]
+        try:
+            samples, noisy = measure_interleaved([run for run, _ in loaded], settings)
+        except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
+            what = " and ".join(str(p) for p in paths)
+            raise RuntimeError(f"{self.runtime.name} failed while measuring {what}: {e}") from e
+        out = []
+        for (_, sha), x in zip(loaded, samples, strict=True):
+            m = Measurement.from_samples(
+                x, warmup=settings.warmup, threads=settings.threads,
+                runtime=self.runtime.name, runtime_version=self.runtime_version,
+                model_sha256=sha, device=self.spec, fingerprint=self.fingerprint(),
+                rel_ci_goal=settings.rel_ci, clock=settings.clock)
+            out.append(m)
+        first = out[0].with_(noisy=noisy or out[0].noisy)
+        return first, (out[1] if len(out) > 1 else None)
+
+    def _load(self, path: Path, settings: MeasureSettings) -> tuple[Callable[[], None], str]:
+        """(one-inference callable, sha256) for a model file; errors as :meth:`measure`."""
         if not path.is_file():
             if path.exists():
                 raise ValueError(f"{path} is not an ONNX model (not a regular file)")
             raise FileNotFoundError(2, "model file not found", str(path))
         sha = file_sha256(path)
         try:
-            run = self.runtime.load(path, settings.threads)
+            return self.runtime.load(path, settings.threads), sha
         except RuntimeError:
             if self.model_format == "onnx":
                 check_onnx(path)  # a file that is no model at all is bad input: ValueError
             raise
-        try:
-            samples, noisy = measure_callable(run, settings)
-        except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
-            raise RuntimeError(f"{self.runtime.name} failed while measuring {path}: {e}") from e
-        m = Measurement.from_samples(
-            samples, warmup=settings.warmup, threads=settings.threads,
-            runtime=self.runtime.name, runtime_version=self.runtime_version,
-            model_sha256=sha, device=self.spec, fingerprint=self.fingerprint(),
-            rel_ci_goal=settings.rel_ci, clock=settings.clock)
-        return m.with_(noisy=noisy or m.noisy)
 
 
 @register_device("local", "local:onnxruntime")

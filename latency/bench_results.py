@@ -8,6 +8,7 @@ timestamp. Files are written atomically and never overwritten silently.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -34,19 +35,38 @@ class BenchRecord:
     measurement: Measurement       # all rounds' samples pooled, in round order
     rounds: tuple[int, ...] = ()   # samples per round; () = one round
     run_medians: tuple[float, ...] = ()   # per-run medians of a baseline merged from runs
+    #: the entry's reference timed alternately with it, sample for sample (same rounds);
+    #: () when the device cannot interleave (a phone) or the entry has no reference
+    paired_ms: tuple[float, ...] = ()
+    #: per-run medians of the entry relative to ``paired_ms`` (a merged baseline)
+    paired_run_medians: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.measurement.samples_ms)
         if self.rounds and (sum(self.rounds) != n or min(self.rounds) < 1):
             raise ValueError(f"entry {self.name!r}: rounds {list(self.rounds)} do not add up "
                              f"to its {n} samples")
+        if self.paired_ms and len(self.paired_ms) != n:
+            raise ValueError(f"entry {self.name!r}: {len(self.paired_ms)} paired reference "
+                             f"samples for its {n} samples")
+        if self.paired_ms and not all(math.isfinite(v) and v > 0 for v in self.paired_ms):
+            raise ValueError(f"entry {self.name!r}: paired reference samples must be finite "
+                             "and positive")
+        if self.paired_run_medians and len(self.paired_run_medians) != len(self.run_medians):
+            raise ValueError(f"entry {self.name!r}: paired run medians do not match its runs")
 
     @classmethod
     def from_rounds(cls, name: str, entry: dict[str, Any], rounds: Sequence[Measurement],
-                    rel_ci_goal: float = 0.02) -> BenchRecord:
-        """Pool the rounds of one entry; noisy if any round was or the pool is."""
+                    rel_ci_goal: float = 0.02,
+                    paired: Sequence[Measurement] | None = None) -> BenchRecord:
+        """Pool the rounds of one entry; noisy if any round was or the pool is.
+        ``paired``: the reference's samples timed alternately with each round."""
         if not rounds:
             raise ValueError(f"entry {name!r}: no measurement rounds")
+        if paired is not None and [len(m.samples_ms) for m in paired] != \
+                [len(m.samples_ms) for m in rounds]:
+            raise ValueError(f"entry {name!r}: the paired reference rounds do not match its "
+                             "rounds sample for sample")
         m0 = rounds[0]
         if len({m.model_sha256 for m in rounds}) != 1:
             raise ValueError(f"entry {name!r}: the model changed between rounds")
@@ -59,7 +79,8 @@ class BenchRecord:
             rel_ci_goal=rel_ci_goal, clock=m0.clock)
         pooled = pooled.with_(noisy=pooled.noisy or any(m.noisy for m in rounds),
                               timestamp=m0.timestamp)
-        return cls(name, entry, pooled, tuple(len(m.samples_ms) for m in rounds))
+        pair = tuple(float(v) for m in paired or () for v in m.samples_ms)
+        return cls(name, entry, pooled, tuple(len(m.samples_ms) for m in rounds), (), pair)
 
     @classmethod
     def merge(cls, records: Sequence[BenchRecord]) -> BenchRecord:
@@ -82,7 +103,26 @@ class BenchRecord:
         merged = cls.from_rounds(first.name, records[-1].entry, rounds,
                                  float(first.entry.get("settings", {}).get("rel_ci", 0.02)))
         medians = [v for r in records for v in (r.run_medians or (r.measurement.median_ms,))]
-        return cls(merged.name, merged.entry, merged.measurement, merged.rounds, tuple(medians))
+        # paired samples survive only when every run has them (else: round-level reference)
+        paired = all(r.paired_ms for r in records)
+        pair = tuple(v for r in records for v in r.paired_ms) if paired else ()
+        rel = tuple(v for r in records for v in (r.paired_run_medians or
+                                                  (float(np.median(r.relative_samples())),))
+                    ) if paired else ()
+        return cls(merged.name, merged.entry, merged.measurement, merged.rounds, tuple(medians),
+                   pair, rel)
+
+    def relative_samples(self) -> np.ndarray:
+        """The samples divided, round by round, by the median of the paired reference's
+        samples of the same round: the entry's speed relative to its reference, measured at
+        the same moments. ValueError without paired samples."""
+        if not self.paired_ms:
+            raise ValueError(f"entry {self.name!r} has no paired reference samples")
+        sizes = self.rounds or (len(self.paired_ms),)
+        ref = np.asarray(self.paired_ms, dtype=float)
+        edges = np.cumsum([0, *sizes])
+        meds = [float(np.median(ref[a:b])) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return np.asarray(self.measurement.samples_ms, dtype=float) / np.repeat(meds, sizes)
 
     def split_rounds(self) -> list[Measurement]:
         """The rounds as separate Measurements (inverse of :meth:`from_rounds`)."""
@@ -123,7 +163,9 @@ class BenchRecord:
         return {"name": self.name, "entry": self.entry, "rounds": list(self.rounds),
                 "round_medians_ms": self.round_medians,
                 "run_medians_ms": list(self.run_medians),
-                "measurement": self.measurement.to_dict()}
+                "measurement": self.measurement.to_dict(),
+                "paired_ms": list(self.paired_ms),
+                "paired_run_medians": list(self.paired_run_medians)}
 
 
 @dataclass
@@ -153,8 +195,10 @@ class BenchResults:
                 rec = BenchRecord(str(r["name"]), dict(r["entry"]),
                                   Measurement.from_dict(r["measurement"]),
                                   tuple(int(v) for v in r.get("rounds") or ()),
-                                  tuple(float(v) for v in r.get("run_medians_ms") or ()))
-            except (KeyError, TypeError, AttributeError) as e:
+                                  tuple(float(v) for v in r.get("run_medians_ms") or ()),
+                                  tuple(float(v) for v in r.get("paired_ms") or ()),
+                                  tuple(float(v) for v in r.get("paired_run_medians") or ()))
+            except (KeyError, TypeError, AttributeError, ValueError) as e:
                 raise ValueError(f"{where}: entry #{i} is malformed ({e!r})") from None
             if len(rec.measurement.samples_ms) < 3:
                 raise ValueError(f"{where}: entry {rec.name!r} has fewer than 3 raw samples")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -50,31 +50,54 @@ def measure_callable(run: Callable[[], object], settings: MeasureSettings
     median of fewer is not worth caching). The garbage collector is paused while timing
     so a Python collection never lands inside a sample.
     """
-    if not callable(run):
-        raise TypeError(f"run must be callable, got {type(run).__name__}")
+    samples, noisy = measure_interleaved([run], settings)
+    return samples[0], noisy
+
+
+def measure_interleaved(runs: Sequence[Callable[[], object]], settings: MeasureSettings
+                        ) -> tuple[list[list[float]], bool]:
+    """Time several callables *alternately*, one inference each in turn, under the
+    adaptive protocol of :func:`measure_callable` (which is the one-callable case).
+
+    Returns one sample list per callable (all the same length) and whether the *first*
+    one stayed noisy; the stopping rule watches the first only, the others ride along.
+    Why alternate: on a shared host the machine slows down in episodes of seconds (another
+    VM, frequency), much longer than one inference. Timed alternately, a model and an
+    unchanging reference see the same episodes, so their ratio cancels them; timed one
+    block after the other they see different ones (MobileNetV2 on this host: SD of the
+    log ratio of 30-sample medians 1.1% alternated, 2.8% in blocks, 4.2% for the model
+    alone; ``docs/ci.md``).
+    """
+    runs = list(runs)
+    if not runs or not all(callable(r) for r in runs):
+        got = ", ".join(type(r).__name__ for r in runs) or "nothing"
+        raise TypeError(f"runs must be a non-empty sequence of callables, got {got}")
     for _ in range(settings.warmup):
-        run()
+        for run in runs:
+            run()
     clock = CLOCK_NS[settings.clock]
     wall = time.perf_counter_ns
     deadline = wall() + int(settings.max_seconds * 1e9)
-    samples: list[float] = []
+    samples: list[list[float]] = [[] for _ in runs]
+    first = samples[0]
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         def timed(n: int) -> None:
             for _ in range(n):
-                t0 = clock()
-                run()
-                t1 = clock()
-                samples.append((t1 - t0) / 1e6)
-                if len(samples) >= settings.runs and wall() >= deadline:
+                for run, out in zip(runs, samples, strict=True):
+                    t0 = clock()
+                    run()
+                    t1 = clock()
+                    out.append((t1 - t0) / 1e6)
+                if len(first) >= settings.runs and wall() >= deadline:
                     return
 
         timed(settings.runs)
-        while (len(samples) < settings.max_runs and wall() < deadline
-               and rel_halfwidth(samples) > settings.rel_ci):
-            timed(min(CHUNK, settings.max_runs - len(samples)))
+        while (len(first) < settings.max_runs and wall() < deadline
+               and rel_halfwidth(first) > settings.rel_ci):
+            timed(min(CHUNK, settings.max_runs - len(first)))
     finally:
         if gc_was_enabled:
             gc.enable()
-    return samples, rel_halfwidth(samples) > settings.rel_ci
+    return samples, rel_halfwidth(first) > settings.rel_ci

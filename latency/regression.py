@@ -188,6 +188,7 @@ class Comparison:
     drift: float = math.nan        # SD of the baseline's log run medians, nan if one run
     baseline_runs: int = 1
     reference: str | None = None   # ratio and CI are relative to this entry's, per round
+    paired: bool = False           # ... to its samples timed alternately with the entry's
 
     @property
     def over_budget(self) -> bool:
@@ -252,8 +253,8 @@ class Comparison:
             parts.append(f"baseline from {self.baseline_runs} run(s): run-to-run drift not "
                          "measured (accept 5+ runs with `mnas bench baseline update`)")
         if self.reference is not None:
-            parts.append(f"relative to reference {self.reference!r} measured in the same "
-                         "rounds")
+            parts.append(f"relative to reference {self.reference!r} " + (
+                "timed alternately with it" if self.paired else "measured in the same rounds"))
         if self.model_changed:
             parts.append("model file changed since the baseline")
         if self.noisy:
@@ -281,23 +282,33 @@ def compare_records(name: str, base: BenchRecord | None, cur: BenchRecord | None
                       runs)
 
 
-def normalize(rec: BenchRecord, ref: BenchRecord) -> BenchRecord | None:
-    """``rec``'s samples divided, round by round, by ``ref``'s round medians (and its run
-    medians by ``ref``'s): what is left is the entry's speed relative to the reference
-    measured at the same moments, with the machine's slowdowns cancelled. None when the
-    rounds (or runs) do not pair up."""
-    a, b = rec.rounds or (len(rec.measurement.samples_ms),), \
-        ref.rounds or (len(ref.measurement.samples_ms),)
-    if len(a) != len(b) or len(rec.run_medians) != len(ref.run_medians):
-        return None
-    x = np.asarray(rec.measurement.samples_ms, dtype=float)
-    scale = np.repeat(np.asarray(ref.round_medians), a)
+def normalize(rec: BenchRecord, ref: BenchRecord | None, *, paired: bool = True
+              ) -> BenchRecord | None:
+    """``rec`` relative to its reference: what is left is the entry's speed relative to
+    the reference measured at the same moments, with the machine's slowdowns cancelled.
+
+    With ``paired`` and samples of the reference timed *alternately* with ``rec``'s
+    (:attr:`BenchRecord.paired_ms`, local devices), each round is divided by the median
+    of its own paired samples, and run medians by the paired run medians; ``ref`` is not
+    needed. Otherwise ``rec``'s samples are divided, round by round, by ``ref``'s round
+    medians (and its run medians by ``ref``'s). None when those rounds (or runs) do not
+    pair up."""
     m = rec.measurement
-    norm = Measurement.from_samples(x / scale, warmup=m.warmup, threads=m.threads,
+    if paired and rec.paired_ms:
+        x = rec.relative_samples()
+        runs = rec.paired_run_medians
+    else:
+        if ref is None:
+            return None
+        a, b = rec.rounds or (len(m.samples_ms),), ref.rounds or (len(ref.measurement.samples_ms),)
+        if len(a) != len(b) or len(rec.run_medians) != len(ref.run_medians):
+            return None
+        x = np.asarray(m.samples_ms, dtype=float) / np.repeat(np.asarray(ref.round_medians), a)
+        runs = tuple(e / r for e, r in zip(rec.run_medians, ref.run_medians, strict=True))
+    norm = Measurement.from_samples(x, warmup=m.warmup, threads=m.threads,
                                     runtime=m.runtime, runtime_version=m.runtime_version,
                                     model_sha256=m.model_sha256, device=m.device,
                                     fingerprint=m.fingerprint, clock=m.clock)
-    runs = tuple(e / r for e, r in zip(rec.run_medians, ref.run_medians, strict=True))
     return BenchRecord(rec.name, rec.entry, norm, rec.rounds, runs)
 
 
@@ -308,14 +319,16 @@ def _compare_entry(name: str, baseline: BenchResults, results: BenchResults,
     if base is None or cur is None or not ref_name or ref_name == name:
         return compare_records(name, base, cur, tolerance)
     rb, rc = baseline.records.get(ref_name), results.records.get(ref_name)
-    nb = normalize(base, rb) if rb is not None else None
-    nc = normalize(cur, rc) if rc is not None else None
+    # both sides paired (timed alternately with the reference) or both per round
+    paired = bool(base.paired_ms) and bool(cur.paired_ms)
+    nb, nc = normalize(base, rb, paired=paired), normalize(cur, rc, paired=paired)
     if nb is None or nc is None:
         raise ValueError(f"entry {name!r}: its reference {ref_name!r} is missing or its rounds "
                          "do not pair up in one of the files; measure both together (`mnas "
                          "bench run` does) and accept them together")
     c = compare_records(name, nb, nc, tolerance)
-    return replace(c, baseline=base.measurement, current=cur.measurement, reference=ref_name)
+    return replace(c, baseline=base.measurement, current=cur.measurement, reference=ref_name,
+                   paired=paired)
 
 
 def compare_results(baseline: BenchResults, results: BenchResults, *,

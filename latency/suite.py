@@ -24,9 +24,13 @@ Format (paths are relative to the suite file)::
 Each entry is measured in ``rounds`` separate rounds, round-robin over the entries, so the
 comparison sees how much a median moves between runs on this machine (the dominant
 noise on shared CI runners), not only the spread of samples within one run. An entry
-with ``reference = "other-entry"`` is compared *relative* to that entry, round by round:
-the reference (a model that does not change, e.g. a copy of the shipped one) is measured
-in the same rounds, so a slowdown of the whole machine cancels out.
+with ``reference = "other-entry"`` is compared *relative* to that entry: the reference
+(a model that does not change, e.g. a copy of the shipped one) is measured in the same
+rounds, so a slowdown of the whole machine cancels out. On a local device it is also
+timed *alternately* with the entry, inference by inference
+(:meth:`devices.local.LocalDevice.measure_paired`), and the entry is compared relative to
+those paired samples, which cancels slow episodes of seconds too; a phone, whose tool
+times one model per call, falls back to the reference's same-round medians.
 
 ``clock`` picks what a sample is (:class:`MeasureSettings`): ``"wall"`` is the latency a
 user waits; ``"cpu"`` is the measuring thread's CPU time, which other jobs on a shared CI
@@ -431,12 +435,19 @@ def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
             paths = {e.name: prepare_model(e, getattr(opened[e.device], "model_format", "onnx"),
                                            work) for e in suite.entries}
             rounds: dict[str, list[Any]] = {e.name: [] for e in suite.entries}
+            paired: dict[str, list[Any]] = {e.name: [] for e in suite.entries}
             for r in range(1, total + 1):
                 for i, e in enumerate(suite.entries, start=1):
                     if r > e.rounds:
                         continue
+                    dev = opened[e.device]
                     try:
-                        m = measure_model(opened[e.device], paths[e.name], e.settings)
+                        if e.reference and hasattr(dev, "measure_paired"):
+                            m, pm = dev.measure_paired(paths[e.name], paths[e.reference],
+                                                       e.settings)
+                            paired[e.name].append(pm)
+                        else:
+                            m = measure_model(dev, paths[e.name], e.settings)
                     except RuntimeError as err:
                         raise RuntimeError(f"entry {e.name!r}: measuring on {e.device} "
                                            f"failed: {err}") from err
@@ -447,8 +458,8 @@ def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
                 entry = e.to_dict()
                 if e.model is not None:   # portable: relative to the suite file
                     entry["model"] = os.path.relpath(e.model, suite.path.parent.resolve())
-                results.records[e.name] = BenchRecord.from_rounds(e.name, entry, rounds[e.name],
-                                                                  e.settings.rel_ci)
+                results.records[e.name] = BenchRecord.from_rounds(
+                    e.name, entry, rounds[e.name], e.settings.rel_ci, paired[e.name] or None)
     finally:
         close_devices(opened)
     return results

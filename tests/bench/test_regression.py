@@ -309,3 +309,46 @@ def test_normalize_needs_paired_rounds() -> None:
     n = normalize(e, r2)
     assert n is not None and n.rounds == e.rounds
     assert n.measurement.median_ms == pytest.approx(2.0, rel=0.05)
+
+
+def paired_record(name: str, entry_ms: float, ref_ms: float, episodes: np.ndarray,
+                  seed: int, rounds: int = 3) -> BenchRecord:
+    """Entry and reference timed alternately: sample i of both saw slowdown episodes[i]."""
+    n = len(episodes) // rounds
+    e = [samples(entry_ms, n=n, rel_sd=0.01, seed=seed + i) * episodes[i * n:(i + 1) * n]
+         for i in range(rounds)]
+    r = [samples(ref_ms, n=n, rel_sd=0.01, seed=seed + 50 + i) * episodes[i * n:(i + 1) * n]
+         for i in range(rounds)]
+    entry = {"name": name, "tolerance": 0.05, "reference": "canary",
+             "settings": {"rel_ci": 0.02}}
+    return BenchRecord.from_rounds(name, entry, [meas(x) for x in e], 0.02, [meas(x) for x in r])
+
+
+def test_paired_reference_cancels_slow_episodes_within_a_round() -> None:
+    rng = np.random.default_rng(7)
+
+    def episodes(n: int = 90) -> np.ndarray:   # seconds-long 20% slowdowns, half the time
+        return np.repeat(np.where(rng.random(n // 10) < 0.5, 1.2, 1.0), 10)
+
+    canary = record("canary", samples(5.0, n=30), samples(5.0, n=30, seed=1),
+                    samples(5.0, n=30, seed=2))
+    runs = [paired_record("app", 10.0, 5.0, episodes(), seed=10 * k) for k in range(5)]
+    base = BenchRecord.merge(runs)
+    assert len(base.paired_ms) == len(base.measurement.samples_ms)
+    assert len(base.paired_run_medians) == len(base.run_medians) == 5
+    assert run_drift(base.paired_run_medians) < 0.02 < run_drift(base.run_medians)
+    same = paired_record("app", 10.0, 5.0, episodes(), seed=99)
+    slower = paired_record("app", 11.0, 5.0, episodes(), seed=98)
+    for cur, verdict in ((same, "ok"), (slower, "regression")):
+        c = compare_results(results(base, canary), results(cur, canary))
+        app = {x.name: x for x in c}["app"]
+        assert app.verdict == verdict and app.paired, (app.ratio, app.ci_low, app.ci_high)
+        assert "timed alternately" in app.explain()
+    # file round trip keeps the pairing; a run without it drops pairing from a merge
+    back = BenchResults.from_dict(results(base, canary).to_dict())
+    assert back.records["app"].paired_ms == base.paired_ms
+    assert back.records["app"].paired_run_medians == base.paired_run_medians
+    plain = BenchRecord(same.name, same.entry, same.measurement, same.rounds)
+    assert BenchRecord.merge([same, plain]).paired_ms == ()
+    with pytest.raises(ValueError, match="paired reference samples"):
+        BenchRecord(same.name, same.entry, same.measurement, same.rounds, (), (1.0, 2.0))

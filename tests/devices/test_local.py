@@ -77,3 +77,19 @@ def test_cpu_clock_is_recorded(model_path: Path) -> None:
     m = get_device("local:onnxruntime").measure(model_path, s)
     assert m.clock == "cpu" and m.median_ms > 0
     assert get_device("local:onnxruntime").measure(model_path, FAST).clock == "wall"
+
+
+def test_measure_paired_times_both_models_alternately(model_path: Path, tmp_path: Path) -> None:
+    from torch import nn
+
+    big = export_onnx(nn.Sequential(nn.Conv2d(SHAPE[1], 64, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(64, 64, 3, padding=1)),
+                      tmp_path / "big.onnx", input_shape=SHAPE)
+    d = get_device("local:onnxruntime")
+    m, ref = d.measure_paired(big, model_path, FAST)
+    assert ref is not None and len(ref.samples_ms) == len(m.samples_ms) == m.runs
+    assert m.model_sha256 == file_sha256(big) and ref.model_sha256 == file_sha256(model_path)
+    assert ref.median_ms < m.median_ms            # each list timed its own model
+    assert d.measure_paired(model_path, None, FAST)[1] is None
+    with pytest.raises(FileNotFoundError):
+        d.measure_paired(model_path, tmp_path / "missing.onnx", FAST)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from latency.measurement import MeasureSettings
-from latency.protocol import measure_callable, rel_halfwidth
+from latency.protocol import measure_callable, measure_interleaved, rel_halfwidth
 
 
 def spin(ms: float) -> None:
@@ -109,3 +109,23 @@ def test_clock_settings() -> None:
         MeasureSettings(clock="sundial")
     with pytest.raises(ValueError, match="threads=1"):
         MeasureSettings(clock="cpu", threads=2)
+
+
+def test_interleaved_runs_alternate_and_follow_the_first() -> None:
+    order: list[str] = []
+
+    def a() -> None:
+        order.append("a")
+        spin(0.2)
+
+    def b() -> None:
+        order.append("b")
+        spin(0.05)
+
+    s = MeasureSettings(warmup=2, runs=12, max_runs=40, rel_ci=0.5, max_seconds=10)
+    (sa, sb), noisy = measure_interleaved([a, b], s)
+    assert order == ["a", "b"] * (2 + len(sa))      # one inference each, in turn
+    assert len(sa) == len(sb) == s.runs and not noisy
+    assert sorted(sa)[len(sa) // 2] > 2 * sorted(sb)[len(sb) // 2]
+    with pytest.raises(TypeError, match="callables"):
+        measure_interleaved([], s)
