@@ -14,6 +14,19 @@ each child was *sampled* with, so a child asked before an update and told after 
 still weighted correctly. ``novel`` (default 0) redraws repeats of already-asked
 children (see ``_rl``).
 
+Two standard PPO additions, off by default (the papers use neither):
+
+- ``adv_norm``: ``"none"`` (default), ``"std"`` (divide each batch's advantages by their
+  standard deviation) or ``"batch"`` (subtract their mean too — PPO's usual per-batch
+  normalisation). Raw advantages carry the reward's scale: on the nb201 table rewards
+  differ by a few hundredths, so the policy-gradient term is small next to an entropy
+  bonus of a few hundredths and the policy stays near uniform for hundreds of children.
+  Normalised, the gradient no longer depends on the reward's scale (soft or hard reward,
+  targets, accuracy range), and ``entropy_weight`` means the same thing on any table.
+- ``target_kl`` (default 0: off): stop a batch's epochs once the mean KL divergence
+  from the sampling policy, estimated on the batch's own actions, exceeds
+  ``1.5 × target_kl`` (``kl_stops`` counts the stops).
+
 Small budgets: lr 3.5e-4 with 20 children per update barely moves the policy in 100–200
 children. ``lr=0.001; batch=5; entropy_weight=0.03; novel=10`` is the configuration
 chosen for a few hundred children (nb201 table, Galaxy S7 latency column, seeds
@@ -29,11 +42,17 @@ children (same column, targets 12/17/22 ms, seeds 0–9).
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 
 from mnas.spaces.base import SearchSpace
 from search.base import register_strategy
 from search.strategies._rl import ControllerStrategy, Record
+
+#: ``adv_norm`` choices
+ADV_NORMS = ("none", "std", "batch")
 
 
 @register_strategy
@@ -46,31 +65,58 @@ class PPO(ControllerStrategy):
                  lr: float = 3.5e-4, init_range: float = 0.1, baseline_decay: float = 0.95,
                  batch: int = 20, entropy_weight: float = 1e-5, clip: float = 0.2,
                  epochs: int = 4, ratio: str = "decision", failed_reward: float | None = None,
-                 slot_head: bool = True, novel: int = 0) -> None:
+                 slot_head: bool = True, novel: int = 0, adv_norm: str = "none",
+                 target_kl: float = 0.0) -> None:
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         if ratio not in ("decision", "sequence"):
             raise ValueError(f"ratio must be 'decision' or 'sequence', got {ratio!r}")
+        if adv_norm not in ADV_NORMS:
+            raise ValueError(f"adv_norm must be one of {', '.join(ADV_NORMS)}, got {adv_norm!r}")
+        if not (math.isfinite(target_kl) and target_kl >= 0):
+            raise ValueError(f"target_kl must be >= 0 (0: no early stop), got {target_kl}")
         super().__init__(space, seed, hidden=hidden, layers=layers, lr=lr,
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
                          entropy_weight=entropy_weight, failed_reward=failed_reward,
                          slot_head=slot_head, novel=novel,
-                         clip=float(clip), epochs=int(epochs), ratio=ratio)
+                         clip=float(clip), epochs=int(epochs), ratio=ratio,
+                         adv_norm=adv_norm, target_kl=float(target_kl))
         self.clip, self.epochs, self.ratio = float(clip), int(epochs), ratio
+        self.adv_norm, self.target_kl = adv_norm, float(target_kl)
+        self.kl_stops = 0
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         per_step = self.ratio == "decision"
         old = [torch.as_tensor(r[2], dtype=torch.float32) for r in batch]
         old_t = torch.nn.utils.rnn.pad_sequence(old, batch_first=True) if per_step else \
             torch.stack([o.sum() for o in old])
+        if self.adv_norm != "none" and len(adv) > 1:
+            sd = adv.std()
+            if self.adv_norm == "batch":
+                adv = adv - adv.mean()
+            if sd > 1e-8:               # equal advantages: nothing to rescale
+                adv = adv / sd
         a = adv[:, None] if per_step else adv
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
             logp, ent = self._evaluate(batch, per_step=per_step)
+            if self.target_kl and epoch:
+                with torch.no_grad():   # KL(old || new) estimated on the batch's own actions
+                    kl = float((old_t - logp).reshape(len(batch), -1).sum(1).mean())
+                if kl > 1.5 * self.target_kl:
+                    self.kl_stops += 1
+                    break
             ratio = torch.exp(logp - old_t)
             surr = torch.minimum(ratio * a, ratio.clamp(1 - self.clip, 1 + self.clip) * a)
             # per decision: Σ_t over each child's decisions, as REINFORCE's Σ_t ∇log π
             loss = -surr.reshape(len(batch), -1).sum(1).mean() \
                 - self.entropy_weight * ent.mean()
             self._step(loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "kl_stops": self.kl_stops}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.kl_stops = state.get("kl_stops", 0)    # older checkpoints: none recorded
