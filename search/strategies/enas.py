@@ -20,9 +20,9 @@ U(−0.1, 0.1), as in the paper). Every ``ask(n)``:
    average of rewards (``baseline_decay``, ENAS's 0.99), taken before the batch it scores
    (the first batch uses its own mean);
 3. **proposal** — samples ``candidates`` children (at least ``n``), scores each distinct
-   one on the fixed ranking set (``rank_examples`` validation examples, 0 = the whole
-   validation split) × the latency factor, and returns the top ``n``, preferring children
-   not returned before. Their meta carries ``supernet_accuracy``,
+   one on the fixed ranking set (``rank_examples`` validation examples, default 96; 0 =
+   the whole validation split) × the latency factor, and returns the top ``n``,
+   preferring children not returned before. Their meta carries ``supernet_accuracy``,
    ``latency_estimate_ms``, ``latency_estimate`` (which estimate), ``supernet_reward`` and
    the rank; the loop then trains and measures them like any other strategy's children.
 
@@ -42,28 +42,47 @@ baseline, so a resumed strategy asks exactly what the uninterrupted one would.
 ``threads`` (default 1) sets torch's threads during ``ask``.
 
 Cost and what was measured (this 2-core host, one thread, ``mnasnet``, defaults:
-digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s, scoring a child on the 359
-validation images ≈ 0.09–0.11 CPU-s, so an ``ask`` ≈ 9 CPU-s (+12 s of warm-up on the
-first). The ``mnasnet`` supernet holds at most 3 operation modules per position (entangled;
+digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s, scoring a child ≈ 0.3 CPU-ms
+per ranking image (0.09–0.11 CPU-s on all 359 validation images; the default ranking
+set is 96 of them, ≈ 0.03 CPU-s, which puts scoring above 100× the proxy's ≈ 3.9 CPU-s
+per child at the price of a noisier accuracy, ±0.04 binomial s.e. at 0.8 — every child
+is scored on the same images, so their differences are less noisy), so an ``ask`` ≈ 8
+CPU-s (+12 s of warm-up on the first). The ``mnasnet`` supernet holds at most 2
+operation modules per position (entangled;
 it used to fill to ~390 modules, ≈ 150 MB of checkpoint state with momentum buffers).
 
-**Known limitation — the shared weights learn only partly on the default proxy.** With
-one independent module per (op, kernel, SE) the supernet never learned (1,100 shared
-steps: loss 2.5, chance 2.3; Spearman 0.04 on 20 children). Diagnosis (experiments
-varying one kind of decision around MobileNetV2, 240 steps, digits 32×32): a fixed child
-reaches 0.94–0.97, varying filters or layers (sliced weights) 0.94–0.96, but two
-*independent* alternatives on each of the seven blocks stayed at chance — every
-alternative has its own random feature basis and the blocks' first layers have no
-residual path, so the next shared layer cannot follow them (not the 1×1 maps: 64×64 was
-at chance too; not the learning rate: 0.01–0.2 and no momentum the same). The
-``mnasnet`` supernet therefore entangles kernel, SE and expansion
-(:mod:`search.supernet.mnasnet`; kernel × SE then reaches 0.96), but its three ConvOp
-families (regular conv, depthwise-separable, MBConv) have different shapes and stay
-independent, and children mixing them still train slowly (two families: 0.3–0.5 after
-240 steps; three: at chance after 720). ``benchmarks/enas_speed.py`` with this supernet
-(defaults, 1,100 shared steps): training loss 2.46–2.64, supernet accuracy of 20 uniform
-children 0.08–0.19, Spearman 0.005 against their proxy accuracies — still not learning;
-the controller then optimises the latency estimate and ``ask`` ranks by it.
+**Known limitation — the shared weights do not learn the full ``mnasnet`` space in
+this budget.** With one independent module per (op, kernel, SE) the supernet never
+learned (1,100 shared steps: loss 2.5, chance 2.3; Spearman 0.04 on 20 children).
+Diagnosis (240 shared steps, digits 32×32, 40 uniform children scored, chance 0.10): a
+fixed child reaches 0.94–0.97; varying only kernel, SE, expansion, filters or layers
+(entangled, :mod:`search.supernet.mnasnet`) 0.93–0.96 each. What defeats it is mixing
+ConvOp families and skip ops across the seven blocks (each block's first layer has no
+residual path, so the next shared layer sees a different feature basis per
+alternative):
+
+* ``dsconv`` entangled with ``ir`` (the MBConv module's depthwise conv, SE and projection
+  on the first ``in`` channels) or on a module of its own: the same — children mixing
+  ``dsconv``/``mbconv3``/``mbconv6`` at chance (0.07–0.18) after a 120-step warm-up of the
+  largest child and 240 mixed steps. Kept entangled: one module fewer per position.
+* skip ops: with mbconv6 only, skip ∈ {pool, identity} reaches 0.39–0.53 (still
+  rising), all three at chance — ``none`` removes the residual the shared bodies were
+  trained around.
+* the largest child trained alone first (OFA's progressive shrinking) helps the
+  entangled decisions (mbconv6, fixed skip: 0.73–0.95 vs 0.25–0.59 without; with
+  mbconv3/mbconv6 mixed in as well 0.21–0.43) but not the mixing above; from it, one block changed to ``pool``/``none`` gives 0.42–0.67,
+  to ``dsconv`` 0.19–0.26, to ``conv`` (own module) 0.06–0.11.
+* optimiser: at initialisation children's gradient norms are 20–475, so ``grad_clip``
+  5 clips every step (why lr 0.01–0.2 changed nothing); without clipping (lr 0.005–0.05)
+  or with 20 the loss stays at 2.3–3.2; four children per update with averaged
+  gradients (FairNAS-like) likewise.
+
+``benchmarks/enas_speed.py`` (defaults, 1,100 shared steps) therefore still finds the
+supernet accuracies of uniform children at chance and no correlation with the proxy
+(see the benchmark's docstring for the numbers); the controller then optimises the
+latency estimate and ``ask`` ranks by it. The proxy's own accuracies are explained
+mostly by the number of layers without a skip (Spearman −0.81 over 40 children) and of
+regular convs (+0.49) — exactly the decisions the supernet cannot yet tell apart.
 """
 
 from __future__ import annotations
@@ -110,7 +129,7 @@ class Enas(Strategy):
                  width_mult: float = 0.5, batch_size: int = 64, val_fraction: float = 0.2,
                  data_seed: int = 0, warmup_steps: int = 100, shared_steps: int = 50,
                  controller_steps: int = 5, controller_batch: int = 8, val_batch: int = 128,
-                 candidates: int = 16, rank_examples: int = 0, lr: float = 0.05,
+                 candidates: int = 16, rank_examples: int = 96, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 4e-5, grad_clip: float = 5.0,
                  hidden: int = 100, controller_lr: float = 3.5e-4,
                  entropy_weight: float = 1e-4, baseline_decay: float = 0.99,

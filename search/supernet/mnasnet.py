@@ -6,30 +6,41 @@ its largest layer count, and a child with ``layers = n`` runs slots ``0 .. n-1``
 layers choice is how many of the block's positions run). The stem is one module.
 
 **Operations** — one shared module per position and *ConvOp family*, keyed
-``b{i}l{j}|{family}`` (1-based block): ``cn`` (regular conv), ``ds`` (depthwise-separable)
-and ``ir`` (MBConv, both expansions). It is the space's own layer body
-(``RegularConv`` / ``DepthwiseSeparable`` / ``MBConv`` from :mod:`mnas.blocks`) built at
-the position's *largest* settings — 5×5 kernel, SE on, expansion 6, the most filters of
-the block and, for slot 0, the widest input any child can feed it (an empty block passes
-its input on) — and every child's setting is a slice of it (weight *entanglement*, as
-Single-Path NAS and Once-for-All do): conv weights ``[:out, :in]`` and the *centre* 3×3
-of a 5×5 kernel, depthwise ``[:c]``, BatchNorm ``[:c]``, SE ``[:reduced, :c]`` with the
-child's own reduced width, ``mbconv3`` the first ``3·in`` expanded channels; a child
-without SE skips the SE module. The forward runs the same ops as the block's modules on
-those slices (``F.conv2d``, ``F.batch_norm`` with the module's mode, ReLU6, the SE gate),
-so a child equals its standalone build when that build gets the slices
+``b{i}l{j}|{family}`` (1-based block): ``cn`` (regular conv) and ``ir`` (MBConv, both
+expansions, and the depthwise-separable conv). It is the space's own layer body
+(``RegularConv`` / ``MBConv`` from :mod:`mnas.blocks`) built at the position's *largest*
+settings — 5×5 kernel, SE on, expansion 6, the most filters of the block and, for slot 0,
+the widest input any child can feed it (an empty block passes its input on) — and every
+child's setting is a slice of it (weight *entanglement*, as Single-Path NAS and
+Once-for-All do): conv weights ``[:out, :in]`` and the *centre* 3×3 of a 5×5 kernel,
+depthwise ``[:c]``, BatchNorm ``[:c]``, SE ``[:reduced, :c]`` with the child's own reduced
+width, ``mbconv3`` the first ``3·in`` expanded channels; a child without SE skips the SE
+module. ``dsconv`` is an MBConv without the expansion conv (MobileNetV2's ``t = 1``
+layer), so it runs the ``ir`` module's depthwise conv, SE and projection on the first
+``in`` channels (:func:`body_plan`). The forward runs the same ops as the block's modules
+on those slices (``F.conv2d``, ``F.batch_norm`` with the module's mode, ReLU6, the SE
+gate), so a child equals its standalone build when that build gets the slices
 (:meth:`Supernet.to_standalone`; tested).
 
 Why entangled: with one independently initialised module per (op, kernel, SE) — 16 per
 position — the shared weights never learned (``benchmarks/enas_speed.py``: training loss
-above chance after 1,100 steps, supernet accuracy at chance). Measured on digits 32×32
-(240 shared steps, children varying only the named decisions around MobileNetV2): kernel
-× SE with independent modules → accuracy 0.12–0.19; entangled → 0.95–0.96; mbconv3 vs
-mbconv6 entangled → 0.93–0.96; filters or layers (always sliced) → 0.94–0.96. Two
-independent alternatives per block on seven blocks in a row without a residual path
-(each block's first layer) give every alternative its own random feature basis, and the
-next shared layer cannot follow all of them. The three families have different shapes
-and stay independent; that is still the unsolved part (see ``search.strategies.enas``).
+above chance after 1,100 shared steps, supernet accuracy at chance). Measured on digits
+32×32 (240 shared steps, children varying only the named decisions around MobileNetV2):
+kernel × SE with independent modules → accuracy 0.12–0.19; entangled → 0.95–0.96;
+mbconv3 vs mbconv6 entangled → 0.93–0.96; filters or layers (always sliced) →
+0.94–0.96.
+
+What still does not learn (measured in this file's current form, 240 shared steps,
+scored on 40 children, chance 0.10; see ``search.strategies.enas`` for the whole
+record): children that mix ConvOp families or skip ops. From a supernet whose largest
+child (mbconv6, 5×5, SE, identity skip, most filters and layers) was trained alone for
+120 steps to 0.91, changing *one* block of it gives: kernel, SE, expansion, filters,
+layers 0.77–0.92 (inherited); skip ``pool``/``none`` 0.42–0.67; ``dsconv`` 0.19–0.26
+(entangled with ``ir`` as above — same tensors, but its depthwise conv sees the input
+channels where the MBConv's sees expanded ones); ``conv`` 0.06–0.11 (own module).
+Training on from there: children varying kernel, SE, filters and layers (mbconv6, fixed
+skip) reach 0.73–0.95 (without the warm-up 0.25–0.59); adding ``dsconv`` (entangled or
+its own module alike) or the skip op brings every child back to chance (0.06–0.18).
 
 **Skip ops** are separate, because the body does not depend on them: ``identity`` adds
 ``x`` (only where shape-preserving — the blocks' rule), ``none`` adds nothing, ``pool``
@@ -37,7 +48,7 @@ adds the 3×3 average pool and, when the width changes, a per-position max-width
 projection (``b{i}l{j}|poolproj``), sliced likewise. The head (``head``) is one
 ``ClassifierHead`` whose 1×1 conv is sliced to the child's last width.
 
-Slicing also bounds the table at 3 operation modules per position, and trains every
+Slicing also bounds the table at 2 operation modules per position, and trains every
 width of an operation together. Autograd gives the whole max-width tensor a gradient
 (zero outside the slice), so SGD's momentum and weight decay touch it all.
 """
@@ -104,8 +115,9 @@ def squeeze_excite(m: SqueezeExcite, x: torch.Tensor, c: int, r: int) -> torch.T
 
 #: the shared module (family) each ConvOp runs on, and the index in that module's body of
 #: each of the op's steps
-FAMILY = {"conv": "cn", "dsconv": "ds", "mbconv3": "ir", "mbconv6": "ir"}
-#: the widest layer of each family: what its one shared module is built as
+FAMILY = {"conv": "cn", "dsconv": "ir", "mbconv3": "ir", "mbconv6": "ir"}
+#: the widest layer of each family: what its one shared module is built as ("ds": only
+#: to replay checkpoints written while dsconv had a module of its own)
 _FAMILY_OP = {"cn": "conv", "ds": "dsconv", "ir": "mbconv6"}
 MAX_KERNEL = max(sp.KERNELS)
 MAX_SE = max(sp.SE_RATIOS)
@@ -124,7 +136,7 @@ def body_plan(op: str, cin: int, cout: int, se: float
     if op == "conv":
         return [(0, "conv", cin, cout), *se_step(1, cout)]
     if op == "dsconv":
-        return [(0, "conv", cin, cin), *se_step(1, cin), (2, "conv", cin, cout)]
+        return [(1, "conv", cin, cin), *se_step(2, cin), (3, "conv", cin, cout)]
     mid = cin * int(op.removeprefix("mbconv"))
     return [(0, "conv", cin, mid), (1, "conv", mid, mid), *se_step(2, mid),
             (3, "conv", mid, cout)]

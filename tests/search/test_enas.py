@@ -156,6 +156,14 @@ def test_mnasnet_supernet_slices_widths_kernels_se_and_expansion_of_one_module()
     other[names.index("b4_op")] = 0                   # a regular conv: its own module
     net.child_modules(space.from_choices(other))
     assert "b4l0|cn" in net.shared
+    # dsconv is an MBConv without the expansion: the ir module's depthwise conv and
+    # projection on the first `in` channels, no module of its own
+    ds = list(c)
+    ds[names.index("b4_op")] = 1
+    md = net.child_modules(space.from_choices(ds))
+    ir = net.shared["b4l0|ir"]
+    assert md["blocks.3.0.body.0"] is ir[1] and md["blocks.3.0.body.1"] is ir[3]
+    assert not any(k.endswith("|ds") for k in net.shared)
     # a 3x3 child runs the centre of the stored 5x5 kernel
     assert net.shared["b4l0|ir"][1][0].weight.shape[-1] == 5
     model = net.to_standalone(a)
