@@ -20,7 +20,7 @@ U(−0.1, 0.1), as in the paper). Every ``ask(n)``:
    average of rewards (``baseline_decay``, ENAS's 0.99), taken before the batch it scores
    (the first batch uses its own mean);
 3. **proposal** — samples ``candidates`` children (at least ``n``), scores each distinct
-   one on the fixed ranking set (``rank_examples`` validation examples, default 96; 0 =
+   one on the fixed ranking set (``rank_examples`` validation examples, default 64; 0 =
    the whole validation split) × the latency factor, and returns the top ``n``,
    preferring children not returned before. Their meta carries ``supernet_accuracy``,
    ``latency_estimate_ms``, ``latency_estimate`` (which estimate), ``supernet_reward`` and
@@ -42,14 +42,16 @@ baseline, so a resumed strategy asks exactly what the uninterrupted one would.
 ``threads`` (default 1) sets torch's threads during ``ask``.
 
 Cost and what was measured (this 2-core host, one thread, ``mnasnet``, defaults:
-digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s, scoring a child ≈ 0.3 CPU-ms
-per ranking image (0.09–0.11 CPU-s on all 359 validation images; the default ranking
-set is 96 of them, ≈ 0.03 CPU-s, which puts scoring above 100× the proxy's ≈ 3.9 CPU-s
-per child at the price of a noisier accuracy, ±0.04 binomial s.e. at 0.8 — every child
-is scored on the same images, so their differences are less noisy), so an ``ask`` ≈ 8
-CPU-s (+12 s of warm-up on the first). The ``mnasnet`` supernet holds at most 2
-operation modules per position (entangled;
-it used to fill to ~390 modules, ≈ 150 MB of checkpoint state with momentum buffers).
+digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms
+plus ≈ 0.28 CPU-ms per ranking image (0.11 CPU-s on all 359 validation images, 34 ms
+on 96). The default ranking set is 64 images (≈ 0.025 CPU-s) because the proxy costs
+only ≈ 3.3–3.9 CPU-s per child: on 96 images ``benchmarks/enas_speed.py`` measured
+97× the proxy's rate, short of the 100× goal. The price is a noisier accuracy (±0.05
+binomial s.e. at 0.8; every child is scored on the same images, so their differences
+are less noisy); ``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8 CPU-s
+(+12 s of warm-up on the first). The ``mnasnet`` supernet holds at most 2 operation
+modules per position (entangled; it used to fill to ~390 modules, ≈ 150 MB of
+checkpoint state with momentum buffers).
 
 **Known limitation — the shared weights do not learn the full ``mnasnet`` space in
 this budget.** With one independent module per (op, kernel, SE) the supernet never
@@ -72,6 +74,14 @@ alternative):
   entangled decisions (mbconv6, fixed skip: 0.73–0.95 vs 0.25–0.59 without; with
   mbconv3/mbconv6 mixed in as well 0.21–0.43) but not the mixing above; from it, one block changed to ``pool``/``none`` gives 0.42–0.67,
   to ``dsconv`` 0.19–0.26, to ``conv`` (own module) 0.06–0.11.
+* distillation from the largest child (OFA), trained itself every other step: it
+  stays at 0.91, uniform children at chance (0.06–0.19) after 240 steps. Block-wise
+  feature distillation (DNA-like: each block of a sampled child regresses the largest
+  child's block output from its block input, all blocks in one step, variance-
+  normalised) is the only setting that lifted uniform children above chance — 0.04–0.48
+  (mean 0.16) after 240 steps, 0.01–0.40 (mean 0.18) after 600, its loss flat at ≈ 0.5
+  per block — but Spearman against the proxy stayed −0.09…0.04 (adding the child's
+  cross-entropy: 0.07–0.21); not adopted.
 * optimiser: at initialisation children's gradient norms are 20–475, so ``grad_clip``
   5 clips every step (why lr 0.01–0.2 changed nothing); without clipping (lr 0.005–0.05)
   or with 20 the loss stays at 2.3–3.2; four children per update with averaged
@@ -129,7 +139,7 @@ class Enas(Strategy):
                  width_mult: float = 0.5, batch_size: int = 64, val_fraction: float = 0.2,
                  data_seed: int = 0, warmup_steps: int = 100, shared_steps: int = 50,
                  controller_steps: int = 5, controller_batch: int = 8, val_batch: int = 128,
-                 candidates: int = 16, rank_examples: int = 96, lr: float = 0.05,
+                 candidates: int = 16, rank_examples: int = 64, lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 4e-5, grad_clip: float = 5.0,
                  hidden: int = 100, controller_lr: float = 3.5e-4,
                  entropy_weight: float = 1e-4, baseline_decay: float = 0.99,
