@@ -66,10 +66,6 @@ from mnas.spaces import mnasnet as sp
 from search.supernet import Spec, Supernet
 
 
-def _se_tag(se: float) -> str:
-    return f"se{round(se * 100)}"
-
-
 def batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, c: int) -> torch.Tensor:
     """``bn`` on the first ``c`` channels (``nn.BatchNorm2d.forward`` on slices; the
     running statistics are updated through views of the module's buffers)."""
