@@ -81,7 +81,8 @@ alternative):
   normalised) is the only setting that lifted uniform children above chance — 0.04–0.48
   (mean 0.16) after 240 steps, 0.01–0.40 (mean 0.18) after 600, its loss flat at ≈ 0.5
   per block — but Spearman against the proxy stayed −0.09…0.04 (adding the child's
-  cross-entropy: 0.07–0.21); not adopted.
+  cross-entropy: 0.07–0.21); not adopted. Its accuracies follow closeness to the
+  largest child (identity-skip layers +0.34, MBConv layers +0.28 Spearman over 40).
 * optimiser: at initialisation children's gradient norms are 20–475, so ``grad_clip``
   5 clips every step (why lr 0.01–0.2 changed nothing); without clipping (lr 0.005–0.05)
   or with 20 the loss stays at 2.3–3.2; four children per update with averaged
@@ -92,7 +93,9 @@ supernet accuracies of uniform children at chance and no correlation with the pr
 (see the benchmark's docstring for the numbers); the controller then optimises the
 latency estimate and ``ask`` ranks by it. The proxy's own accuracies are explained
 mostly by the number of layers without a skip (Spearman −0.81 over 40 children) and of
-regular convs (+0.49) — exactly the decisions the supernet cannot yet tell apart.
+regular convs (+0.49) — exactly the decisions the supernet cannot yet tell apart, and
+a measure of trainability in 44 steps that even a converged supernet is not built to
+predict.
 """
 
 from __future__ import annotations
