@@ -199,7 +199,8 @@ class LatencyTable:
     def __init__(self, *, space: str, resolution: int, num_classes: int, device: str,
                  fingerprint: dict[str, Any], settings: dict[str, Any], clock: str = "",
                  entries: dict[str, float], noisy: Sequence[str] = (),
-                 calibration: dict[str, Any] | None = None, created: float = 0.0) -> None:
+                 calibration: dict[str, Any] | None = None, created: float = 0.0,
+                 anchor: dict[str, Any] | None = None) -> None:
         self.space = space
         self.resolution = int(resolution)
         self.num_classes = int(num_classes)
@@ -213,6 +214,9 @@ class LatencyTable:
         self.noisy = sorted(set(noisy))
         self.calibration = dict(calibration or {"a": 1.0, "b": 0.0, "c": 0.0, "points": 0})
         self.created = created or time.time()
+        #: {"unit": key, "ms": nominal} when every entry was timed alternately with that
+        #: unit and scaled to its nominal latency (latency.lut_measure, "Anchor")
+        self.anchor = dict(anchor) if anchor else None
         self.units = units_for(space, self.resolution, self.num_classes)
         self._tables: _Compiled | None = None
 
@@ -222,7 +226,7 @@ class LatencyTable:
                 "num_classes": self.num_classes, "device": self.device,
                 "fingerprint": self.fingerprint, "clock": self.clock,
                 "settings": self.settings, "created": self.created,
-                "calibration": self.calibration, "noisy": self.noisy,
+                "calibration": self.calibration, "noisy": self.noisy, "anchor": self.anchor,
                 "entries": dict(sorted(self.entries.items()))}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -244,7 +248,8 @@ class LatencyTable:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
             keys = ("space", "resolution", "num_classes", "device", "fingerprint",
                     "settings", "entries", "noisy", "calibration", "created")
-            return cls(**{k: d[k] for k in keys}, clock=d.get("clock", ""))
+            return cls(**{k: d[k] for k in keys}, clock=d.get("clock", ""),
+                       anchor=d.get("anchor"))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{p} is not a mnas lookup table ({e})") from None
 

@@ -37,6 +37,11 @@ def register(sub: Any) -> None:
                    help="full networks measured for the calibration (default 12)")
     b.add_argument("--seed", type=int, default=1_000_003,
                    help="seed of the calibration networks")
+    b.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=None,
+                   help="time every unit and network alternately with a fixed anchor layer "
+                        "and scale it to the anchor's build-time latency, cancelling the "
+                        "host's slow episodes (default: on where the device can, i.e. "
+                        "local runtimes; see docs/lut.md)")
     _measure_args(b)
     b.set_defaults(func=run_build)
 
@@ -105,13 +110,16 @@ def run_build(args: argparse.Namespace) -> int:
         table = build_table(device, space, args.out, resolution=args.resolution,
                             num_classes=args.classes, settings=_settings(args),
                             calibrate=args.calibrate, seed=args.seed,
-                            cache=_cache(args))
+                            cache=_cache(args), anchor=args.anchor)
     finally:
         device.close()
     c = table.calibration
     print(f"lookup table {args.out}: {len(table.entries)} units of {table.space} at "
           f"{table.resolution}x{table.resolution} on {table.device} (clock {table.clock}), "
-          f"{len(table.noisy)} noisy; calibration on {c['points']} networks: "
+          f"{len(table.noisy)} noisy; "
+          + (f"anchored to {table.anchor['unit']} ({table.anchor['ms']:.4f} ms); "
+             if table.anchor else "")
+          + f"calibration on {c['points']} networks: "
           f"{c['a']:.4f} x sum + {c['b']:.4f} ms x units + {c['c']:.3f} ms "
           f"(fit MAPE {c['fit_mape']:.2%}); {time.monotonic() - t0:.0f} s")
     return 0
@@ -145,11 +153,18 @@ def run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=1, sort_keys=True))
         return 0
     sp = res["predictions_per_s"]
+
+    def metrics(r: dict[str, Any]) -> str:
+        return (f"within ±5% {r['within_5pct']:.1%}, within ±10% {r['within_10pct']:.1%}, "
+                f"MAPE {r['mape']:.2%}, Spearman {r['spearman']:.4f}")
+
+    how = ("timed alternately with the table's anchor and scaled to its build-time latency"
+           if res["anchored"] else "raw medians")
     print(f"{res['n']} networks on {device.spec} (table clock {table.clock}, measured "
-          f"with clock {settings.clock}): "
-          f"within ±5% {res['within_5pct']:.1%}, within ±10% {res['within_10pct']:.1%}, "
-          f"MAPE {res['mape']:.2%}, Spearman {res['spearman']:.4f}, "
+          f"with clock {settings.clock}, {how}): {metrics(res)}, "
           f"{res['noisy_measurements']} noisy measurements; predictions/s: "
           f"{sp['batch']:.3g} batched, {sp['single']:.3g} one arch at a time; "
           f"{res['seconds']:.0f} s")
+    if res["anchored"]:
+        print(f"against the unscaled medians: {metrics(res['raw'])}")
     return 0

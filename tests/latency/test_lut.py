@@ -159,7 +159,8 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
     out = partial.save(tmp_path / "lut.json")
     args = ["lut", "build", "--device", "local:onnxruntime", "--resolution", str(LOW),
             "--out", str(out), "--calibrate", "4", "--warmup", "1", "--runs", "3",
-            "--max-runs", "3", "--clock", "cpu", "--cache", str(tmp_path / "lat.db")]
+            "--max-runs", "3", "--clock", "cpu", "--cache", str(tmp_path / "lat.db"),
+            "--no-anchor"]
     assert main(args) == 0
     line = capsys.readouterr().out
     assert f"{len(units.enumerate())} units of mnasnet at {LOW}x{LOW}" in line
@@ -190,3 +191,45 @@ def test_build_refuses_a_table_of_another_device(tmp_path, monkeypatch):
     assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out)]) == 2
     assert main(["lut", "eval", "--lut", str(out), "--n", "1"]) == 2
     assert main(["lut", "eval", "--lut", str(out), "--n", "0"]) == 2
+
+
+def test_anchored_build_scales_to_the_anchor_and_eval_reports_both(tmp_path, capsys):
+    """Anchored (the default on a local device): units and networks are timed
+    alternately with the anchor unit and scaled to its nominal latency; a resumed table
+    keeps its nominal, so twice the nominal gives about twice the entries."""
+    from latency.lut_measure import ANCHOR_INDEX
+
+    device = get_device("local:onnxruntime")
+    settings = MeasureSettings(threads=1, warmup=2, runs=15, max_runs=15, clock="cpu")
+    units = MnasnetUnits(LOW)
+    key = units.units(next(iter(SPACE.named().values())))[ANCHOR_INDEX].key
+    todo = [u for u in units.enumerate() if u.kind == "layer"][-3:]
+    built = {}
+    for nominal in (1.0, 2.0):
+        partial = _synthetic(units, fingerprint=device.fingerprint(), settings=asdict(settings),
+                             anchor={"unit": key, "ms": nominal})
+        for u in todo:
+            del partial.entries[u.key]
+        out = partial.save(tmp_path / f"lut{nominal}.json")
+        assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out),
+                     "--calibrate", "4", "--warmup", "2", "--runs", "15", "--max-runs", "15",
+                     "--clock", "cpu"]) == 0
+        assert f"anchored to {key} ({nominal:.4f} ms)" in capsys.readouterr().out
+        built[nominal] = LatencyTable.load(out)
+        assert built[nominal].anchor == {"unit": key, "ms": nominal}
+    ratio = np.median([built[2.0].entries[u.key] / built[1.0].entries[u.key] for u in todo])
+    assert 1.4 < ratio < 2.8, ratio
+    out = tmp_path / "lut1.0.json"
+    assert main(["lut", "eval", "--lut", str(out), "--n", "3", "--json",
+                 "--rows", str(tmp_path / "rows.json")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["anchored"] and res["n"] == 3 and set(res["raw"]) >= {"mape", "within_10pct"}
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert all(r["raw_ms"] > 0 and r["measured_ms"] > 0 for r in rows)
+    # an unanchored partial table cannot be resumed anchored: one line, exit 2
+    plain = _synthetic(units, fingerprint=device.fingerprint(), settings=asdict(settings))
+    del plain.entries[todo[0].key]
+    p = plain.save(tmp_path / "plain.json")
+    assert main(["lut", "build", "--resolution", str(LOW), "--out", str(p), "--warmup", "2",
+                 "--runs", "15", "--max-runs", "15", "--clock", "cpu", "--anchor"]) == 2
+    assert "built without an anchor" in capsys.readouterr().err
