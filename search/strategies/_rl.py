@@ -6,7 +6,7 @@ NAS-RL's "+2 layers every 1,600 sampled children" is literal). Each asked child 
 remembered as pending with its decisions and the per-decision log-probabilities it was
 sampled with. ``tell`` matches trials to pending children by their choice vector (the
 same vector asked twice is matched twice), buffers ``(decisions, choices, old
-log-probs, reward, target)`` and runs one update per ``batch`` buffered rewards. Failed
+log-probs, reward, target, accuracy)`` and runs one update per ``batch`` buffered rewards. Failed
 trials (no reward) are dropped unless ``failed_reward`` gives them one; trials this
 strategy did not ask are counted in ``ignored`` and logged.
 
@@ -31,6 +31,16 @@ would credit or blame an architecture for the target it happened to be scored at
 one target this is the papers' single baseline. The advantage of a batch uses each
 target's baseline from *before* that batch (so ``b`` never depends on the actions it
 scores); a target's first batch, with no previous reward, uses its own mean.
+
+Unconstrained share (``unconstrained``, default 0): every child's advantage becomes
+``(1 − u)·(R − b_T) + u·(ACC − b_∞)``, where ``ACC − b_∞`` is the child's advantage
+under MnasNet's hard reward with no latency bound (T = ∞: accuracy alone), with its own
+baseline (kept under the key ``inf``). The controller is one policy for every target, so
+with hard targets nothing rewards a child slower than the largest target however
+accurate; a hypervolume (a front) also counts those. ``u`` is the weight of that open
+end of the front; the rewards the loop records are untouched (the mix is only what the
+controller learns from). Failed children with a ``failed_reward`` get that reward for
+both terms.
 """
 
 from __future__ import annotations
@@ -52,8 +62,10 @@ from search.controller import Controller
 
 log = logging.getLogger(__name__)
 
-# decisions, choices, per-decision log-probs when sampled, reward, target latency (ms)
-Record = tuple[tuple[Decision, ...], tuple[int, ...], np.ndarray, float, float | None]
+# decisions, choices, per-decision log-probs when sampled, reward, target latency (ms),
+# accuracy (the unconstrained objective; None in records of old checkpoints)
+Record = tuple[tuple[Decision, ...], tuple[int, ...], np.ndarray, float, float | None,
+               float | None]
 
 
 def parse_failed_reward(value: float | int | str | None) -> float | None:
@@ -79,8 +91,12 @@ class ControllerStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int = 0, *, hidden: int, layers: int,
                  lr: float, init_range: float, baseline_decay: float, batch: int,
                  entropy_weight: float, failed_reward: float | int | str | None,
-                 slot_head: bool, novel: int = 0, **extra: Any) -> None:
+                 slot_head: bool, novel: int = 0, unconstrained: float = 0.0,
+                 **extra: Any) -> None:
         super().__init__(space, seed)
+        if not (math.isfinite(unconstrained) and 0.0 <= unconstrained <= 1.0):
+            raise ValueError(f"unconstrained must be a weight in [0, 1] (0: the reward "
+                             f"alone, 1: accuracy alone), got {unconstrained}")
         if novel < 0:
             raise ValueError(f"novel must be >= 0 redraws, got {novel}")
         if batch < 1:
@@ -94,12 +110,13 @@ class ControllerStrategy(Strategy):
             "init_range": float(init_range), "baseline_decay": float(baseline_decay),
             "batch": int(batch), "entropy_weight": float(entropy_weight),
             "failed_reward": parse_failed_reward(failed_reward), "slot_head": bool(slot_head),
-            "novel": int(novel), **extra}
+            "novel": int(novel), "unconstrained": float(unconstrained), **extra}
         self.lr, self.batch = float(lr), int(batch)
         self.baseline_decay = float(baseline_decay)
         self.entropy_weight = float(entropy_weight)
         self.failed_reward = self.options["failed_reward"]
         self.novel = int(novel)
+        self.unconstrained = float(unconstrained)
         self.controller = Controller(hidden, layers, init_range, seed, slot_head=slot_head)
         # fused: one kernel for all the small per-decision tensors (5x faster on CPU)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr,
@@ -107,8 +124,9 @@ class ControllerStrategy(Strategy):
         self.controller.new_params_hook = self._add_params
         self.gen = np.random.default_rng(seed)
         self.baselines: dict[float | None, float] = {}
-        # every choice vector told so far → (reward or None, target) it was scored with
-        self.known: dict[tuple[int, ...], tuple[float | None, float | None]] = {}
+        # every choice vector told so far → (reward or None, target, accuracy or None)
+        self.known: dict[tuple[int, ...],
+                         tuple[float | None, float | None, float | None]] = {}
         self.redrawn = 0
         self.pending: dict[tuple[int, ...], list[tuple[tuple[Decision, ...], np.ndarray]]] = {}
         self.buffer: list[Record] = []
@@ -145,9 +163,9 @@ class ControllerStrategy(Strategy):
                                             and choices not in self.pending):
                     break
                 self.redrawn += 1
-                reward, target = self.known.get(choices, (None, None))
+                reward, target, acc = self.known.get(choices, (None, None, None))
                 if reward is not None:      # known: an on-policy sample, free of budget
-                    self.buffer.append((ds, choices, logp, reward, target))
+                    self.buffer.append((ds, choices, logp, reward, target, acc))
                     self._flush()
             self.pending.setdefault(choices, []).append((ds, logp))
             self.children_seen += 1
@@ -188,13 +206,17 @@ class ControllerStrategy(Strategy):
             reward = t.reward if t.ok and t.reward is not None else None
             if reward is not None and not math.isfinite(reward):
                 reward = None
+            acc = t.accuracy if reward is not None else None
             if reward is None:
                 reward = self.failed_reward
+            if acc is None or not math.isfinite(acc):
+                acc = reward                # a failed child: failed_reward (or skipped)
             target = t.target_ms
-            self.known.setdefault(key, (None if reward is None else float(reward), target))
+            self.known.setdefault(key, (None if reward is None else float(reward), target,
+                                        None if acc is None else float(acc)))
             if reward is None:
                 continue
-            self.buffer.append((ds, key, logp, float(reward), target))
+            self.buffer.append((ds, key, logp, float(reward), target, float(acc)))
         self._flush()
 
     def _flush(self) -> None:
@@ -205,11 +227,18 @@ class ControllerStrategy(Strategy):
     def _learn(self, batch: list[Record]) -> None:
         rewards = np.array([r[3] for r in batch])
         targets = [r[4] for r in batch]
+        u = self.unconstrained
+        if u:   # accuracy alone is the reward at T = ∞ (old records: their reward)
+            rewards = np.concatenate([rewards, [r[3] if r[5] is None else r[5]
+                                                for r in batch]])
+            targets = targets + [math.inf] * len(batch)
         b = dict(self.baselines)
         for t in set(targets) - b.keys():   # a target's first batch: its own mean
-            b[t] = float(np.mean([r for r, u in zip(rewards, targets, strict=True) if u == t]))
-        adv = torch.tensor(rewards - np.array([b[t] for t in targets]), dtype=torch.float32)
-        self._update(batch, adv)
+            b[t] = float(np.mean([r for r, v in zip(rewards, targets, strict=True) if v == t]))
+        adv = rewards - np.array([b[t] for t in targets])
+        if u:
+            adv = (1.0 - u) * adv[:len(batch)] + u * adv[len(batch):]
+        self._update(batch, torch.tensor(adv, dtype=torch.float32))
         for r, t in zip(rewards, targets, strict=True):
             b[t] = self.baseline_decay * b[t] + (1.0 - self.baseline_decay) * float(r)
         self.baselines = b
@@ -217,8 +246,10 @@ class ControllerStrategy(Strategy):
 
     @property
     def baseline(self) -> float | None:
-        """The baseline when every reward so far had one target (else None)."""
-        return next(iter(self.baselines.values())) if len(self.baselines) == 1 else None
+        """The baseline when every reward so far had one target (else None); the
+        unconstrained share's own baseline (key ``inf``) is not a target's."""
+        per_target = [v for k, v in self.baselines.items() if k != math.inf]
+        return per_target[0] if len(per_target) == 1 else None
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         raise NotImplementedError
@@ -295,11 +326,11 @@ class ControllerStrategy(Strategy):
         # checkpoints written before per-target baselines and redraws had a single
         # "baseline" of unknown target: each target then restarts from its own mean
         self.baselines = dict(state.get("baselines", {}))
-        self.known = dict(state.get("known", {}))
+        # older records: (reward, target) known, 4/5-field buffer records (no accuracy)
+        self.known = {k: (*v, None)[:3] for k, v in state.get("known", {}).items()}
         self.redrawn = state.get("redrawn", 0)
         self.pending = {k: list(v) for k, v in state["pending"].items()}
-        # old records lack the target (5th field)
-        self.buffer = [r if len(r) == 5 else (*r, None) for r in state["buffer"]]
+        self.buffer = [(*r, None, None)[:6] for r in state["buffer"]]
         queue, self._queue_ds, self._queue_updates = state.get("queue", ([], None, 0))
         self._queue = list(queue)
         self.updates = state["updates"]

@@ -12,7 +12,8 @@ architectures instead; over 40–60 decisions that ratio leaves the clip range a
 per-decision changes, and learning crawls.) Ratios are taken against the probabilities
 each child was *sampled* with, so a child asked before an update and told after it is
 still weighted correctly. ``novel`` (default 0) redraws repeats of already-asked
-children (see ``_rl``).
+children; ``unconstrained`` (default 0) mixes accuracy alone into every child's advantage
+(see ``_rl``).
 
 Two standard PPO additions, off by default (the papers use neither):
 
@@ -81,7 +82,7 @@ class PPO(ControllerStrategy):
                  batch: int = 20, entropy_weight: float = 1e-5, clip: float = 0.2,
                  epochs: int = 4, ratio: str = "decision", failed_reward: float | None = None,
                  slot_head: bool = True, novel: int = 0, adv_norm: str = "none",
-                 target_kl: float = 0.0) -> None:
+                 target_kl: float = 0.0, unconstrained: float = 0.0) -> None:
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip}")
         if epochs < 1:
@@ -95,7 +96,7 @@ class PPO(ControllerStrategy):
         super().__init__(space, seed, hidden=hidden, layers=layers, lr=lr,
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
                          entropy_weight=entropy_weight, failed_reward=failed_reward,
-                         slot_head=slot_head, novel=novel,
+                         slot_head=slot_head, novel=novel, unconstrained=unconstrained,
                          clip=float(clip), epochs=int(epochs), ratio=ratio,
                          adv_norm=adv_norm, target_kl=float(target_kl))
         self.clip, self.epochs, self.ratio = float(clip), int(epochs), ratio

@@ -9,7 +9,8 @@ and ENAS's value) is used. One update per batch:
     ∇J ≈ 1/m Σ_k Σ_t ∇ log P(a_t | a_<t) (R_k − b)
 
 ``entropy_weight`` (default 0, as in the paper) optionally adds an entropy bonus;
-``novel`` (default 0) redraws repeats of already-asked children (see ``_rl``).
+``novel`` (default 0) redraws repeats of already-asked children; ``unconstrained``
+(default 0) mixes accuracy alone into every child's advantage (see ``_rl``).
 
 Small budgets: the paper's lr 6e-4 is tuned for ~10^4 children and barely moves the
 policy in 100–200 (on the nb201 table its children are indistinguishable from random
@@ -41,11 +42,11 @@ class Reinforce(ControllerStrategy):
                  lr: float = 6e-4, init_range: float = 0.08, baseline_decay: float = 0.95,
                  batch: int = 8, entropy_weight: float = 0.0,
                  failed_reward: float | None = None,
-                 slot_head: bool = True, novel: int = 0) -> None:
+                 slot_head: bool = True, novel: int = 0, unconstrained: float = 0.0) -> None:
         super().__init__(space, seed, hidden=hidden, layers=layers, lr=lr,
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
                          entropy_weight=entropy_weight, failed_reward=failed_reward,
-                         slot_head=slot_head, novel=novel)
+                         slot_head=slot_head, novel=novel, unconstrained=unconstrained)
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         logp, ent = self._evaluate(batch)
