@@ -200,7 +200,8 @@ class LatencyTable:
                  fingerprint: dict[str, Any], settings: dict[str, Any], clock: str = "",
                  entries: dict[str, float], noisy: Sequence[str] = (),
                  calibration: dict[str, Any] | None = None, created: float = 0.0,
-                 anchor: dict[str, Any] | None = None) -> None:
+                 anchor: dict[str, Any] | None = None,
+                 passes: dict[str, Sequence[float]] | None = None) -> None:
         self.space = space
         self.resolution = int(resolution)
         self.num_classes = int(num_classes)
@@ -217,6 +218,11 @@ class LatencyTable:
         #: {"unit": key, "ms": nominal} when every entry was timed alternately with that
         #: unit and scaled to its nominal latency (latency.lut_measure, "Anchor")
         self.anchor = dict(anchor) if anchor else None
+        #: every measurement of each unit, one per build pass (entries are their medians);
+        #: tables written before passes had one measurement per unit
+        passes = passes or {}
+        self.passes = {k: [float(x) for x in passes.get(k) or (v,)]
+                       for k, v in self.entries.items()}
         self.units = units_for(space, self.resolution, self.num_classes)
         self._tables: _Compiled | None = None
 
@@ -227,7 +233,8 @@ class LatencyTable:
                 "fingerprint": self.fingerprint, "clock": self.clock,
                 "settings": self.settings, "created": self.created,
                 "calibration": self.calibration, "noisy": self.noisy, "anchor": self.anchor,
-                "entries": dict(sorted(self.entries.items()))}
+                "entries": dict(sorted(self.entries.items())),
+                "passes": dict(sorted(self.passes.items()))}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         p = Path(path)
@@ -249,7 +256,7 @@ class LatencyTable:
             keys = ("space", "resolution", "num_classes", "device", "fingerprint",
                     "settings", "entries", "noisy", "calibration", "created")
             return cls(**{k: d[k] for k in keys}, clock=d.get("clock", ""),
-                       anchor=d.get("anchor"))
+                       anchor=d.get("anchor"), passes=d.get("passes"))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{p} is not a mnas lookup table ({e})") from None
 
@@ -258,8 +265,30 @@ class LatencyTable:
         return MeasureSettings(**self.settings)
 
     # -- prediction ----------------------------------------------------------------------
-    def missing(self) -> list[Unit]:
-        return [u for u in self.units.enumerate() if u.key not in self.entries]
+    def missing(self, passes: int = 1) -> list[Unit]:
+        """Units measured fewer than ``passes`` times (not at all, by default)."""
+        return [u for u in self.units.enumerate() if len(self.passes.get(u.key, ())) < passes]
+
+    def add_measurement(self, key: str, ms: float, flagged: bool = False,
+                        tolerance: float = 0.05) -> None:
+        """Record one more measurement of a unit: its entry becomes the median of all of
+        them. It is *noisy* when its only measurement was ``flagged`` (confidence
+        interval wider than asked), or when no two of several agree within
+        ``tolerance``."""
+        vals = self.passes.setdefault(key, [])
+        vals.append(float(ms))
+        self.entries[key] = float(np.median(vals))
+        s = sorted(vals)
+        noisy = flagged if len(s) == 1 else not any(
+            b <= a * (1 + tolerance) for a, b in zip(s, s[1:], strict=False))
+        keep = set(self.noisy) - {key}
+        self.noisy = sorted(keep | {key} if noisy else keep)
+
+    def disputed(self, tolerance: float = 0.05) -> list[str]:
+        """Units measured more than once whose measurements spread beyond ``tolerance``
+        and that no third measurement has settled (at most two so far)."""
+        return [k for k, v in self.passes.items()
+                if len(v) == 2 and max(v) > min(v) * (1 + tolerance)]
 
     def raw(self, arch: Any) -> tuple[float, int]:
         """(sum of unit latencies in ms, number of units) of one arch."""

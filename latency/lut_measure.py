@@ -4,15 +4,17 @@ networks against the table's predictions (the numbers ``mnas lut eval`` prints),
 :func:`prediction_speed` times the predictor. The table itself is :mod:`latency.lut`.
 
 **Anchor.** On a device that can time two models alternately (a local runtime:
-``measure_paired``), every measurement — each unit, each calibration and evaluation
-network — is timed alternately, inference by inference, with one fixed *anchor* unit (an
-MBConv-6 layer of MobileNetV2), and reported as ``median × nominal / anchor median``,
-``nominal`` being the anchor's latency measured when the table was built. A shared host
-slows down in episodes of seconds to minutes; the anchor sees the same episodes, so the
-scaled number is what the model would have taken at build time. Measured here: the same
-12 networks re-measured 4 times moved 3.7% (log SD) raw and 1.4% anchored, and one
-network's raw median moved from 18.7 ms to 13.3 ms between two sessions (docs/lut.md).
-A phone's tool times one model per call, so ``adb:`` tables are built unanchored."""
+``measure_paired``), every measurement is timed alternately, inference by inference, with
+a fixed reference and reported as ``median × nominal / reference median``, ``nominal``
+being the reference's latency measured when the table was built. Units are timed with
+the *unit anchor* (an MBConv-6 layer of MobileNetV2); calibration and evaluation
+networks with the *network anchor*, the space's reference network itself (MobileNetV2 at
+the table's resolution). A shared host slows down in episodes of seconds to minutes; the
+reference sees the same episodes, so the scaled number is what the model would have
+taken at build time. A reference of the same kind matters: a whole network reuses its
+caches differently from a 1 ms layer. Measured here (20 networks × 3 rounds, quiet,
+log SD within a network): raw 5.7%, timed with the unit anchor 2.4%, with the network
+anchor 1.2% (docs/lut.md). A phone's tool times one model per call, so ``adb:`` tables are built unanchored."""
 
 from __future__ import annotations
 
@@ -81,35 +83,57 @@ ANCHOR_ROUNDS = 5
 
 
 class Anchor:
-    """Times models alternately with the anchor unit and scales them to its nominal
-    latency (see the module docstring). ``nominal_ms=None`` measures it now."""
+    """Times models alternately with a reference and scales them to its nominal latency
+    (see the module docstring): :meth:`measure` with the unit anchor, :meth:`measure_network`
+    with the network anchor. A nominal of ``None`` is measured on first use."""
 
     def __init__(self, device: Any, table: LatencyTable, space: Any, settings: MeasureSettings,
-                 workdir: Path, nominal_ms: float | None = None) -> None:
+                 workdir: Path, nominal_ms: float | None = None,
+                 network_ms: float | None = None) -> None:
         from latency.export import get_exporter
 
         if not hasattr(device, "measure_paired"):
             raise ValueError(f"device {device.spec} cannot time two models alternately; "
                              "build the table without an anchor")
-        named = list(space.named().values())
-        units = table.units.units(named[0])
+        self.reference = next(iter(space.named().values()))
+        units = table.units.units(self.reference)
         self.unit = units[min(ANCHOR_INDEX, len(units) - 1)]
-        self.device, self.settings = device, settings
+        self.device, self.settings, self.space = device, settings, space
+        self.table, self.workdir = table, workdir
         self.path = get_exporter(device.model_format)(
             table.units.module(self.unit), workdir / f"anchor.{device.model_format}",
             input_shape=self.unit.input_shape())
-        if nominal_ms is None:
-            nominal_ms = float(np.median([device.measure(self.path, settings).median_ms
-                                          for _ in range(ANCHOR_ROUNDS)]))
-        self.nominal_ms = float(nominal_ms)
+        self.nominal_ms = self._nominal(self.path) if nominal_ms is None else float(nominal_ms)
+        self.network_ms = None if network_ms is None else float(network_ms)
+        self._network_path: Path | None = None
+
+    def _nominal(self, path: Path) -> float:
+        return float(np.median([self.device.measure(path, self.settings).median_ms
+                                for _ in range(ANCHOR_ROUNDS)]))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"unit": self.unit.key, "ms": self.nominal_ms}
+        d: dict[str, Any] = {"unit": self.unit.key, "ms": self.nominal_ms}
+        if self.network_ms is not None:
+            d["network"] = {"arch": self.space.encode(self.reference), "ms": self.network_ms}
+        return d
 
     def measure(self, path: str | os.PathLike[str]) -> tuple[Measurement, float]:
-        """(the raw measurement, its median scaled to the anchor's nominal latency)."""
+        """(the raw measurement, its median scaled to the unit anchor's nominal latency)."""
         m, a = self.device.measure_paired(path, self.path, self.settings)
         return m, m.median_ms * self.nominal_ms / a.median_ms
+
+    def measure_network(self, path: str | os.PathLike[str]) -> tuple[Measurement, float]:
+        """(the raw measurement, its median scaled to the network anchor's nominal)."""
+        if self._network_path is None:
+            folder = self.workdir / "network-anchor"
+            folder.mkdir(exist_ok=True)
+            self._network_path = export_arch(
+                self.space, self.reference, self.device, self.settings,
+                self.table.resolution, self.table.num_classes, folder)
+            if self.network_ms is None:
+                self.network_ms = self._nominal(self._network_path)
+        m, a = self.device.measure_paired(path, self._network_path, self.settings)
+        return m, m.median_ms * self.network_ms / a.median_ms
 
 
 def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
@@ -117,12 +141,17 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
                 settings: MeasureSettings | None = None,
                 calibrate: int = 12, seed: int = 1_000_003, resume: bool = True,
                 cache: Any = None, workdir: str | os.PathLike[str] | None = None,
-                anchor: bool | None = None,
+                anchor: bool | None = None, passes: int = 2,
                 log: Callable[[str], None] = _log) -> LatencyTable:
     """Measure every unit of ``space`` on ``device`` (resuming a compatible partial table
     at ``out``), calibrate on ``calibrate`` measured networks, save to ``out``.
     ``anchor`` (default: where the device can) times everything alternately with the
-    anchor unit; anchored measurements are always fresh (no cache)."""
+    anchor unit; anchored measurements are always fresh (no cache). ``passes``: each
+    pass measures every unit once, minutes apart from the last; an entry is the median
+    of its unit's measurements, and a unit whose two passes disagree by more than 5%
+    gets a third (see docs/lut.md for why)."""
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
     import tempfile
 
     from latency.export import get_exporter
@@ -148,51 +177,65 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
             raise ValueError(f"{outp} holds a partial table built "
                              f"{'with' if old.anchor else 'without'} an anchor; resume it "
                              f"{'with' if old.anchor else 'without'} one or remove it")
-        table.entries, table.noisy = old.entries, old.noisy
+        table.entries, table.noisy, table.passes = old.entries, old.noisy, old.passes
         old_anchor = old.anchor if old.entries else None
     else:
         old_anchor = None
     export = get_exporter(device.model_format)
-    todo = table.missing()
-    log(f"lut: {len(table.entries)} units measured, {len(todo)} to go")
+    todo = sum(len(table.missing(p)) for p in range(1, passes + 1))
+    log(f"lut: {len(table.entries)} units measured, {todo} measurements to go "
+        f"({passes} pass{'es' if passes > 1 else ''})")
     t0 = time.monotonic()
+    done = 0
     with tempfile.TemporaryDirectory(prefix="mnas-lut-", dir=workdir) as tmp:
         folder = Path(tmp)
         anc = None
         if anchor:
+            # the network anchor's nominal is measured afresh with the calibration below
             anc = Anchor(device, table, space, settings, folder,
                          old_anchor["ms"] if old_anchor else None)
             table.anchor = anc.to_dict()
             log(f"lut: anchor {anc.unit.key}, nominal {anc.nominal_ms:.4f} ms")
 
-        def measure(path: Path) -> tuple[Measurement, float]:
+        def measure(path: Path, fresh: bool = False) -> tuple[Measurement, float]:
             if anc is not None:
                 return anc.measure(path)
-            m = measure_file(device, path, settings, cache)
+            # a later pass must not be answered by the first pass's cached measurement
+            m = measure_file(device, path, settings, None if fresh else cache)
             return m, m.median_ms
 
-        for j, u in enumerate(todo, 1):
-            path = export(table.units.module(u), folder / f"unit.{device.model_format}",
-                          input_shape=u.input_shape())
-            m, ms = measure(path)
-            table.entries[u.key] = ms
-            if m.noisy:
-                table.noisy.append(u.key)
-            if j % 25 == 0 or j == len(todo):
-                table.save(outp)
-                rate = (time.monotonic() - t0) / j
-                log(f"lut: {j}/{len(todo)} units, {rate:.2f} s/unit, "
-                    f"~{rate * (len(todo) - j) / 60:.1f} min left")
+        def run(units: list[Any], what: str) -> None:
+            nonlocal done
+            for j, u in enumerate(units, 1):
+                path = export(table.units.module(u), folder / f"unit.{device.model_format}",
+                              input_shape=u.input_shape())
+                m, ms = measure(path, fresh=u.key in table.passes)
+                table.add_measurement(u.key, ms, m.noisy)
+                done += 1
+                if j % 25 == 0 or j == len(units):
+                    table.save(outp)
+                    rate = (time.monotonic() - t0) / done
+                    log(f"lut: {what} {j}/{len(units)} units, {rate:.2f} s/unit, "
+                        f"~{rate * max(0, todo - done) / 60:.1f} min left")
+
+        for p in range(1, passes + 1):
+            run(table.missing(p), f"pass {p}/{passes}")
+        if passes > 1:  # a third measurement settles units whose passes disagree
+            disputed = set(table.disputed())
+            run([u for u in table.units.enumerate() if u.key in disputed], "settling")
         archs = list(space.named().values())[:1]
         archs += sample_archs(space, max(0, calibrate - len(archs)), seed,
                               exclude=[space.key(a) for a in archs])
         rows = []
         for a in archs:
-            _, ms = measure(export_arch(space, a, device, settings, res, classes, folder))
+            path = export_arch(space, a, device, settings, res, classes, folder)
+            _, ms = anc.measure_network(path) if anc is not None else measure(path)
             raw, n = table.raw(a)
             rows.append((raw, n, ms))
             log(f"lut: calibration {len(rows)}/{len(archs)}: sum {raw:.2f} ms, "
                 f"measured {ms:.2f} ms{' (anchored)' if anc else ''}")
+    if anc is not None:
+        table.anchor = anc.to_dict()
     table.fit(rows)
     table.calibration["archs"] = [space.encode(a) for a in archs]
     table.created = time.time()
@@ -226,16 +269,20 @@ def evaluate_table(table: LatencyTable, device: Any, space: Any, n: int = 100, s
     rows = []
     with tempfile.TemporaryDirectory(prefix="mnas-luteval-", dir=workdir) as tmp:
         folder = Path(tmp)
-        anc = (Anchor(device, table, space, settings, folder, table.anchor["ms"])
-               if table.anchor else None)
+        net = (table.anchor or {}).get("network")
+        anc = (Anchor(device, table, space, settings, folder, table.anchor["ms"],
+                      net["ms"] if net else None) if table.anchor else None)
+        if net and anc is not None and net["arch"] != space.encode(anc.reference):
+            raise ValueError("the table's network anchor is not this version's reference "
+                             "network; rebuild the table")
         if anc is not None and anc.unit.key != table.anchor["unit"]:
             raise ValueError(f"the table's anchor {table.anchor['unit']!r} is not this "
                              f"version's ({anc.unit.key!r}); rebuild the table")
         for a in archs:
             path = export_arch(space, a, device, settings, table.resolution,
                                table.num_classes, folder)
-            if anc is not None:
-                m, ms = anc.measure(path)
+            if anc is not None:  # tables built before the network anchor: the unit one
+                m, ms = anc.measure_network(path) if net else anc.measure(path)
             else:
                 m = measure_file(device, path, settings, cache)
                 ms = m.median_ms

@@ -38,10 +38,15 @@ def register(sub: Any) -> None:
     b.add_argument("--seed", type=int, default=1_000_003,
                    help="seed of the calibration networks")
     b.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=None,
-                   help="time every unit and network alternately with a fixed anchor layer "
-                        "and scale it to the anchor's build-time latency, cancelling the "
-                        "host's slow episodes (default: on where the device can, i.e. "
-                        "local runtimes; see docs/lut.md)")
+                   help="time every unit alternately with a fixed anchor layer, every "
+                        "network with the space's reference network, and scale each to "
+                        "its reference's build-time latency, cancelling the host's slow "
+                        "episodes (default: on where the device can, i.e. local runtimes; "
+                        "see docs/lut.md)")
+    b.add_argument("--passes", type=int, default=2,
+                   help="measure every unit this many times, one pass over all units after "
+                        "another; entries are medians, and a unit whose passes disagree by "
+                        "more than 5%% is measured once more (default 2)")
     _measure_args(b)
     b.set_defaults(func=run_build)
 
@@ -103,6 +108,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     if args.calibrate < 1:
         raise ValueError(f"--calibrate must be >= 1, got {args.calibrate}")
+    if args.passes < 1:
+        raise ValueError(f"--passes must be >= 1, got {args.passes}")
     space = get_space(args.space)
     device = get_device(args.device)
     t0 = time.monotonic()
@@ -110,14 +117,16 @@ def run_build(args: argparse.Namespace) -> int:
         table = build_table(device, space, args.out, resolution=args.resolution,
                             num_classes=args.classes, settings=_settings(args),
                             calibrate=args.calibrate, seed=args.seed,
-                            cache=_cache(args), anchor=args.anchor)
+                            cache=_cache(args), anchor=args.anchor, passes=args.passes)
     finally:
         device.close()
     c = table.calibration
     print(f"lookup table {args.out}: {len(table.entries)} units of {table.space} at "
           f"{table.resolution}x{table.resolution} on {table.device} (clock {table.clock}), "
           f"{len(table.noisy)} noisy; "
-          + (f"anchored to {table.anchor['unit']} ({table.anchor['ms']:.4f} ms); "
+          + (f"anchored to {table.anchor['unit']} ({table.anchor['ms']:.4f} ms)"
+             + (f", networks to {table.anchor['network']['ms']:.3f} ms of the reference "
+                "network" if "network" in table.anchor else "") + "; "
              if table.anchor else "")
           + f"calibration on {c['points']} networks: "
           f"{c['a']:.4f} x sum + {c['b']:.4f} ms x units + {c['c']:.3f} ms "
@@ -158,8 +167,9 @@ def run_eval(args: argparse.Namespace) -> int:
         return (f"within ±5% {r['within_5pct']:.1%}, within ±10% {r['within_10pct']:.1%}, "
                 f"MAPE {r['mape']:.2%}, Spearman {r['spearman']:.4f}")
 
-    how = ("timed alternately with the table's anchor and scaled to its build-time latency"
-           if res["anchored"] else "raw medians")
+    how = ("timed alternately with the table's "
+           + ("reference network" if "network" in (table.anchor or {}) else "anchor")
+           + " and scaled to its build-time latency" if res["anchored"] else "raw medians")
     print(f"{res['n']} networks on {device.spec} (table clock {table.clock}, measured "
           f"with clock {settings.clock}, {how}): {metrics(res)}, "
           f"{res['noisy_measurements']} noisy measurements; predictions/s: "

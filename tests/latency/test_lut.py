@@ -160,7 +160,7 @@ def test_build_resumes_measures_the_rest_calibrates_and_eval_reports(tmp_path, c
     args = ["lut", "build", "--device", "local:onnxruntime", "--resolution", str(LOW),
             "--out", str(out), "--calibrate", "4", "--warmup", "1", "--runs", "3",
             "--max-runs", "3", "--clock", "cpu", "--cache", str(tmp_path / "lat.db"),
-            "--no-anchor"]
+            "--no-anchor", "--passes", "1"]
     assert main(args) == 0
     line = capsys.readouterr().out
     assert f"{len(units.enumerate())} units of mnasnet at {LOW}x{LOW}" in line
@@ -193,6 +193,60 @@ def test_build_refuses_a_table_of_another_device(tmp_path, monkeypatch):
     assert main(["lut", "eval", "--lut", str(out), "--n", "0"]) == 2
 
 
+def test_measurements_median_and_disputes(tmp_path):
+    """An entry is the median of its unit's measurements; two that disagree by more than
+    5% make the unit disputed (and noisy) until a third settles it."""
+    table = _synthetic(MnasnetUnits(LOW))
+    k = next(iter(table.entries))
+    del table.entries[k]
+    table.passes.pop(k)
+    assert [u.key for u in table.missing()] == [k]
+    table.add_measurement(k, 1.0, flagged=True)
+    assert table.entries[k] == 1.0 and k in table.noisy and k not in table.disputed()
+    table.add_measurement(k, 1.2)
+    assert table.entries[k] == pytest.approx(1.1) and k in table.disputed() and k in table.noisy
+    assert k in {u.key for u in table.missing(3)} and k not in {u.key for u in table.missing(2)}
+    table.add_measurement(k, 1.03)
+    assert table.entries[k] == pytest.approx(1.03) and k not in table.noisy
+    assert not table.disputed()
+    again = LatencyTable.load(table.save(tmp_path / "t.json"))
+    assert again.passes[k] == [1.0, 1.2, 1.03] and again.entries[k] == pytest.approx(1.03)
+
+
+def test_build_measures_every_unit_in_each_pass_and_settles_disputes(tmp_path, capsys):
+    """Real measurements, two passes: units without a measurement get two, a unit with
+    one gets its second, and a unit whose two passes disagree by far gets a third."""
+    device = get_device("local:onnxruntime")
+    settings = MeasureSettings(threads=1, warmup=1, runs=3, max_runs=3, clock="cpu")
+    units = MnasnetUnits(LOW)
+    table = _synthetic(units, fingerprint=device.fingerprint(), settings=asdict(settings))
+    layers = [u for u in units.enumerate() if u.kind == "layer"]
+    fresh, once, disputed = layers[:2], layers[2], layers[3]
+    for u in units.enumerate():
+        table.passes[u.key] = [table.entries[u.key]] * 2
+    for u in fresh:
+        del table.entries[u.key]
+    table.passes[once.key] = [table.entries[once.key]]
+    table.passes[disputed.key] = [0.001, 100.0]
+    out = table.save(tmp_path / "lut.json")
+    assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out), "--calibrate",
+                 "4", "--warmup", "1", "--runs", "3", "--max-runs", "3", "--clock", "cpu",
+                 "--no-anchor", "--no-cache", "--passes", "2"]) == 0
+    capsys.readouterr()
+    built = LatencyTable.load(out)
+    for u in [*fresh, once]:  # two passes, a third exactly where those two disagree by > 5%
+        first, second, *rest = built.passes[u.key]
+        assert len(rest) == (max(first, second) > 1.05 * min(first, second))
+        assert built.entries[u.key] == pytest.approx(float(np.median(built.passes[u.key])))
+    assert built.passes[once.key][0] == table.entries[once.key]
+    settled = built.passes[disputed.key]
+    assert len(settled) == 3 and settled[:2] == [0.001, 100.0]
+    assert built.entries[disputed.key] == settled[2]  # the new one is the median
+    assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out),
+                 "--passes", "0"]) == 2
+    assert "--passes must be >= 1" in capsys.readouterr().err
+
+
 def test_anchored_build_scales_to_the_anchor_and_eval_reports_both(tmp_path, capsys):
     """Anchored (the default on a local device): units and networks are timed
     alternately with the anchor unit and scaled to its nominal latency; a resumed table
@@ -213,10 +267,14 @@ def test_anchored_build_scales_to_the_anchor_and_eval_reports_both(tmp_path, cap
         out = partial.save(tmp_path / f"lut{nominal}.json")
         assert main(["lut", "build", "--resolution", str(LOW), "--out", str(out),
                      "--calibrate", "4", "--warmup", "2", "--runs", "15", "--max-runs", "15",
-                     "--clock", "cpu"]) == 0
+                     "--clock", "cpu", "--passes", "1"]) == 0
         assert f"anchored to {key} ({nominal:.4f} ms)" in capsys.readouterr().out
         built[nominal] = LatencyTable.load(out)
-        assert built[nominal].anchor == {"unit": key, "ms": nominal}
+        anchor = built[nominal].anchor
+        assert {k: anchor[k] for k in ("unit", "ms")} == {"unit": key, "ms": nominal}
+        # calibration networks are timed with the reference network, measured afresh
+        assert anchor["network"]["arch"] == SPACE.encode(next(iter(SPACE.named().values())))
+        assert anchor["network"]["ms"] > 0
     ratio = np.median([built[2.0].entries[u.key] / built[1.0].entries[u.key] for u in todo])
     assert 1.4 < ratio < 2.8, ratio
     out = tmp_path / "lut1.0.json"
@@ -226,6 +284,18 @@ def test_anchored_build_scales_to_the_anchor_and_eval_reports_both(tmp_path, cap
     assert res["anchored"] and res["n"] == 3 and set(res["raw"]) >= {"mape", "within_10pct"}
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert all(r["raw_ms"] > 0 and r["measured_ms"] > 0 for r in rows)
+    # eval networks are scaled to the network anchor's nominal: doubling it doubles them
+    doubled = LatencyTable.load(out)
+    doubled.anchor["network"]["ms"] *= 2
+    doubled.save(tmp_path / "doubled.json")
+    assert main(["lut", "eval", "--lut", str(tmp_path / "doubled.json"), "--n", "3",
+                 "--json", "--rows", str(tmp_path / "rows2.json")]) == 0
+    capsys.readouterr()
+    rows2 = json.loads((tmp_path / "rows2.json").read_text())
+    assert [r["arch"] for r in rows2] == [r["arch"] for r in rows]
+    ratio = np.median([b["measured_ms"] / a["measured_ms"]
+                       for a, b in zip(rows, rows2, strict=True)])
+    assert 1.4 < ratio < 2.8, ratio
     # an unanchored partial table cannot be resumed anchored: one line, exit 2
     plain = _synthetic(units, fingerprint=device.fingerprint(), settings=asdict(settings))
     del plain.entries[todo[0].key]
