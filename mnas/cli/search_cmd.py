@@ -53,7 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("latency")
     m.add_argument("--device", default=None, help="device spec (default local:onnxruntime)")
     m.add_argument("--latency", default=None,
-                   help="latency estimator: measured (default), table:PATH#COLUMN, lut:PATH")
+                   help="latency estimator: measured (default), measured:anchored (each child "
+                        "timed alternately with the space's reference network and scaled "
+                        "to its nominal latency: steadier on a shared host; local "
+                        "devices), table:PATH#COLUMN, lut:PATH")
     m.add_argument("--threads", type=int, default=None, help="inference threads (default 1)")
     m.add_argument("--warmup", type=int, default=None, help="warm-up runs (default 5)")
     m.add_argument("--runs", type=int, default=None, help="minimum timed runs (default 20)")

@@ -113,3 +113,48 @@ def test_measured_scheme_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         make_latency("measured", device="local:nope")
     with pytest.raises(ValueError, match="takes no argument"):
         make_latency("measured:x", device="local:onnxruntime")
+
+
+def test_anchored_children_are_scaled_to_the_references_nominal(tmp_path: Path, device) -> None:
+    """``measured:anchored``: the reference (the space's first named arch) is measured
+    alone once for its nominal; every child is then timed alternately with it and scaled
+    by nominal / the reference's median in that same measurement."""
+    paired = []
+    real = device.measure_paired
+
+    def measure_paired(path, ref, settings):
+        out = real(path, ref, settings)
+        if ref is not None:  # measure() is measure_paired without a reference
+            paired.append((Path(path), Path(ref), out))
+        return out
+
+    device.measure_paired = measure_paired
+    space = TinyLatencySpace()
+    est = make_latency("measured:anchored", device=device.spec, settings=FAST,
+                       workdir=tmp_path / "work")
+    est.device = device  # the instrumented instance: same runtime, calls recorded
+    assert est.anchor and "anchor=True" in repr(est)
+    m = est(space, TinyArch(8))
+    est(space, TinyArch(8))
+    assert len(device.calls) == 5  # the reference alone, once, for its nominal
+    ref_path, nominal = est.references[f"tiny_latency_test|{SHAPE}"]
+    assert all(c == ref_path for c in device.calls) and nominal > 0
+    assert len(paired) == 2 and all(r == ref_path for _, r, _ in paired)  # fresh each time
+    child, ref = paired[0][2]
+    f = nominal / ref.median_ms
+    assert m.median_ms == pytest.approx(child.median_ms * f)
+    assert m.samples_ms == pytest.approx([x * f for x in child.samples_ms])
+    assert m.ci_high_ms == pytest.approx(child.ci_high_ms * f)
+    assert m.noisy == child.noisy and not m.cached
+
+
+def test_anchored_needs_a_reference_and_the_scheme_names_its_choices() -> None:
+    class Unnamed(TinyLatencySpace):
+        def named(self):
+            return {}
+
+    est = MeasuredLatency(get_device("local:onnxruntime"), FAST, anchor=True)
+    with pytest.raises(RuntimeError, match="needs a reference network"):
+        est(Unnamed(), TinyArch(4))
+    with pytest.raises(ValueError, match="no argument or 'anchored'"):
+        make_latency("measured:fast", device="local:onnxruntime")
