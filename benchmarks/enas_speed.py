@@ -25,15 +25,24 @@ slow).
 Measured (this 2-core host, defaults, ``mnasnet``, seed 0): supernet trained in 149
 CPU-s (1,100 shared + 100 controller steps), scoring 23 CPU-ms per child on 64 images,
 proxy 3.5 CPU-s per child → marginal 152× the proxy's rate, amortised over 120 children
-2.8× (100× amortised at ≈ 12,450 children per supernet). Fidelity is not there yet:
+2.8× (100× amortised at ≈ 12,450 children per supernet). Fidelity is not there:
 supernet accuracies 0.03–0.20 (chance 0.10), Spearman 0.27 (p = 0.26) over 20
-children — see ``search.strategies.enas`` for why.
+children. The same 40 children (this script's first 40, 16 single-thread processes on
+the lent machine's CPUs): uniform supernets trained 1,100 / 2,200 steps in eight
+variants score 0.10–0.17 on average, Spearman within ±0.33 of 0 against both the
+2-epoch proxy and an 8-epoch standalone training (``--proxy-epochs 8``; 8-epoch
+accuracies 0.74–0.99, Spearman with the 2-epoch proxy 0.73) — see
+``search.strategies.enas``. ``--space nasnet`` (ENAS's own micro cells): after 4 of 20
+rounds (300 shared steps, 350 CPU-s there) the training loss was 2.9 (above chance)
+over 6,245 shared modules; the default run exceeds ~10 CPU-minutes there and was not
+finished.
 
 Children are drawn uniformly from the space (seeded), so the correlation covers the
 space rather than what the controller prefers. Run::
 
     .venv/bin/python benchmarks/enas_speed.py                      # mnasnet, 20 children
     .venv/bin/python benchmarks/enas_speed.py --rounds 40 --opt shared_steps=50
+    .venv/bin/python benchmarks/enas_speed.py --proxy-epochs 8     # + an 8-epoch reference
 
 Writes ``children.csv`` and ``summary.json`` to ``--out``.
 """
@@ -66,13 +75,16 @@ def main() -> None:
                     help="further children scored on the supernet only (throughput)")
     ap.add_argument("--rounds", type=int, default=20,
                     help="inner-loop rounds (each = the strategy's shared + controller steps)")
+    ap.add_argument("--proxy-epochs", type=int, default=0,
+                    help="also train each compared child standalone this many epochs and "
+                         "report the Spearman against that too (0 = only the 2-epoch proxy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="enas option, repeatable (e.g. shared_steps=50 lr=0.1)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-enas"))
     args = ap.parse_args()
-    if args.children < 3 or args.extra < 0 or args.rounds < 0:
-        ap.error("need --children >= 3, --extra >= 0, --rounds >= 0")
+    if args.children < 3 or args.extra < 0 or args.rounds < 0 or args.proxy_epochs < 0:
+        ap.error("need --children >= 3, --extra >= 0, --rounds >= 0, --proxy-epochs >= 0")
 
     import torch
     from scipy.stats import kendalltau, spearmanr
@@ -132,11 +144,26 @@ def main() -> None:
         print(f"  child {i + 1}/{args.children}: supernet {row['supernet_accuracy']:.3f}, "
               f"proxy {row['proxy_accuracy']:.3f} ({row['proxy_cpu_s']:.1f} CPU-s)", flush=True)
     t_proxy = sum(r["proxy_cpu_s"] for r in rows[: args.children]) / args.children
+    if args.proxy_epochs:       # what the short proxy is a proxy for
+        longer = ProxyAccuracy(epochs=args.proxy_epochs)
+        for i, row in enumerate(rows[: args.children]):
+            row["long_accuracy"] = longer(space, space.decode(row["arch"]))
+            print(f"  child {i + 1}/{args.children}: {args.proxy_epochs}-epoch standalone "
+                  f"{row['long_accuracy']:.3f}", flush=True)
 
     sup = [r["supernet_accuracy"] for r in rows[: args.children]]
     prx = [r["proxy_accuracy"] for r in rows[: args.children]]
     rho, p_rho = spearmanr(sup, prx)
     tau, _ = kendalltau(sup, prx)
+    longer_stats: dict[str, Any] = {}
+    if args.proxy_epochs:
+        lng = [r["long_accuracy"] for r in rows[: args.children]]
+        r_l, p_l = spearmanr(sup, lng)
+        r_pl, p_pl = spearmanr(prx, lng)
+        longer_stats = {"proxy_epochs": args.proxy_epochs, "spearman_long": float(r_l),
+                        "spearman_long_p": float(p_l), "spearman_proxy_long": float(r_pl),
+                        "spearman_proxy_long_p": float(p_pl),
+                        "long_accuracy_range": [min(lng), max(lng)]}
     n = len(archs)
     amortised = 60.0 * n / (t_train + t_eval_total)
     marginal = 60.0 / t_eval
@@ -162,13 +189,14 @@ def main() -> None:
         "final_train_loss": (sum(st.losses[-20:]) / max(1, len(st.losses[-20:]))
                              if st.losses else None),
         "controller_reward_first_last": [st.rewards[0], st.rewards[-1]] if st.rewards else None,
+        **longer_stats,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "children.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["arch", "supernet_accuracy", "proxy_accuracy",
                                           "latency_estimate_ms", "supernet_cpu_s",
-                                          "proxy_cpu_s"])
+                                          "proxy_cpu_s", "long_accuracy"])
         w.writeheader()
         w.writerows(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -181,6 +209,12 @@ def main() -> None:
     print(f"Spearman(supernet, proxy) over {args.children} children: {rho:.3f} "
           f"(p = {p_rho:.3f}), Kendall tau {tau:.3f}; supernet accuracy "
           f"{min(sup):.3f}..{max(sup):.3f}, proxy {min(prx):.3f}..{max(prx):.3f}")
+    if longer_stats:
+        print(f"Spearman(supernet, {args.proxy_epochs}-epoch standalone): "
+              f"{longer_stats['spearman_long']:.3f} (p = {longer_stats['spearman_long_p']:.3f}); "
+              f"Spearman(2-epoch proxy, {args.proxy_epochs}-epoch): "
+              f"{longer_stats['spearman_proxy_long']:.3f} "
+              f"(p = {longer_stats['spearman_proxy_long_p']:.3f})")
     print(f"wrote {out / 'summary.json'} and {out / 'children.csv'}")
 
 

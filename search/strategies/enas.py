@@ -39,7 +39,10 @@ private ``torch.Generator`` streams, and dropout draws from a private copy of to
 RNG state (seeded with ``torch.manual_seed(seed)``; the process's global RNG is left as
 it was). ``state_dict`` holds all of it with the supernet, both optimisers and the
 baseline, so a resumed strategy asks exactly what the uninterrupted one would.
-``threads`` (default 1) sets torch's threads during ``ask``.
+``threads`` (default 1) sets torch's threads during ``ask``. ``optimizer`` (``sgd``
+| ``adam``), ``private_bn`` (comma list of ``op,kernel,se,skip``) and ``zero_gamma``
+are the shared-weight training variants recorded below (``mnasnet`` only for the last
+two; off by default).
 
 Cost and what was measured (this 2-core host, one thread, ``mnasnet``, defaults:
 digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms
@@ -53,50 +56,44 @@ are less noisy); ``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8
 modules per position (entangled; it used to fill to ~390 modules, ≈ 150 MB of
 checkpoint state with momentum buffers).
 
-**Known limitation — the shared weights do not learn the full ``mnasnet`` space in
-this budget.** With one independent module per (op, kernel, SE) the supernet never
-learned (1,100 shared steps: loss 2.5, chance 2.3; Spearman 0.04 on 20 children).
-Diagnosis (240 shared steps, digits 32×32, 40 uniform children scored, chance 0.10): a
-fixed child reaches 0.94–0.97; varying only kernel, SE, expansion, filters or layers
-(entangled, :mod:`search.supernet.mnasnet`) 0.93–0.96 each. What defeats it is mixing
-ConvOp families and skip ops across the seven blocks (each block's first layer has no
-residual path, so the next shared layer sees a different feature basis per
-alternative):
+**Known limitation — the shared weights do not learn the full ``mnasnet`` space (nor
+``nasnet``) in this budget.** Uniformly sampled children stay near chance (0.10) and
+their supernet accuracy does not rank the proxy's. Record (digits 32×32, width 0.5, 40
+uniform children scored on the 359 validation images; details in
+:mod:`search.supernet.mnasnet`):
 
-* ``dsconv`` entangled with ``ir`` (the MBConv module's depthwise conv, SE and projection
-  on the first ``in`` channels) or on a module of its own: the same — children mixing
-  ``dsconv``/``mbconv3``/``mbconv6`` at chance (0.07–0.18) after a 120-step warm-up of the
-  largest child and 240 mixed steps. Kept entangled: one module fewer per position.
-* skip ops: with mbconv6 only, skip ∈ {pool, identity} reaches 0.39–0.53 (still
-  rising), all three at chance — ``none`` removes the residual the shared bodies were
-  trained around.
-* the largest child trained alone first (OFA's progressive shrinking) helps the
-  entangled decisions (mbconv6, fixed skip: 0.73–0.95 vs 0.25–0.59 without; with
-  mbconv3/mbconv6 mixed in as well 0.21–0.43) but not the mixing above; from it, one block changed to ``pool``/``none`` gives 0.42–0.67,
-  to ``dsconv`` 0.19–0.26, to ``conv`` (own module) 0.06–0.11.
-* distillation from the largest child (OFA), trained itself every other step: it
-  stays at 0.91, uniform children at chance (0.06–0.19) after 240 steps. Block-wise
-  feature distillation (DNA-like: each block of a sampled child regresses the largest
-  child's block output from its block input, all blocks in one step, variance-
-  normalised) is the only setting that lifted uniform children above chance — 0.04–0.48
-  (mean 0.16) after 240 steps, 0.01–0.40 (mean 0.18) after 600, its loss flat at ≈ 0.5
-  per block — but Spearman against the proxy stayed −0.09…0.04 (adding the child's
-  cross-entropy: 0.07–0.21); not adopted. Its accuracies follow closeness to the
-  largest child (identity-skip layers +0.34, MBConv layers +0.28 Spearman over 40).
-* optimiser: at initialisation children's gradient norms are 20–475, so ``grad_clip``
-  5 clips every step (why lr 0.01–0.2 changed nothing); without clipping (lr 0.005–0.05)
-  or with 20 the loss stays at 2.3–3.2; four children per update with averaged
-  gradients (FairNAS-like) likewise.
+* what works: one fixed child (0.94–0.97 after 240 steps); children varying only
+  kernel, SE, expansion, filters or layers, entangled (0.93–0.96); a fixed pool of 2
+  children differing in one block's family (0.94–0.96 after 200 steps), of 4 random
+  children (0.75–0.93 after 400), of 8 (0.24–0.87 after 400, Spearman with the proxy
+  0.07 over the 8). What fails is *generalising* to children never trained: uniform
+  sampling over ConvOp families and skip ops (each block's first layer has no
+  residual, so the next shared layer sees a different feature basis per alternative)
+  — the training loss rises above chance (2.41 → 2.6 over the first 800 steps).
+* gradient norms of 20–475 at initialisation (``grad_clip`` 5 clips every step) are
+  not a supernet bug: the standalone build of the same child with the same weights
+  has the same (27 vs 29, 181 vs 205, 57 vs 63 on three children); they grow towards
+  the input through the layers without a residual (stem 78, block-2 depthwise 131,
+  head 0.4–2) — the plain-BatchNorm-network gradient growth with MobileNetV2's init.
+* tried, 1,100 / 2,200 uniform steps, mean supernet accuracy (chance 0.10), none with
+  a Spearman against the 2- or 8-epoch standalone accuracy significant over 40
+  children (|ρ| ≤ 0.33): defaults 0.10 / 0.17; no clipping 0.10 / 0.11 (lr 0.02:
+  0.12 / 0.14); Adam (``optimizer=adam``) lr 1e-3 0.12 / 0.13, 3e-3 0.15 / 0.17;
+  private BatchNorm per position and (op, skip) (``private_bn=op,skip``) 0.12 / 0.17,
+  with zero-initialised last gamma on residual branches (``zero_gamma``) 0.12 / 0.16,
+  per (op, kernel, SE, skip) 0.12 / 0.14; with Adam 3e-3 0.13 / 0.16. Earlier: one
+  module per (op, kernel, SE) (Spearman 0.04), lr 0.01–0.2, clip 20, 4 children per
+  update, the largest child trained first (OFA's progressive shrinking; one block
+  changed to ``pool``/``none`` 0.42–0.67, ``dsconv`` 0.19–0.26, ``conv`` 0.06–0.11),
+  distillation from the largest child (chance) and block-wise feature distillation
+  (DNA-like; uniform children 0.01–0.48 after 600 steps, Spearman −0.09…0.04).
 
-``benchmarks/enas_speed.py`` (defaults, 1,100 shared steps) therefore still finds the
-supernet accuracies of uniform children at chance and no correlation with the proxy
-(see the benchmark's docstring for the numbers); the controller then optimises the
-latency estimate and ``ask`` ranks by it. The proxy's own accuracies are explained
-mostly by the number of layers without a skip (Spearman −0.81 over 40 children) and of
-regular convs (+0.49) — exactly the decisions the supernet cannot yet tell apart, and
-a measure of trainability in 44 steps that even a converged supernet is not built to
-predict.
-"""
+The controller then optimises the latency estimate and ``ask`` ranks by it. The
+proxy's own accuracies are explained mostly by the number of layers without a skip
+(Spearman −0.81 over 40 children) and of regular convs (+0.49): trainability in 44
+steps; over the benchmark's first 40 children it still ranks like an 8-epoch
+standalone training (Spearman 0.73, p < 1e-7; ``benchmarks/enas_speed.py
+--proxy-epochs``)."""
 
 from __future__ import annotations
 
@@ -126,7 +123,7 @@ log = logging.getLogger(__name__)
 
 #: options that shape the saved state: a checkpoint only loads into the same values
 _STRUCTURAL = ("space", "data", "resolution", "width_mult", "val_fraction", "data_seed",
-               "hidden")
+               "hidden", "optimizer", "private_bn", "zero_gamma")
 #: largest batch scored at once (batch statistics are per chunk)
 SCORE_CHUNK = 512
 
@@ -148,7 +145,8 @@ class Enas(Strategy):
                  entropy_weight: float = 1e-4, baseline_decay: float = 0.99,
                  target_ms: float = 0.0, alpha: float = -0.07, beta: float = -0.07,
                  lut: str = "", ms_per_mmac: float = DEFAULT_MS_PER_MMAC,
-                 threads: int = 1) -> None:
+                 threads: int = 1, optimizer: str = "sgd", private_bn: str = "",
+                 zero_gamma: bool = False) -> None:
         super().__init__(space, seed)
         from mnas.train.data import make_datamodule
 
@@ -181,7 +179,12 @@ class Enas(Strategy):
             "lut": str(lut or ""),
             "ms_per_mmac": _check_float("ms_per_mmac", ms_per_mmac, 0.0, low_open=True),
             "threads": _check_int("threads (0 = leave torch's setting)", threads, 0),
+            "optimizer": str(optimizer),
+            "private_bn": str(private_bn or ""),
+            "zero_gamma": bool(zero_gamma),
         }
+        if self.options["optimizer"] not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         o = self.options
         self.latency = FastLatency(space, o["lut"] or None, o["ms_per_mmac"])
         self.target_ms = o["target_ms"] or self.latency.reference_ms()
@@ -210,11 +213,18 @@ class Enas(Strategy):
         in_channels = int(self.rank_x.shape[1])
 
         # the supernet and its optimiser (param groups grow with the supernet)
+        extra: dict[str, Any] = {}
+        if space.name == "mnasnet":
+            extra = {"private_bn": tuple(f for f in o["private_bn"].split(",") if f),
+                     "zero_gamma": o["zero_gamma"]}
         self.supernet = make_supernet(space, self.num_classes, o["width_mult"], in_channels,
-                                      seed=seed)
-        self.optimizer = torch.optim.SGD(self._groups(list(self.supernet.parameters())),
-                                         lr=o["lr"], momentum=o["momentum"],
-                                         nesterov=o["momentum"] > 0)
+                                      seed=seed, **extra)
+        groups = self._groups(list(self.supernet.parameters()))
+        if o["optimizer"] == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=o["lr"])
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"],
+                                             nesterov=o["momentum"] > 0)
         self.supernet.new_params_hook = self._add_params
 
         # the controller

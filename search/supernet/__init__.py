@@ -147,11 +147,17 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
     def path_parameters(self, arch: Any) -> list[nn.Parameter]:
-        """The parameters child ``arch`` uses (each once)."""
+        """The parameters child ``arch`` uses (each once). A module mapped under a path
+        inside another mapped module replaces that submodule (a private BatchNorm)."""
+        mods = self.child_modules(arch)
+        shadowed = {id(p) for name, m in mods.items() for other in mods
+                    if other.startswith(name + ".")
+                    for p in m.get_submodule(other[len(name) + 1:]).parameters()}
         seen: dict[int, nn.Parameter] = {}
-        for m in self.child_modules(arch).values():
+        for m in mods.values():
             for p in m.parameters():
-                seen.setdefault(id(p), p)
+                if id(p) not in shadowed:
+                    seen.setdefault(id(p), p)
         return list(seen.values())
 
     def to_standalone(self, arch: Any) -> nn.Module:
@@ -214,15 +220,16 @@ class Supernet(nn.Module):
 
 
 def make_supernet(space: Any, num_classes: int, width_mult: float = 0.5,
-                  in_channels: int = 3, seed: int = 0, channels_last: bool = True
-                  ) -> Supernet:
-    """The supernet of ``space`` (``mnasnet`` or ``nasnet``); ValueError otherwise."""
+                  in_channels: int = 3, seed: int = 0, channels_last: bool = True,
+                  **options: Any) -> Supernet:
+    """The supernet of ``space`` (``mnasnet`` or ``nasnet``); ValueError otherwise.
+    ``options`` go to the ``mnasnet`` supernet (``private_bn``, ``zero_gamma``)."""
     name = getattr(space, "name", None)
     if name == "mnasnet":
         from search.supernet.mnasnet import MnasNetSupernet
 
         return MnasNetSupernet(space, num_classes, width_mult, in_channels, seed,
-                               channels_last)
+                               channels_last, **options)
     if name == "nasnet":
         from search.supernet.nasnet import NasNetSupernet
 

@@ -118,6 +118,37 @@ def test_child_in_the_supernet_is_the_standalone_build_with_copied_weights(name,
             assert torch.allclose(model.train()(x), train_out, atol=1e-4, rtol=1e-4)
 
 
+def test_private_batchnorm_child_is_its_standalone_build_and_every_path_parameter_is_used():
+    """Private BatchNorm sets (per position and op/skip) replace the family module's own
+    BN in the forward, in ``path_parameters`` and in ``to_standalone``; a residual
+    branch's set starts with a zero last gamma."""
+    torch.manual_seed(0)
+    space = _space("mnasnet")
+    net = make_supernet(space, 10, 0.25, seed=2, channels_last=False,
+                        private_bn=("op", "skip"), zero_gamma=True)
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 10, (6,))
+    archs = _archs(space, 3, seed=4)
+    for a in archs:
+        _sgd_step(net, a, x, y, lr=0.02)   # autograd.grad fails on an unused parameter
+    keys = [k for k in net.shared if "|bn|" in k]
+    assert keys and any(k.endswith("_identity") for k in keys)
+    fresh = make_supernet(space, 10, 0.25, seed=2, private_bn=("skip", "op"), zero_gamma=True)
+    fresh(x, archs[-1])
+    for k in (k for k in fresh.shared if k.endswith(("_identity", "_pool"))):
+        last = fresh.shared[k][max(fresh.shared[k], key=int)]
+        assert torch.count_nonzero(last.weight) == 0
+    for a in archs:
+        model = net.to_standalone(a)
+        with torch.no_grad():
+            net.eval()
+            assert torch.allclose(model.eval()(x), net(x, a), atol=1e-5, rtol=1e-5)
+        shared_bn = {id(p) for m in net.child_modules(a).values()
+                     for p in m.parameters()} - {id(p) for p in net.path_parameters(a)}
+        assert shared_bn              # the family modules' own BN is not this child's
+    with pytest.raises(ValueError, match="private_bn"):
+        make_supernet(space, 10, 0.25, private_bn=("width",))
+
+
 def test_batch_stats_scoring_updates_nothing_and_restores_modes():
     space = _space("mnasnet")
     net = make_supernet(space, 10, 0.25, seed=0)
@@ -284,7 +315,8 @@ def test_prefers_children_it_has_not_returned_before():
 def test_options_are_validated_and_listed_and_spaces_checked():
     space = get_space("mnasnet")
     for bad in ({"batch_size": 1}, {"lr": 0.0}, {"baseline_decay": 1.0}, {"target_ms": -1.0},
-                {"candidates": 0}, {"data": "nope"}):
+                {"candidates": 0}, {"data": "nope"}, {"optimizer": "rmsprop"},
+                {"private_bn": "op,depth"}):
         with pytest.raises(ValueError):
             get_strategy("enas", space, **{**TINY, **bad})
     with pytest.raises(TypeError, match="mnasnet"):
