@@ -139,7 +139,7 @@ class Anchor:
 def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
                 resolution: int | None = None, num_classes: int | None = None,
                 settings: MeasureSettings | None = None,
-                calibrate: int = 12, seed: int = 1_000_003, resume: bool = True,
+                calibrate: int = 30, seed: int = 1_000_003, resume: bool = True,
                 cache: Any = None, workdir: str | os.PathLike[str] | None = None,
                 anchor: bool | None = None, passes: int = 2,
                 log: Callable[[str], None] = _log) -> LatencyTable:

@@ -33,8 +33,8 @@ def register(sub: Any) -> None:
                    help="classes of the head (default: the space's deploy classes)")
     b.add_argument("--out", required=True, metavar="PATH", help="table file to write (JSON); "
                    "an existing compatible partial table is resumed")
-    b.add_argument("--calibrate", type=int, default=12,
-                   help="full networks measured for the calibration (default 12)")
+    b.add_argument("--calibrate", type=int, default=30,
+                   help="full networks measured for the calibration (default 30)")
     b.add_argument("--seed", type=int, default=1_000_003,
                    help="seed of the calibration networks")
     b.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=None,
