@@ -64,8 +64,16 @@ def _context(e: BaseException) -> str:
     return f"{e.__class__.__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-#: measurements of the reference alone whose median is its nominal latency (anchored)
+#: measurements of a reference alone whose median is its nominal latency (anchors)
 REFERENCE_ROUNDS = 5
+
+
+def nominal_latency(device: Device, path: str | os.PathLike[str],
+                    settings: MeasureSettings) -> float:
+    """A reference model's nominal latency (ms): the median of :data:`REFERENCE_ROUNDS`
+    separate measurements, so one slow episode does not set it."""
+    return float(np.median([device.measure(path, settings).median_ms
+                            for _ in range(REFERENCE_ROUNDS)]))
 
 
 class MeasuredLatency:
@@ -182,9 +190,7 @@ class MeasuredLatency:
                     weakref.finalize(self, shutil.rmtree, self._refdir, True)
             path = self.export(space, next(iter(named.values())),
                                self._refdir / f"{len(self.references)}{self.suffix}")
-            nominal = float(np.median([self.device.measure(path, self.settings).median_ms
-                                       for _ in range(REFERENCE_ROUNDS)]))
-            self.references[key] = (path, nominal)
+            self.references[key] = (path, nominal_latency(self.device, path, self.settings))
         return self.references[key]
 
     @staticmethod

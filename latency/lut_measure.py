@@ -78,8 +78,6 @@ def measure_arch(space: Any, arch: Any, device: Any, settings: MeasureSettings,
 
 #: the anchor: this unit of the space's first named arch (MobileNetV2: MBConv-6, 24 ch, 56x56)
 ANCHOR_INDEX = 3
-#: separate measurements of the anchor alone whose median is its nominal latency
-ANCHOR_ROUNDS = 5
 
 
 class Anchor:
@@ -108,8 +106,9 @@ class Anchor:
         self._network_path: Path | None = None
 
     def _nominal(self, path: Path) -> float:
-        return float(np.median([self.device.measure(path, self.settings).median_ms
-                                for _ in range(ANCHOR_ROUNDS)]))
+        from latency.estimate import nominal_latency
+
+        return nominal_latency(self.device, path, self.settings)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"unit": self.unit.key, "ms": self.nominal_ms}
