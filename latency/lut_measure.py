@@ -49,7 +49,9 @@ def sample_archs(space: Any, n: int, seed: int, exclude: Iterable[str] = ()) -> 
     """``n`` distinct random archs (uniform decisions), none of whose keys is excluded."""
     rng = random.Random(seed)
     seen = set(exclude)
-    out = []
+    out: list[Any] = []
+    if n <= 0:
+        return out
     for _ in range(100 * n + 100):
         a = space.sample(rng)
         k = space.key(a)

@@ -193,6 +193,17 @@ def test_build_refuses_a_table_of_another_device(tmp_path, monkeypatch):
     assert main(["lut", "eval", "--lut", str(out), "--n", "0"]) == 2
 
 
+def test_sample_archs_gives_exactly_n_distinct_unexcluded_archs():
+    from latency.lut_measure import sample_archs
+
+    assert sample_archs(SPACE, 0, seed=1) == []  # --calibrate 1: the named arch alone
+    first = sample_archs(SPACE, 5, seed=1)
+    keys = [SPACE.key(a) for a in first]
+    assert len(set(keys)) == 5
+    again = sample_archs(SPACE, 3, seed=1, exclude=keys[:2])
+    assert len(again) == 3 and not {SPACE.key(a) for a in again} & set(keys[:2])
+
+
 def test_measurements_median_and_disputes(tmp_path):
     """An entry is the median of its unit's measurements; two that disagree by more than
     5% make the unit disputed (and noisy) until a third settles it."""
