@@ -14,7 +14,13 @@ reference sees the same episodes, so the scaled number is what the model would h
 taken at build time. A reference of the same kind matters: a whole network reuses its
 caches differently from a 1 ms layer. Measured here (20 networks × 3 rounds, quiet,
 log SD within a network): raw 5.7%, timed with the unit anchor 2.4%, with the network
-anchor 1.2% (docs/lut.md). A phone's tool times one model per call, so ``adb:`` tables are built unanchored."""
+anchor 1.2% (docs/lut.md). A phone's tool times one model per call, so ``adb:`` tables
+are built unanchored.
+
+**Passes.** A job on the other core slows layers by different amounts, which no anchor
+cancels: :func:`build_table` measures every unit in ``passes`` passes (minutes apart),
+keeps the median, and settles a unit whose two passes disagree by more than 5% with a
+third measurement."""
 
 from __future__ import annotations
 
@@ -146,8 +152,9 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
                 log: Callable[[str], None] = _log) -> LatencyTable:
     """Measure every unit of ``space`` on ``device`` (resuming a compatible partial table
     at ``out``), calibrate on ``calibrate`` measured networks, save to ``out``.
-    ``anchor`` (default: where the device can) times everything alternately with the
-    anchor unit; anchored measurements are always fresh (no cache). ``passes``: each
+    ``anchor`` (default: where the device can) times units alternately with the unit
+    anchor and networks with the network anchor; anchored measurements are always fresh
+    (no cache). ``passes``: each
     pass measures every unit once, minutes apart from the last; an entry is the median
     of its unit's measurements, and a unit whose two passes disagree by more than 5%
     gets a third (see docs/lut.md for why)."""
