@@ -88,8 +88,9 @@ class MeasuredLatency:
     ``mnasnet``) and scaled by ``nominal / reference median``, the nominal being the
     reference's median of :data:`REFERENCE_ROUNDS` measurements taken on first use. A
     shared host's slow episodes then cancel, so children measured minutes apart are
-    comparable (docs/lut.md: 1.2% re-measurement spread instead of 5.7%). Anchored
-    measurements are always fresh (the cache holds unscaled ones).
+    comparable (``benchmarks/anchor_spread.py``: 0.8–1.3% re-measurement spread where
+    raw medians moved 2.4–6.1%). Anchored measurements are always fresh (the cache
+    holds unscaled ones).
     """
 
     def __init__(self, device: Device, settings: MeasureSettings | None = None,

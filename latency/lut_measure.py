@@ -12,10 +12,10 @@ networks with the *network anchor*, the space's reference network itself (Mobile
 the table's resolution). A shared host slows down in episodes of seconds to minutes; the
 reference sees the same episodes, so the scaled number is what the model would have
 taken at build time. A reference of the same kind matters: a whole network reuses its
-caches differently from a 1 ms layer. Measured here (20 networks × 3 rounds, quiet,
-log SD within a network): raw 5.7%, timed with the unit anchor 2.4%, with the network
-anchor 1.2% (docs/lut.md). A phone's tool times one model per call, so ``adb:`` tables
-are built unanchored.
+caches differently from a 1 ms layer. Measured here (``benchmarks/anchor_spread.py``,
+three runs, quiet, log SD within a network): raw 2.4–6.1%, timed with the unit anchor
+1.0–2.4%, with the network anchor 0.8–1.3%. A phone's tool times one model per call, so
+``adb:`` tables are built unanchored.
 
 **Passes.** A job on the other core slows layers by different amounts, which no anchor
 cancels: :func:`build_table` measures every unit in ``passes`` passes (minutes apart),
