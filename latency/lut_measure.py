@@ -105,18 +105,17 @@ class Anchor:
         units = table.units.units(self.reference)
         self.unit = units[min(ANCHOR_INDEX, len(units) - 1)]
         self.device, self.settings, self.space = device, settings, space
-        self.table, self.workdir = table, workdir
         self.path = get_exporter(device.model_format)(
             table.units.module(self.unit), workdir / f"anchor.{device.model_format}",
             input_shape=self.unit.input_shape())
-        self.nominal_ms = self._nominal(self.path) if nominal_ms is None else float(nominal_ms)
+        from latency.estimate import MeasuredLatency, nominal_latency
+
+        self.nominal_ms = (nominal_latency(device, self.path, settings) if nominal_ms is None
+                           else float(nominal_ms))
         self.network_ms = None if network_ms is None else float(network_ms)
-        self._network_path: Path | None = None
-
-    def _nominal(self, path: Path) -> float:
-        from latency.estimate import nominal_latency
-
-        return nominal_latency(self.device, path, self.settings)
+        # the network anchor is measured:anchored's reference, exported on first use
+        self._network = MeasuredLatency(device, settings, None, workdir / "network-anchor",
+                                        table.resolution, table.num_classes, anchor=True)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"unit": self.unit.key, "ms": self.nominal_ms}
@@ -131,15 +130,8 @@ class Anchor:
 
     def measure_network(self, path: str | os.PathLike[str]) -> tuple[Measurement, float]:
         """(the raw measurement, its median scaled to the network anchor's nominal)."""
-        if self._network_path is None:
-            folder = self.workdir / "network-anchor"
-            folder.mkdir(exist_ok=True)
-            self._network_path = export_arch(
-                self.space, self.reference, self.device, self.settings,
-                self.table.resolution, self.table.num_classes, folder)
-            if self.network_ms is None:
-                self.network_ms = self._nominal(self._network_path)
-        m, a = self.device.measure_paired(path, self._network_path, self.settings)
+        ref, self.network_ms = self._network.reference(self.space, self.network_ms)
+        m, a = self.device.measure_paired(path, ref, self.settings)
         return m, m.median_ms * self.network_ms / a.median_ms
 
 
