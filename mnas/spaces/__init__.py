@@ -14,11 +14,12 @@ from mnas.spaces.base import (
     SPACES,
     Encodable,
     Mutable,
+    Progressive,
     SearchSpace,
     get_space,
     register_space,
     space_names,
 )
 
-__all__ = ["SPACES", "Encodable", "Mutable", "SearchSpace", "get_space", "register_space",
+__all__ = ["SPACES", "Encodable", "Mutable", "Progressive", "SearchSpace", "get_space", "register_space",
            "space_names"]

@@ -153,6 +153,38 @@ class Encodable(Protocol):
     def vector(self, arch: Any) -> np.ndarray: ...
 
 
+@runtime_checkable
+class Progressive(Protocol):
+    """Cells that grow one step at a time (PNAS's capability).
+
+    A cell has a *size* 1..``growth_stages`` (PNAS: blocks; NB201: nodes); every size is
+    an architecture of the space. ``smallest_cells`` lists every size-1 cell; ``grow``
+    gives every distinct one-step expansion of a cell as canonical strings with their
+    ``vector`` rows (one matrix: PNAS ranks thousands at once); ``neighbours`` the
+    canonical cells one token away at the same size; ``random_cell`` a random canonical
+    cell of a size. ``vector`` is fixed-length for every size, and its
+    ``summary_columns`` are size-free counts (how often each op occurs, …) on which a
+    linear latency model extrapolates to larger cells.
+    """
+
+    growth_stages: int
+    summary_columns: slice
+
+    def cell_size(self, arch: Any) -> int: ...
+
+    def smallest_cells(self) -> list[Any]: ...
+
+    def grow(self, arch: Any) -> tuple[list[str], np.ndarray]: ...
+
+    def neighbours(self, arch: Any) -> list[str]: ...
+
+    def random_cell(self, rng: random.Random, size: int) -> Any: ...
+
+    def canonical(self, arch: Any) -> Any: ...
+
+    def vector(self, arch: Any) -> np.ndarray: ...
+
+
 SPACES: dict[str, type[SearchSpace]] = {}
 
 

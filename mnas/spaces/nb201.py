@@ -18,10 +18,13 @@ with C = 16, N = 5 at 32×32, so ``deploy_classes`` is 100 and ``deploy_resoluti
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,6 +85,31 @@ def decode_cell(text: str) -> NB201Arch:
                                  f"must read from node {frm} (write {op}~{frm})")
             ops.append(op)
     return NB201Arch(tuple(ops))
+
+
+# -- growing cells (PNAS) -----------------------------------------------------------------
+
+#: edges into nodes 1..b: the first NODE_EDGES[b] entries of :data:`EDGES`
+NODE_EDGES = (0, 1, 3, 6)
+
+
+def grown_cell(ops: Sequence[str]) -> NB201Arch:
+    """The cell grown to b nodes (``ops``: the edges into nodes 1..b, in :data:`EDGES`
+    order, b(b+1)/2 of them) as a full NB201 cell: each later node j passes node j−1
+    through (``skip_connect`` from j−1, ``none`` on its other edges), so the network
+    computes exactly the b-node cell and the string is in every NB201 table."""
+    ops = tuple(ops)
+    if len(ops) not in NODE_EDGES[1:]:
+        raise ValueError(f"a cell grown to 1, 2 or 3 nodes has 1, 3 or 6 edge ops, got {len(ops)}")
+    rest = tuple("skip_connect" if frm == to - 1 else "none" for to, frm in EDGES[len(ops):])
+    return NB201Arch(ops + rest)
+
+
+def _pass_through(arch: NB201Arch, node: int) -> bool:
+    """Whether ``node`` only passes node−1 through."""
+    lo, hi = NODE_EDGES[node - 1], NODE_EDGES[node]
+    return arch.ops[lo:hi] == tuple("skip_connect" if frm == node - 1 else "none"
+                                    for _, frm in EDGES[lo:hi])
 
 
 # -- the CIFAR network ------------------------------------------------------------------
@@ -216,6 +244,75 @@ class NB201Space(SearchSpace):
             "resnet": decode_cell("|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|"
                                   "+|skip_connect~0|none~1|skip_connect~2|"),
         }
+
+    # -- the Progressive capability: PNAS grows the cell node by node -----------------------
+    growth_stages = 3
+    #: the size-free columns of :meth:`vector`: op counts, (op, reads the cell input)
+    #: counts and the number of nodes
+    summary_columns = slice(len(EDGES) * len(OPS), len(EDGES) * len(OPS) + 3 * len(OPS) + 1)
+
+    def _arch(self, arch: Any) -> NB201Arch:
+        if not isinstance(arch, NB201Arch):
+            raise TypeError(f"expected an NB201Arch, got {type(arch).__name__}")
+        return arch
+
+    def cell_size(self, arch: NB201Arch) -> int:
+        """The number of grown nodes: the smallest b whose later nodes all pass through
+        (see :func:`grown_cell`); 3 for a cell whose node 3 does anything else."""
+        arch = self._arch(arch)
+        b = 3
+        while b > 1 and _pass_through(arch, b):
+            b -= 1
+        return b
+
+    def canonical(self, arch: NB201Arch) -> NB201Arch:
+        """Every NB201 string is its own canonical form (the table lists all 15,625)."""
+        return self._arch(arch)
+
+    def smallest_cells(self) -> list[NB201Arch]:
+        """The 5 one-node cells (node 1's op; nodes 2 and 3 pass it through)."""
+        return [grown_cell((op,)) for op in OPS]
+
+    def grow(self, arch: NB201Arch) -> tuple[list[str], np.ndarray]:
+        """Every choice of the next node's edges (25 for node 2, 125 for node 3), as
+        strings and :meth:`vector` rows."""
+        b = self.cell_size(arch)
+        if b >= 3:
+            raise ValueError("cell already has all 3 nodes")
+        prefix = arch.ops[: NODE_EDGES[b]]
+        kids = [grown_cell(prefix + combo) for combo in itertools.product(OPS, repeat=b + 1)]
+        return [k.encode() for k in kids], np.stack([self.vector(k) for k in kids])
+
+    def neighbours(self, arch: NB201Arch) -> list[str]:
+        """The cells one grown edge's op away (the pass-through edges stay)."""
+        b = self.cell_size(arch)
+        prefix = arch.ops[: NODE_EDGES[b]]
+        return [grown_cell(prefix[:i] + (op,) + prefix[i + 1:]).encode()
+                for i in range(len(prefix)) for op in OPS if op != prefix[i]]
+
+    def random_cell(self, rng: random.Random, size: int) -> NB201Arch:
+        """A random cell grown to ``size`` nodes."""
+        if isinstance(size, bool) or size not in (1, 2, 3):
+            raise ValueError(f"an NB201 cell has 1..3 nodes, got {size!r}")
+        return grown_cell(tuple(OPS[rng.randrange(len(OPS))] for _ in range(NODE_EDGES[size])))
+
+    def vector(self, arch: NB201Arch) -> np.ndarray:
+        """Fixed-length encoding of a cell of any size: one-hot op per grown edge (edges
+        of pass-through nodes are zeros), then op counts over the grown edges, counts of
+        each op on an edge from the cell input (node 0) and from an inner node, and the
+        number of nodes. The counts let a predictor fit on smaller cells say something
+        about a new node's edges, whose one-hot slots it has never seen filled."""
+        b = self.cell_size(arch)
+        no = len(OPS)
+        v = np.zeros(self.summary_columns.stop, dtype=np.float32)
+        base = self.summary_columns.start
+        for e in range(NODE_EDGES[b]):
+            o = OPS.index(arch.ops[e])
+            v[e * no + o] = 1.0
+            v[base + o] += 1.0
+            v[base + no * (1 if EDGES[e][1] == 0 else 2) + o] += 1.0
+        v[-1] = b
+        return v
 
     def build(self, arch: Any, num_classes: int | None = None, width_mult: float = 1.0,
               in_channels: int = 3) -> Any:

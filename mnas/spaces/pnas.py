@@ -289,6 +289,60 @@ class PnasSpace(SearchSpace):
         return [PnasArch(Cell(arch.blocks + (Block(i1, i2, o1, o2, "add"),)))
                 for i1, o1, i2, o2 in self.block_options(b)]
 
+    # -- the Progressive capability (PNAS's growth by blocks) ---------------------------
+    @property
+    def growth_stages(self) -> int:
+        """Cells grow 1 → B blocks."""
+        return self.blocks
+
+    def cell_size(self, arch: PnasArch) -> int:
+        """The number of blocks."""
+        return len(self._check(arch).blocks)
+
+    def smallest_cells(self) -> list[PnasArch]:
+        """Every distinct 1-block cell (canonical), in :meth:`block_options` order."""
+        return [make_arch([opt]) for opt in self.block_options(0)]
+
+    def grow(self, arch: PnasArch) -> tuple[list[str], np.ndarray]:
+        """Every distinct one-block expansion of ``arch`` (canonical strings, in
+        :meth:`block_options` order) and its :meth:`vector`: the parent's plus the new
+        block's share, so thousands are encoded at once."""
+        arch = self.canonical(arch)
+        pos = len(arch.blocks)
+        if pos >= self.blocks:
+            raise ValueError(f"cell already has the maximum {self.blocks} blocks")
+        cache = self.__dict__.setdefault("_block_shares", {})
+        if pos not in cache:
+            opts = self.block_options(pos)
+            cache[pos] = (opts, np.stack([self.block_vector(pos, Block(i1, i2, o1, o2))
+                                          for i1, o1, i2, o2 in opts]))
+        opts, mat = cache[pos]
+        p = arch.encode()
+        return [p + f"[{o1}~{i1}+{o2}~{i2}]" for i1, o1, i2, o2 in opts], self.vector(arch) + mat
+
+    def neighbours(self, arch: PnasArch) -> list[str]:
+        """Canonical cells one input or op away from ``arch`` (same number of blocks)."""
+        arch = self._check(arch)
+        out: list[str] = []
+        for k, blk in enumerate(arch.blocks):
+            halves = [(blk.in1, blk.op1), (blk.in2, blk.op2)]
+            for h in range(2):
+                i, o = halves[h]
+                alts = [(j, o) for j in range(k + 2) if j != i]
+                alts += [(i, op) for op in self.OPS if op != o]
+                for alt in alts:
+                    new = list(halves)
+                    new[h] = alt
+                    blocks = [(b.in1, b.op1, b.in2, b.op2) for b in arch.blocks]
+                    blocks[k] = (new[0][0], new[0][1], new[1][0], new[1][1])
+                    out.append(self.canonical(make_arch(blocks)).encode())
+        return out
+
+    def random_cell(self, rng: random.Random, size: int) -> PnasArch:
+        """A random canonical cell of ``size`` blocks (one draw per decision)."""
+        ds = self.decisions_for_blocks(size)
+        return self.canonical(self.from_choices([rng.randrange(d.size) for d in ds]))
+
     def mutate(self, arch: PnasArch, rng: random.Random, children_seen: int = 0) -> PnasArch:
         """Change one input or op of one block, keeping the number of blocks."""
         arch = self._check(arch)

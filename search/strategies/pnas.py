@@ -1,4 +1,10 @@
-"""``pnas``: Progressive Neural Architecture Search (Liu et al., 2018) on the ``pnas`` space.
+"""``pnas``: Progressive Neural Architecture Search (Liu et al., 2018).
+
+Works on every space with the :class:`~mnas.spaces.base.Progressive` capability: the
+``pnas`` cell space (cells grow by blocks, 1 → B) and ``nb201`` (cells grow by node,
+1 → 3: a cell grown to b nodes is the NB201 cell whose later nodes pass node b through,
+so it is in the table; stage 1 is all 5 one-node cells, then each parent × 25 choices of
+node 2's edges, then × 125 of node 3's). Below, "block" is the space's growth step.
 
 Sequential model-based optimisation over cells of growing size:
 
@@ -17,7 +23,8 @@ Sequential model-based optimisation over cells of growing size:
 
 **Latency predictor**: ridge regression of latency on the encoding's size-free count
 columns (``space.summary_columns``: how often each op occurs, and reads h_i, h_{i-1} or
-a block, and the number of blocks; :class:`search.surrogate.RidgeLatency`), fit to every
+a block, and the number of blocks — nb201: op counts, split by reading the cell input or
+an inner node, and the number of nodes; :class:`search.surrogate.RidgeLatency`), fit to every
 measured latency told so far. A network's latency is to first order a constant plus
 per-op costs (each cell op repeats in every cell; ops on the cell inputs stride in
 reductions), which this linear model captures and extrapolates to cells one block
@@ -30,6 +37,15 @@ and is shifted so the cheapest block costs nothing rather than go negative (see
 concatenated), a per-block cost the model learns only from stage 3 on. ``latency_model="none"`` ranks by predicted accuracy only (the
 paper's setting). **T**: ``target_ms`` if > 0, else the target of the first trial told
 (when the loop spreads children over several targets, PNAS ranks with that one T).
+``rank="targets"`` ranks for every told target instead and takes each target's best in
+turn (parents, stage children and reserve alike), so a beam of K serves each target
+with about K/len(targets) cells — MnasNet's several-T search inside PNAS's beam.
+
+**Refits.** The ensemble is refit after every stage (``refit_growth=1``); with
+``refit_growth=g > 1`` it is refit after a stage that brought a new cell size, and in
+the rounds at full size only once the data has grown by the factor g since the last fit
+(the latency model is refit every stage; it costs nothing). Fits are nearly all of
+PNAS's time in a long table-driven search.
 
 **Asks and tells.** ``ask(n)`` hands out the current stage's queue; a stage ends when its
 queue is handed out *and* all of it is told (in any order, failed trials included). Asks
@@ -61,9 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from mnas.spaces.base import Encodable
-from mnas.spaces.nasnet import Block
-from mnas.spaces.pnas import PnasArch, PnasSpace, make_arch
+from mnas.spaces.base import Encodable, Progressive
 from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
 from search.surrogate import MLPEnsemble, RidgeLatency, spearman
@@ -71,6 +85,7 @@ from search.surrogate import MLPEnsemble, RidgeLatency, spearman
 log = logging.getLogger(__name__)
 
 LATENCY_MODELS = ("linear", "none")
+RANKINGS = ("reward", "targets")
 #: how many ranked-but-unqueued cells a stage keeps for overflow asks (bounds the state)
 RESERVE_PER_BEAM = 4
 
@@ -87,16 +102,14 @@ class ProgressiveNAS(Strategy):
     """PNAS: stages of growing cells ranked by a surrogate ensemble; beam ``beam``."""
 
     name = "pnas"
-    requires = (Encodable,)
-    spaces = ("pnas",)
+    requires = (Encodable, Progressive)
 
     def __init__(self, space: Any, seed: int = 0, initial: int = 32, beam: int = 16,
                  max_expand: int = 0, members: int = 5, hidden: int = 32, epochs: int = 200,
                  latency_model: str = "linear", target_ms: float = 0.0,
-                 alpha: float = -0.07, beta: float = -0.07) -> None:
+                 alpha: float = -0.07, beta: float = -0.07, rank: str = "reward",
+                 refit_growth: float = 1.0) -> None:
         super().__init__(space, seed=seed)
-        if not isinstance(space, PnasSpace):
-            raise TypeError(f"strategy 'pnas' needs the pnas space, got {type(space).__name__}")
         self.initial = _pos_int("initial", initial, 0)
         self.beam = _pos_int("beam", beam, 1)
         self.max_expand = _pos_int("max_expand", max_expand, 0)
@@ -108,9 +121,18 @@ class ProgressiveNAS(Strategy):
             raise ValueError(f"target_ms must be >= 0 (0 = the first told trial's), got {target_ms}")
         self.target_opt = float(target_ms)
         self.alpha, self.beta = float(alpha), float(beta)
+        if rank not in RANKINGS:
+            raise ValueError(f"unknown rank {rank!r}; valid: {', '.join(RANKINGS)}")
+        self.rank = rank
+        if not (math.isfinite(float(refit_growth)) and float(refit_growth) >= 1.0):
+            raise ValueError(f"refit_growth must be >= 1 (1 = refit every stage), "
+                             f"got {refit_growth}")
+        self.refit_growth = float(refit_growth)
+        self.fit_size = self.fit_blocks = 0  # scored cells and cell size at the last fit
+        self.targets_seen: list[float] = []  # every target told, sorted
         self.surrogate = MLPEnsemble(members=members, hidden=hidden, epochs=epochs, seed=seed)
         self.latency = RidgeLatency()
-        self.B = space.blocks
+        self.B = space.growth_stages
         self.target: float | None = self.target_opt or None
         self.stage = 1                       # stage number (repeats and rounds count too)
         self.blocks = 1                      # cell size of the current stage
@@ -123,32 +145,25 @@ class ProgressiveNAS(Strategy):
         self.results: list[dict[str, Any]] = []  # this stage's told children
         self.stage_spearman: list[dict[str, Any]] = []
         self._vectors: dict[str, np.ndarray] = {}
-        self._deltas: dict[int, tuple[list[tuple[int, str, int, str]], np.ndarray]] = {}
-        cells = [self._arch([opt]) for opt in space.block_options(0)]
+        self._sizes: dict[str, int] = {}
+        cells = list(space.smallest_cells())
         self.rng.shuffle(cells)
         size = len(cells) if self.initial == 0 else min(self.initial, len(cells))
         entries = [{"arch": a.encode()} for a in cells]
         self.queue, self.reserve = entries[:size], entries[size:]
 
     # -- helpers ---------------------------------------------------------------------
-    @staticmethod
-    def _arch(blocks: Sequence[tuple[int, str, int, str]]) -> PnasArch:
-        return make_arch(blocks)
-
     def _vector(self, key: str) -> np.ndarray:
         v = self._vectors.get(key)
         if v is None:
             v = self._vectors[key] = self.space.vector(self.space.decode(key))
         return v
 
-    def _deltas_at(self, position: int) -> tuple[list[tuple[int, str, int, str]], np.ndarray]:
-        """Every canonical block at ``position`` and its share of the encoding."""
-        if position not in self._deltas:
-            opts = self.space.block_options(position)
-            mat = np.stack([self.space.block_vector(position, Block(i1, i2, o1, o2))
-                            for i1, o1, i2, o2 in opts])
-            self._deltas[position] = (opts, mat)
-        return self._deltas[position]
+    def _size(self, key: str) -> int:
+        b = self._sizes.get(key)
+        if b is None:
+            b = self._sizes[key] = self.space.cell_size(self.space.decode(key))
+        return b
 
     def _reward(self, acc: float, lat: float | None, target: float | None = None) -> float:
         t = target if target else self.target
@@ -184,9 +199,7 @@ class ProgressiveNAS(Strategy):
         draws find none)."""
         key = ""
         for _ in range(200):
-            ds = self.space.decisions_for_blocks(b)
-            arch = self.space.from_choices([self.rng.randrange(d.size) for d in ds])
-            key = self.space.canonical(arch).encode()
+            key = self.space.random_cell(self.rng, b).encode()
             if key not in self.asked:
                 break
         return key
@@ -201,6 +214,8 @@ class ProgressiveNAS(Strategy):
                   and t.latency_ms > 0)
             if self.target is None and t.target_ms:
                 self.target = float(t.target_ms)
+            if t.target_ms and float(t.target_ms) not in self.targets_seen:
+                self.targets_seen = sorted([*self.targets_seen, float(t.target_ms)])
             if ok:
                 try:
                     self._vector(key)
@@ -252,8 +267,8 @@ class ProgressiveNAS(Strategy):
     def _next_stage(self) -> None:
         self._close_stage()
         ok = [r for r in self.results if r["ok"]]
-        ok.sort(key=lambda r: -self._reward(r["acc"], r["lat"]))
-        parents = [r["arch"] for r in ok[: self.beam]]
+        parents = [ok[i]["arch"] for i, _ in self._best(
+            ok, lambda r, t: self._reward(r["acc"], r["lat"], t), self.beam)]
         self._fit()
         self.stage += 1
         self.results = []
@@ -268,6 +283,36 @@ class ProgressiveNAS(Strategy):
             pool = self._continuation()
         self._queue_ranked(pool)
 
+    def _rank_targets(self) -> list[float | None]:
+        """The targets ranking serves: every told target (``rank="targets"``, unless
+        ``target_ms`` fixes one), else the one T."""
+        if self.rank == "targets" and not self.target_opt and self.targets_seen:
+            return list(self.targets_seen)
+        return [self.target]
+
+    def _best(self, items: Sequence[Any], score: Any, k: int | None = None
+              ) -> list[tuple[int, float | None]]:
+        """Indices of ``items`` best first by ``score(item, T)`` (ties: lower index), with
+        the target each was picked for: with several targets, each target's best
+        unpicked item in turn, so every target gets a share of any top k."""
+        targets = self._rank_targets()
+        n = len(items) if k is None else min(k, len(items))
+        orders = [sorted(range(len(items)), key=lambda i, t=t: (-score(items[i], t), i))
+                  for t in targets]
+        if len(orders) == 1:
+            return [(i, targets[0]) for i in orders[0][:n]]
+        out: list[tuple[int, float | None]] = []
+        taken: set[int] = set()
+        pos = [0] * len(orders)
+        while len(out) < n:
+            for j, order in enumerate(orders):
+                while pos[j] < len(order) and order[pos[j]] in taken:
+                    pos[j] += 1
+                if pos[j] < len(order) and len(out) < n:
+                    taken.add(order[pos[j]])
+                    out.append((order[pos[j]], targets[j]))
+        return out
+
     def _fit(self) -> None:
         if len(self.data) < 2:
             return
@@ -275,8 +320,13 @@ class ProgressiveNAS(Strategy):
         X = np.stack([self._vector(k) for k in keys])
         acc = np.array([self.data[k][0] for k in keys])
         lat = np.array([self.data[k][1] for k in keys])
-        if np.ptp(acc) > 0:
+        # refit when a stage brought a cell size the last fit had not seen, else (rounds
+        # at full size) once the data has grown by refit_growth: fits dominate the time
+        due = (not self.surrogate.fitted or self.fit_blocks < self.blocks
+               or len(keys) >= self.refit_growth * self.fit_size)
+        if np.ptp(acc) > 0 and due:
             self.surrogate.fit(X, acc)
+            self.fit_size, self.fit_blocks = len(keys), self.blocks
         if self.latency_model == "linear":
             self.latency.fit(X[:, self.space.summary_columns], lat)
 
@@ -286,50 +336,28 @@ class ProgressiveNAS(Strategy):
         for p in parents:
             arch = self.space.canonical(self.space.decode(p))
             p = arch.encode()
-            pos = len(arch.blocks)
-            if pos >= self.B:
+            if self.space.cell_size(arch) >= self.B:
                 continue
-            opts, mat = self._deltas_at(pos)
-            idx = list(range(len(opts)))
+            keys, rows = self.space.grow(arch)
+            idx = list(range(len(keys)))
             if self.max_expand and self.max_expand < len(idx):
                 idx = sorted(self.rng.sample(idx, self.max_expand))
-            base = self._vector(p)
             for i in idx:
-                i1, o1, i2, o2 = opts[i]
-                key = p + f"[{o1}~{i1}+{o2}~{i2}]"
-                if key not in self.asked:
-                    pool.add(key, base + mat[i], p, grown=True)
+                if keys[i] not in self.asked:
+                    pool.add(keys[i], rows[i], p, grown=True)
         return pool
-
-    def _neighbours(self, parent: str) -> list[str]:
-        """Canonical cells one input or op away from ``parent`` (same size)."""
-        out: list[str] = []
-        arch = self.space.decode(parent)
-        for k, blk in enumerate(arch.blocks):
-            halves = [(blk.in1, blk.op1), (blk.in2, blk.op2)]
-            for h in range(2):
-                i, o = halves[h]
-                alts = [(j, o) for j in range(k + 2) if j != i]
-                alts += [(i, op) for op in self.space.OPS if op != o]
-                for alt in alts:
-                    new = list(halves)
-                    new[h] = alt
-                    blocks = [(b.in1, b.op1, b.in2, b.op2) for b in arch.blocks]
-                    blocks[k] = (new[0][0], new[0][1], new[1][0], new[1][1])
-                    out.append(self.space.canonical(self._arch(blocks)).encode())
-        return out
 
     def _continuation(self) -> _Pool:
         """At B blocks: expansions of the best (B−1)-block cells and neighbours of the
         best B-block cells, unevaluated."""
         def best(size: int) -> list[str]:
-            keys = [k for k in self.data if k.count("[") == size]
-            keys.sort(key=lambda k: -self._reward(*self.data[k]))
-            return keys[: self.beam]
+            keys = [k for k in self.data if self._size(k) == size]
+            return [keys[i] for i, _ in self._best(
+                keys, lambda k, t: self._reward(*self.data[k], t), self.beam)]
 
         pool = self._expansions(best(self.B - 1)) if self.B > 1 else _Pool()
         for parent in best(self.B):
-            for key in self._neighbours(parent):
+            for key in self.space.neighbours(self.space.decode(parent)):
                 if key not in self.asked:
                     pool.add(key, self._vector(key), parent)
         return pool if pool.keys else self._fresh_pool(self.B)
@@ -338,7 +366,7 @@ class ProgressiveNAS(Strategy):
         """The unqueued reserve of this size, else random unasked cells."""
         pool = _Pool()
         for e in self.reserve:
-            if e["arch"].count("[") == b:
+            if self._size(e["arch"]) == b:
                 pool.add(e["arch"], self._vector(e["arch"]), None)
         while len(pool.keys) < self.beam:
             key = self._random_cell(b)
@@ -390,9 +418,15 @@ class ProgressiveNAS(Strategy):
             for i, e in enumerate(entries):
                 e["pred_acc"], e["pred_std"] = float(mu[i]), float(sd[i])
                 e["pred_lat_ms"] = None if lat is None else float(lat[i])
-                e["pred_reward"] = self._reward(e["pred_acc"], e["pred_lat_ms"])
-            order = sorted(range(len(entries)), key=lambda i: (-entries[i]["pred_reward"], i))
-            entries = [entries[i] for i in order]
+            order = self._best(entries, lambda e, t: self._reward(e["pred_acc"],
+                                                                  e["pred_lat_ms"], t))
+            multi = len(self._rank_targets()) > 1
+            for i, t in order:
+                e = entries[i]
+                e["pred_reward"] = self._reward(e["pred_acc"], e["pred_lat_ms"], t)
+                if multi:
+                    e["rank_target_ms"] = t
+            entries = [entries[i] for i, _ in order]
         else:  # nothing to learn from yet: a random order
             self.rng.shuffle(entries)
         for rank, e in enumerate(entries):
@@ -411,7 +445,9 @@ class ProgressiveNAS(Strategy):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(
-            target=self.target, stage=self.stage, blocks=self.blocks,
+            target=self.target, targets_seen=list(self.targets_seen), fit_size=self.fit_size,
+            fit_blocks=self.fit_blocks,
+            stage=self.stage, blocks=self.blocks,
             queue=[dict(e) for e in self.queue], reserve=[dict(e) for e in self.reserve],
             waiting=sorted(self.waiting), pending={k: dict(v) for k, v in self.pending.items()},
             asked=sorted(self.asked), data=list(self.data.items()),
@@ -423,6 +459,9 @@ class ProgressiveNAS(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.target = state["target"]
+        self.targets_seen = list(state.get("targets_seen", []))
+        self.fit_size = state.get("fit_size", 0)
+        self.fit_blocks = state.get("fit_blocks", 0)
         self.stage, self.blocks = state["stage"], state["blocks"]
         self.queue = [dict(e) for e in state["queue"]]
         self.reserve = [dict(e) for e in state["reserve"]]
@@ -440,7 +479,8 @@ class ProgressiveNAS(Strategy):
                 "max_expand": self.max_expand, "members": self.surrogate.members,
                 "hidden": self.surrogate.hidden, "epochs": self.surrogate.epochs,
                 "latency_model": self.latency_model, "target_ms": self.target_opt,
-                "alpha": self.alpha, "beta": self.beta}
+                "alpha": self.alpha, "beta": self.beta, "rank": self.rank,
+                "refit_growth": self.refit_growth}
 
 
 class _Pool:

@@ -197,7 +197,7 @@ def test_asks_beyond_the_queue_and_failed_trials():
 
 
 def test_options_and_space_are_checked():
-    with pytest.raises(TypeError, match="works on spaces \\['pnas'\\]"):
+    with pytest.raises(TypeError, match="needs a space with Progressive; 'nasnet' has none"):
         get_strategy("pnas", get_space("nasnet"))
     with pytest.raises(ValueError, match="beam must be an integer >= 1"):
         get_strategy("pnas", SPACE, beam=0)
