@@ -280,8 +280,15 @@ class NB201Space(SearchSpace):
         if b >= 3:
             raise ValueError("cell already has all 3 nodes")
         prefix = arch.ops[: NODE_EDGES[b]]
-        kids = [grown_cell(prefix + combo) for combo in itertools.product(OPS, repeat=b + 1)]
-        return [k.encode() for k in kids], np.stack([self.vector(k) for k in kids])
+        # at most 5 + 125 parents: remember each one's expansions (PNAS asks every round)
+        cache = self.__dict__.setdefault("_grown", {})
+        if prefix not in cache:
+            kids = [grown_cell(prefix + combo) for combo in itertools.product(OPS, repeat=b + 1)]
+            rows = np.stack([self.vector(k) for k in kids])
+            rows.flags.writeable = False
+            cache[prefix] = ([k.encode() for k in kids], rows)
+        keys, rows = cache[prefix]
+        return list(keys), rows
 
     def neighbours(self, arch: NB201Arch) -> list[str]:
         """The cells one grown edge's op away (the pass-through edges stay)."""

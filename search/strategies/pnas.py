@@ -146,6 +146,7 @@ class ProgressiveNAS(Strategy):
         self.stage_spearman: list[dict[str, Any]] = []
         self._vectors: dict[str, np.ndarray] = {}
         self._sizes: dict[str, int] = {}
+        self._nbrs: dict[str, list[str]] = {}  # the same best cells recur round after round
         cells = list(space.smallest_cells())
         self.rng.shuffle(cells)
         size = len(cells) if self.initial == 0 else min(self.initial, len(cells))
@@ -267,8 +268,10 @@ class ProgressiveNAS(Strategy):
     def _next_stage(self) -> None:
         self._close_stage()
         ok = [r for r in self.results if r["ok"]]
+        acc = np.array([r["acc"] for r in ok], dtype=float)
+        lat = np.array([r["lat"] for r in ok], dtype=float)
         parents = [ok[i]["arch"] for i, _ in self._best(
-            ok, lambda r, t: self._reward(r["acc"], r["lat"], t), self.beam)]
+            len(ok), lambda t: self._rewards(acc, lat, t), self.beam)]
         self._fit()
         self.stage += 1
         self.results = []
@@ -290,15 +293,23 @@ class ProgressiveNAS(Strategy):
             return list(self.targets_seen)
         return [self.target]
 
-    def _best(self, items: Sequence[Any], score: Any, k: int | None = None
-              ) -> list[tuple[int, float | None]]:
-        """Indices of ``items`` best first by ``score(item, T)`` (ties: lower index), with
-        the target each was picked for: with several targets, each target's best
-        unpicked item in turn, so every target gets a share of any top k."""
+    def _rewards(self, acc: np.ndarray, lat: np.ndarray | None, target: float | None
+                 ) -> np.ndarray:
+        """:meth:`_reward` of arrays."""
+        t = target if target else self.target
+        if self.latency_model == "none" or t is None or lat is None:
+            return acc
+        ok = lat > 0
+        safe = np.where(ok, lat, t)
+        return np.where(ok, acc * (safe / t) ** np.where(safe <= t, self.alpha, self.beta), acc)
+
+    def _best(self, n_items: int, score: Any, k: int) -> list[tuple[int, float | None]]:
+        """The best ``k`` of ``n_items`` by ``score(T)`` (an array; ties: lower index) with
+        the target each was picked for: with several targets, each target's best unpicked
+        item in turn, so every target gets a share of any top k."""
         targets = self._rank_targets()
-        n = len(items) if k is None else min(k, len(items))
-        orders = [sorted(range(len(items)), key=lambda i, t=t: (-score(items[i], t), i))
-                  for t in targets]
+        n = min(k, n_items)
+        orders = [np.argsort(-score(t), kind="stable").tolist() for t in targets]
         if len(orders) == 1:
             return [(i, targets[0]) for i in orders[0][:n]]
         out: list[tuple[int, float | None]] = []
@@ -352,12 +363,16 @@ class ProgressiveNAS(Strategy):
         best B-block cells, unevaluated."""
         def best(size: int) -> list[str]:
             keys = [k for k in self.data if self._size(k) == size]
+            acc = np.array([self.data[k][0] for k in keys], dtype=float)
+            lat = np.array([self.data[k][1] for k in keys], dtype=float)
             return [keys[i] for i, _ in self._best(
-                keys, lambda k, t: self._reward(*self.data[k], t), self.beam)]
+                len(keys), lambda t: self._rewards(acc, lat, t), self.beam)]
 
         pool = self._expansions(best(self.B - 1)) if self.B > 1 else _Pool()
         for parent in best(self.B):
-            for key in self.space.neighbours(self.space.decode(parent)):
+            if parent not in self._nbrs:
+                self._nbrs[parent] = self.space.neighbours(self.space.decode(parent))
+            for key in self._nbrs[parent]:
                 if key not in self.asked:
                     pool.add(key, self._vector(key), parent)
         return pool if pool.keys else self._fresh_pool(self.B)
@@ -411,30 +426,29 @@ class ProgressiveNAS(Strategy):
             key = self._random_cell(self.blocks)
             pool.add(key, self._vector(key), None)
         X = np.stack(pool.rows)
-        entries: list[dict[str, Any]] = [{"arch": k} for k in pool.keys]
+        keep = self.beam * (1 + RESERVE_PER_BEAM)  # the queue and the reserve
         if self.surrogate.fitted:
             mu, sd = self.surrogate.predict(X)
             lat = self._predict_latency(pool, X)
-            for i, e in enumerate(entries):
-                e["pred_acc"], e["pred_std"] = float(mu[i]), float(sd[i])
-                e["pred_lat_ms"] = None if lat is None else float(lat[i])
-            order = self._best(entries, lambda e, t: self._reward(e["pred_acc"],
-                                                                  e["pred_lat_ms"], t))
+            order = self._best(len(pool.keys), lambda t: self._rewards(mu, lat, t), keep)
             multi = len(self._rank_targets()) > 1
+            entries: list[dict[str, Any]] = []
             for i, t in order:
-                e = entries[i]
+                e = {"arch": pool.keys[i], "pred_acc": float(mu[i]), "pred_std": float(sd[i]),
+                     "pred_lat_ms": None if lat is None else float(lat[i])}
                 e["pred_reward"] = self._reward(e["pred_acc"], e["pred_lat_ms"], t)
                 if multi:
                     e["rank_target_ms"] = t
-            entries = [entries[i] for i, _ in order]
+                entries.append(e)
         else:  # nothing to learn from yet: a random order
+            entries = [{"arch": k} for k in pool.keys]
             self.rng.shuffle(entries)
         for rank, e in enumerate(entries):
             e["rank"] = rank
         self.queue = entries[: self.beam]
-        self.reserve = entries[self.beam: self.beam * (1 + RESERVE_PER_BEAM)]
+        self.reserve = entries[self.beam: keep]
         log.info("pnas stage %d: %d %d-block candidates ranked, %d queued", self.stage,
-                 len(entries), self.blocks, len(self.queue))
+                 len(pool.keys), self.blocks, len(self.queue))
 
     # -- reporting and checkpoints -------------------------------------------------------------
     def report(self) -> dict[str, Any]:
