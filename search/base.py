@@ -57,6 +57,14 @@ class Strategy(ABC):
         self.seed = seed
         self.rng = random.Random(seed)
         self.children_seen = 0
+        #: the reward targets (ms) the loop scores children at (see :meth:`set_targets`)
+        self.targets: tuple[float, ...] = ()
+
+    def set_targets(self, targets_ms: Sequence[float]) -> None:
+        """The loop's reward targets, told before the first ``ask``. A candidate whose
+        meta holds ``target_ms`` (one of these) is scored at that target; without it the
+        loop spreads children over the targets round-robin by trial number."""
+        self.targets = tuple(float(t) for t in targets_ms)
 
     def candidate(self, choices: Sequence[int], **meta: Any) -> Candidate:
         arch = self.space.from_choices(choices)

@@ -2,7 +2,12 @@
 
 One LSTM step per decision (:mod:`mnas.decisions`); the step's top hidden state ``h``
 scores the decision and the sampled token is fed back as the next input (the first step
-reads a learned start input):
+reads a learned start input). A *conditioned* child (condition ``k``, e.g. the reward
+target it will be scored at) reads the learned embedding ``cond[k]`` (key ``("cond", k)``,
+created in order the first time a condition ``≥ k`` is asked for) as its first input,
+and ``cond[k]`` is added to every later input, so every decision sees the condition
+directly rather than through the LSTM's memory alone (through the first input alone the
+policy learnt a different optimum per condition only partly):
 
 * ``Categorical`` — a linear softmax head over the options.
 * ``Pointer(n)`` — softmax over the ``n`` most recent anchors of
@@ -104,6 +109,7 @@ class Controller(nn.Module):
         self.heads = nn.ModuleList()         # Linear(H, size) per categorical key
         self.embs = nn.ModuleList()          # Embedding(rows, H) per embedding key
         self.start = nn.ParameterList()      # learned start anchors, start[0] newest
+        self.conds = nn.ParameterList()      # first-step inputs of conditioned children
         self.slot_heads = nn.ModuleList()    # Linear(H, n) per Pointer/Subset key
         self._head: dict[Key, int] = {}
         self._emb: dict[Key, int] = {}
@@ -128,6 +134,11 @@ class Controller(nn.Module):
                     raise ValueError(f"start anchors must be created in order, got {key}")
                 self.start.append(nn.Parameter(torch.empty(H)))
                 new = [self.start[-1]]
+            elif key[0] == "cond":
+                if key[1] != len(self.conds):
+                    raise ValueError(f"conditions must be created in order, got {key}")
+                self.conds.append(nn.Parameter(torch.empty(H)))
+                new = [self.conds[-1]]
             elif key[0] in ("cat", "ptr", "sub"):
                 rows = key[2] + 1 if key[0] == "sub" else key[2]   # sub: base row + bits
                 emb = nn.Embedding(rows, H)
@@ -187,6 +198,29 @@ class Controller(nn.Module):
             self.new_params_hook(new)
         return new
 
+    def ensure_conditions(self, n: int) -> list[nn.Parameter]:
+        """Create the condition embeddings ``0 … n-1`` that do not exist yet (one group)."""
+        keys: list[Key] = [("cond", k) for k in range(len(self.conds), n)]
+        if not keys:
+            return []
+        new = [p for k in keys for p in self._create(k)]
+        self.growth.append(keys)
+        if self.new_params_hook is not None:
+            self.new_params_hook(new)
+        return new
+
+    def _conditions(self, cond: int | Sequence[int] | np.ndarray | None, n: int
+                    ) -> np.ndarray | None:
+        """``cond`` as one condition index per child (``None``: unconditioned)."""
+        if cond is None:
+            return None
+        idx = np.broadcast_to(np.asarray(cond, dtype=np.int64), (n,))
+        if n and idx.min() < 0:
+            raise ValueError(f"condition indices must be >= 0, got {idx.min()}")
+        if n:
+            self.ensure_conditions(int(idx.max()) + 1)
+        return idx
+
     def checkpoint(self) -> dict[str, Any]:
         """Picklable copy of the weights and the growth history."""
         return {"growth": [list(g) for g in self.growth],
@@ -217,7 +251,8 @@ class Controller(nn.Module):
         return plan
 
     def evaluate(self, decisions: Sequence[Decision],
-                 choices: Sequence[int] | Sequence[Sequence[int]], per_step: bool = False
+                 choices: Sequence[int] | Sequence[Sequence[int]], per_step: bool = False,
+                 cond: int | Sequence[int] | np.ndarray | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probability and path entropy of given choices (differentiable).
 
@@ -225,6 +260,8 @@ class Controller(nn.Module):
         shape ``(B,)``). The entropy is the sum of the per-step conditional entropies
         along each path; its expectation is the joint entropy (chain rule). With
         ``per_step`` the log-probability is given per decision (shape ``(…, T)``).
+        ``cond``: the children's condition (one index, or one per child; ``None``: the
+        unconditioned start input).
         """
         decisions = tuple(decisions)
         single = len(choices) == 0 or isinstance(choices[0], int | np.integer)
@@ -232,6 +269,7 @@ class Controller(nn.Module):
         plan = self._plan(decisions)
         rows = plan.validate([choices] if single else choices)
         B, H, T = len(rows), self.hidden, len(decisions)
+        cidx = self._conditions(cond, B)
         dtype = self.g_emb.dtype
         ent = torch.zeros(B, dtype=dtype)
         steps: list[list[int]] = []           # per-step log-probs, (steps, (B, k)) pieces
@@ -251,7 +289,9 @@ class Controller(nn.Module):
             return result()
         C, Ct = rows, torch.from_numpy(rows)
         # inputs: step t+1 reads step t's token embedding (a bag of rows for a Subset)
-        x = self.g_emb.expand(B, 1, H)
+        c = None if cidx is None else \
+            torch.stack(list(self.conds))[torch.from_numpy(cidx.copy())][:, None]
+        x = self.g_emb.expand(B, 1, H) if c is None else c
         if T > 1:
             table = torch.cat([self.embs[k].weight for k in plan.emb_keys])   # (R, H)
             idx, w = plan.bags(C)
@@ -268,7 +308,7 @@ class Controller(nn.Module):
                     per_sample_weights=torch.from_numpy(
                         w[:, sub, 1:].reshape(-1, w.shape[-1] - 1)).to(dtype), mode="sum")
                 tokens = tokens.index_add(1, plan.bag_sub_t, extra.reshape(B, len(sub), H))
-            x = torch.cat([x, tokens], dim=1)
+            x = torch.cat([x, tokens if c is None else tokens + c], dim=1)
         outs, _ = self.lstm(x)                                          # (B, T, H)
         if plan.cat_steps:
             # block-diagonal heads: each step's rows gathered into a padded (steps, S, H)
@@ -334,9 +374,11 @@ class Controller(nn.Module):
 
     @torch.no_grad()
     def sample_batch(self, decisions: Sequence[Decision], generator: np.random.Generator,
-                     n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     n: int, cond: int | Sequence[int] | np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``n`` children at once (see :mod:`search.sampler`): choices ``(n, T)``,
-        per-decision log-probabilities ``(n, T)`` and path entropies ``(n,)``.
+        per-decision log-probabilities ``(n, T)`` and path entropies ``(n,)``; ``cond``
+        conditions them (one index, or one per child; see :meth:`evaluate`).
 
         ``generator`` (a ``numpy.random.Generator``) is the only source of randomness,
         so its state fixes the samples; ``n = 1`` draws exactly what :meth:`sample` does.
@@ -347,7 +389,8 @@ class Controller(nn.Module):
             decisions = tuple(decisions)
             self.ensure(decisions)
             self._ensured = decisions
-        return sample_batch(self._snapshot(), decisions, self.layers, generator, n)
+        cidx = self._conditions(cond, n)
+        return sample_batch(self._snapshot(), decisions, self.layers, generator, n, cidx)
 
     def sample(self, decisions: Sequence[Decision], generator: np.random.Generator,
                per_step: bool = False) -> tuple[tuple[int, ...], Any, float]:

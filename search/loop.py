@@ -49,9 +49,22 @@ class ChildScorer:
         self.count_stats = count_stats
         self.seen: dict[str, Trial] = {}
 
-    def reward_for(self, number: int) -> Reward:
-        """Children are spread across targets round-robin by trial number."""
-        return self.rewards[number % len(self.rewards)]
+    @property
+    def targets(self) -> list[float]:
+        """The rewards' target latencies (ms), in order."""
+        return [r.target_ms for r in self.rewards]
+
+    def reward_for(self, number: int, meta: dict[str, Any] | None = None) -> Reward:
+        """The reward of the target the strategy chose (``meta["target_ms"]``); without
+        one, children are spread across targets round-robin by trial number."""
+        chosen = (meta or {}).get("target_ms")
+        if chosen is None:
+            return self.rewards[number % len(self.rewards)]
+        for r in self.rewards:
+            if r.target_ms == chosen:
+                return r
+        raise ValueError(f"target_ms {chosen!r} is not one of the configured targets "
+                         f"{self.targets}")
 
     def remember(self, trial: Trial) -> None:
         if trial.ok:
@@ -59,7 +72,12 @@ class ChildScorer:
 
     def __call__(self, number: int, choices: tuple[int, ...], arch_str: str,
                  meta: dict[str, Any] | None = None) -> Trial:
-        reward = self.reward_for(number)
+        try:
+            reward = self.reward_for(number, meta)
+        except (TypeError, ValueError) as e:    # the strategy's choice, not the child's
+            return Trial(number=number, arch=arch_str, choices=tuple(choices),
+                         meta=dict(meta or {}), state="failed",
+                         reason=f"target: {type(e).__name__}: {e}"[:500])
         trial = Trial(number=number, arch=arch_str, choices=tuple(choices),
                       target_ms=reward.target_ms, meta=dict(meta or {}))
         prev = self.seen.get(arch_str)
@@ -134,6 +152,7 @@ class SearchLoop:
         self.callbacks = list(callbacks)
         self.batch_seq = 0
         self.pending: list[dict[str, Any]] = []
+        strategy.set_targets(scorer.targets)
         self._restore()
 
     # -- checkpoint --------------------------------------------------------------

@@ -52,6 +52,11 @@ def snapshot(ctl: Controller) -> dict[str, Any]:
     snap = {
         "lstm": lstm[1:], "W0hT": W0hT,
         "g": np64(ctl.g_emb) @ W0xT + b0,
+        # a condition's gates: with its bias as the first input, without as the term it
+        # adds to every later input
+        "cond": (np.stack([np64(c) for c in ctl.conds]) @ W0xT) if len(ctl.conds)
+        else np.zeros((0, 4 * H)),
+        "b0": b0,
         "gates": {k: np64(ctl.embs[i].weight) @ W0xT + b0 for k, i in ctl._emb.items()},
         "head": {k: (np64(ctl.heads[i].weight).T.copy(), np64(ctl.heads[i].bias))
                  for k, i in ctl._head.items()},
@@ -89,10 +94,11 @@ def _draw(z: np.ndarray, gen: np.random.Generator
 
 
 def sample_batch(snap: dict[str, Any], decisions: Sequence[Decision], layers: int,
-                 gen: np.random.Generator, n: int
+                 gen: np.random.Generator, n: int, cond: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` children of ``decisions``: choices ``(n, T)`` int64, per-decision
-    log-probabilities ``(n, T)`` and path entropies ``(n,)``."""
+    log-probabilities ``(n, T)`` and path entropies ``(n,)``; ``cond`` (one condition
+    index per child) starts each from its condition's embedding instead."""
     T = len(decisions)
     choices = np.zeros((n, T), dtype=np.int64)
     logps = np.zeros((n, T))
@@ -104,7 +110,9 @@ def sample_batch(snap: dict[str, Any], decisions: Sequence[Decision], layers: in
     H2, H3 = 2 * H, 3 * H
     hs = [np.zeros((n, H)) for _ in range(layers)]
     cs = [np.zeros((n, H)) for _ in range(layers)]
-    g0 = np.broadcast_to(snap["g"], (n, 4 * H))   # first layer's input gates per row
+    # first layer's input gates per row
+    condx = None if cond is None else snap["cond"][cond]
+    g0 = np.broadcast_to(snap["g"], (n, 4 * H)) if condx is None else condx + snap["b0"]
     gates, head, slot = snap["gates"], snap["head"], snap["slot"]
     (WpT, WcT, v), (SpT, ScT, sv) = snap["ptr"], snap["sub"]
     ptr_keys: list[np.ndarray] = []                # W_prev·a_j of every anchor, per kind
@@ -167,6 +175,8 @@ def sample_batch(snap: dict[str, Any], decisions: Sequence[Decision], layers: in
         else:
             raise TypeError(f"unknown decision type {type(d).__name__}; valid: "
                             "Categorical, Pointer, Subset")
+        if condx is not None:
+            g0 = g0 + condx             # the condition is part of every step's input
         choices[:, t] = a
         prev_anchor = d.anchor
     return choices, logps, ent

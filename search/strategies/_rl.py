@@ -47,6 +47,22 @@ u = 0.1 moved the hypervolume ratio by < 0.001, u ≥ 0.2 lowered it (S7, 200 ch
 alone) added only 0.005 of hypervolume above the largest target while losing 0.02 below
 the smallest — the controller is one policy for every target, so the pull toward
 accuracy moves every target's children. Off by default; no benchmark row uses it.
+
+Target-conditioned policy (``conditional``, default False): with several targets the
+loop scores each child at one of them, and the hard reward of one architecture differs
+by target, so an unconditioned policy learns the average of conflicting signals. With
+``conditional=True`` the strategy picks each child's target itself — round-robin over
+the loop's targets (:meth:`Strategy.set_targets`) by its own child counter — says so in
+the candidate's meta (``target_ms``, which the loop honours) and samples it from the
+controller conditioned on that target (the LSTM's first input is a learned embedding per
+target, :class:`Controller`); updates re-evaluate every child under the same condition.
+A redrawn repeat (``novel``) whose known reward was scored at another target is
+dropped. Without targets (no loop) every child has condition 0 and no ``target_ms``.
+``open_end=True`` adds one more condition to the round-robin: accuracy alone (MnasNet's
+reward at T = ∞, its own baseline under the key ``inf``), whose children the loop
+records at the largest target — the part of the front above the largest target, which
+no hard target asks for; as its own condition it no longer pulls the targets' children
+(``unconstrained`` mixes it into every child's advantage instead).
 """
 
 from __future__ import annotations
@@ -69,9 +85,10 @@ from search.controller import Controller
 log = logging.getLogger(__name__)
 
 # decisions, choices, per-decision log-probs when sampled, reward, target latency (ms),
-# accuracy (the unconstrained objective; None in records of old checkpoints)
+# accuracy (the unconstrained objective; None in records of old checkpoints), condition
+# (index into the targets; None: unconditioned)
 Record = tuple[tuple[Decision, ...], tuple[int, ...], np.ndarray, float, float | None,
-               float | None]
+               float | None, int | None]
 
 
 def parse_failed_reward(value: float | int | str | None) -> float | None:
@@ -98,8 +115,14 @@ class ControllerStrategy(Strategy):
                  lr: float, init_range: float, baseline_decay: float, batch: int,
                  entropy_weight: float, failed_reward: float | int | str | None,
                  slot_head: bool, novel: int = 0, unconstrained: float = 0.0,
-                 **extra: Any) -> None:
+                 conditional: bool = False, open_end: bool = False, **extra: Any) -> None:
         super().__init__(space, seed)
+        for name, flag in (("conditional", conditional), ("open_end", open_end)):
+            if not isinstance(flag, bool | np.bool_):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if open_end and not conditional:
+            raise ValueError("open_end=True needs conditional=True (the open end is one more "
+                             "condition of the policy)")
         if not (math.isfinite(unconstrained) and 0.0 <= unconstrained <= 1.0):
             raise ValueError(f"unconstrained must be a weight in [0, 1] (0: the reward "
                              f"alone, 1: accuracy alone), got {unconstrained}")
@@ -116,13 +139,15 @@ class ControllerStrategy(Strategy):
             "init_range": float(init_range), "baseline_decay": float(baseline_decay),
             "batch": int(batch), "entropy_weight": float(entropy_weight),
             "failed_reward": parse_failed_reward(failed_reward), "slot_head": bool(slot_head),
-            "novel": int(novel), "unconstrained": float(unconstrained), **extra}
+            "novel": int(novel), "unconstrained": float(unconstrained),
+            "conditional": bool(conditional), "open_end": bool(open_end), **extra}
         self.lr, self.batch = float(lr), int(batch)
         self.baseline_decay = float(baseline_decay)
         self.entropy_weight = float(entropy_weight)
         self.failed_reward = self.options["failed_reward"]
         self.novel = int(novel)
         self.unconstrained = float(unconstrained)
+        self.conditional, self.open_end = bool(conditional), bool(open_end)
         self.controller = Controller(hidden, layers, init_range, seed, slot_head=slot_head)
         # fused: one kernel for all the small per-decision tensors (5x faster on CPU)
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr,
@@ -134,13 +159,14 @@ class ControllerStrategy(Strategy):
         self.known: dict[tuple[int, ...],
                          tuple[float | None, float | None, float | None]] = {}
         self.redrawn = 0
-        self.pending: dict[tuple[int, ...], list[tuple[tuple[Decision, ...], np.ndarray]]] = {}
+        self.pending: dict[tuple[int, ...],
+                           list[tuple[tuple[Decision, ...], np.ndarray, int | None]]] = {}
         self.buffer: list[Record] = []
         self.updates = 0
         self.ignored = 0
         self._decisions_cache: tuple[Decision, ...] | None = None
-        # children drawn ahead from the current policy (see _sample)
-        self._queue: list[tuple[tuple[int, ...], np.ndarray]] = []
+        # children drawn ahead from the current policy, per condition (see _sample)
+        self._queue: dict[int | None, list[tuple[tuple[int, ...], np.ndarray]]] = {}
         self._queue_ds: tuple[Decision, ...] | None = None
         self._queue_updates = 0
         self.controller.ensure(self._decisions(0))
@@ -163,39 +189,67 @@ class ControllerStrategy(Strategy):
         out = []
         for _ in range(n):
             ds = self._decisions(self.children_seen)
+            cond = self._condition()
             for redraw in range(self.novel + 1):
-                choices, logp = self._sample(ds)
+                choices, logp = self._sample(ds, cond)
                 if redraw == self.novel or (choices not in self.known
                                             and choices not in self.pending):
                     break
                 self.redrawn += 1
                 reward, target, acc = self.known.get(choices, (None, None, None))
+                if reward is not None and self._open(cond):     # learns accuracy alone
+                    reward, target = acc, math.inf
+                elif cond is not None and self.targets and target != self.targets[cond]:
+                    reward = None           # known at another target: no reward at this one
                 if reward is not None:      # known: an on-policy sample, free of budget
-                    self.buffer.append((ds, choices, logp, reward, target, acc))
+                    self.buffer.append((ds, choices, logp, reward, target, acc, cond))
                     self._flush()
-            self.pending.setdefault(choices, []).append((ds, logp))
+            self.pending.setdefault(choices, []).append((ds, logp, cond))
             self.children_seen += 1
-            out.append(self.candidate(choices, log_prob=float(logp.sum())))
+            meta: dict[str, Any] = {"log_prob": float(logp.sum())}
+            if cond is not None and self.targets:
+                # the open end's children are recorded at the largest target
+                meta["target_ms"] = max(self.targets) if self._open(cond) else self.targets[cond]
+            out.append(self.candidate(choices, **meta))
         return out
 
-    def _sample(self, ds: tuple[Decision, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    def _condition(self) -> int | None:
+        """The next child's condition: its target's index, round-robin (None: off)."""
+        if not self.conditional:
+            return None
+        n = len(self.targets) + self.open_end if self.targets else 1
+        return self.children_seen % n
+
+    def _open(self, cond: int | None) -> bool:
+        """Whether condition ``cond`` is the open end (accuracy alone, T = ∞)."""
+        return self.open_end and bool(self.targets) and cond == len(self.targets)
+
+    def _sample(self, ds: tuple[Decision, ...], cond: int | None = None
+                ) -> tuple[tuple[int, ...], np.ndarray]:
         """One child of the current policy: ``(choices, per-decision log-probs)``.
 
         Children are drawn in one NumPy pass for as many as the next update still needs
         (:meth:`Controller.sample_batch`: the per-step work is shared, so a batch costs
         little more than one child) and handed out one at a time. An update or a new
         decision list drops what is left, so every child comes from the weights current
-        when it is asked, exactly as if drawn then."""
-        if not self._queue or self._queue_updates != self.updates or not (
+        when it is asked, exactly as if drawn then. Conditioned children have a queue per
+        condition (each drawn for its share of the next update)."""
+        if self._queue_updates != self.updates or not (
                 ds is self._queue_ds or ds == self._queue_ds):
+            self._queue = {}
+            self._queue_ds, self._queue_updates = ds, self.updates
+        queue = self._queue.get(cond)
+        if not queue:
             waiting = sum(len(v) for v in self.pending.values())
             k = max(1, self.batch - len(self.buffer) - waiting)
+            if cond is not None:
+                k = -(-k // max(1, len(self.targets) + self.open_end))
             if k > 1 and self.space.decisions(self.children_seen + k - 1) != ds:
                 k = 1                   # the list grows within these k: one at a time
-            choices, logps, _ = self.controller.sample_batch(ds, self.gen, k)
-            self._queue = list(zip(map(tuple, choices.tolist()), logps, strict=True))
-            self._queue_ds, self._queue_updates = ds, self.updates
-        return self._queue.pop(0)
+            choices, logps, _ = self.controller.sample_batch(ds, self.gen, k, cond)
+            queue = self._queue[cond] = list(zip(map(tuple, choices.tolist()), logps,
+                                                 strict=True))
+        return queue.pop(0)
 
     def tell(self, trials: Sequence[Trial]) -> None:
         for t in trials:
@@ -206,7 +260,7 @@ class ControllerStrategy(Strategy):
                 log.warning("%s: trial %s was not asked by this strategy (or told twice); "
                             "ignored", self.name, t.number)
                 continue
-            ds, logp = recs.pop(0)
+            ds, logp, cond = recs.pop(0)
             if not recs:
                 del self.pending[key]
             reward = t.reward if t.ok and t.reward is not None else None
@@ -220,9 +274,11 @@ class ControllerStrategy(Strategy):
             target = t.target_ms
             self.known.setdefault(key, (None if reward is None else float(reward), target,
                                         None if acc is None else float(acc)))
+            if reward is not None and self._open(cond):
+                reward, target = acc, math.inf     # the open end learns accuracy alone
             if reward is None:
                 continue
-            self.buffer.append((ds, key, logp, float(reward), target, float(acc)))
+            self.buffer.append((ds, key, logp, float(reward), target, float(acc), cond))
         self._flush()
 
     def _flush(self) -> None:
@@ -263,19 +319,24 @@ class ControllerStrategy(Strategy):
     def _evaluate(self, batch: list[Record], per_step: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropies of the batch under the current policy, in batch
-        order; children sampled from different decision lists are evaluated per list
-        (per-step log-probs are then zero-padded to the longest list)."""
+        order, each under the condition it was sampled with; children sampled from
+        different decision lists are evaluated per list (per-step log-probs are then
+        zero-padded to the longest list)."""
+        def conds(rows: list[Record]) -> list[int] | None:
+            return None if rows[0][6] is None else [r[6] for r in rows]
+
         groups: dict[tuple[Decision, ...], list[int]] = {}
         for i, (ds, *_rest) in enumerate(batch):
             groups.setdefault(ds, []).append(i)
         if len(groups) == 1:
             return self.controller.evaluate(batch[0][0], [c for _, c, *_ in batch],
-                                            per_step=per_step)
+                                            per_step=per_step, cond=conds(batch))
         logp: list[torch.Tensor] = [torch.zeros(())] * len(batch)
         ent: list[torch.Tensor] = [torch.zeros(())] * len(batch)
         for ds, idx in groups.items():
             lp, en = self.controller.evaluate(ds, [batch[i][1] for i in idx],
-                                              per_step=per_step)
+                                              per_step=per_step,
+                                              cond=conds([batch[i] for i in idx]))
             for j, i in enumerate(idx):
                 logp[i], ent[i] = lp[j], en[j]
         if per_step:
@@ -289,12 +350,16 @@ class ControllerStrategy(Strategy):
         self.controller.changed()       # fused Adam leaves version counters alone
 
     # -- introspection and checkpoints ---------------------------------------------------
-    def probabilities(self, decisions: Sequence[Decision] | None = None
-                      ) -> list[np.ndarray]:
-        """Per-decision marginal choice frequencies of 200 samples (for reports/tests);
-        uses its own generator, so the strategy's random stream is untouched."""
+    def probabilities(self, decisions: Sequence[Decision] | None = None,
+                      cond: int | None = None) -> list[np.ndarray]:
+        """Per-decision marginal choice frequencies of 200 samples (for reports/tests),
+        under condition ``cond`` (conditional strategies: default 0); uses its own
+        generator, so the strategy's random stream is untouched."""
         ds = tuple(decisions) if decisions is not None else self._decisions(self.children_seen)
-        choices, _, _ = self.controller.sample_batch(ds, np.random.default_rng(12345), 200)
+        if cond is None and self.conditional:
+            cond = 0
+        choices, _, _ = self.controller.sample_batch(ds, np.random.default_rng(12345), 200,
+                                                     cond)
         return [np.bincount(col, minlength=d.size) / 200
                 for d, col in zip(ds, choices.T, strict=True)]
 
@@ -312,16 +377,24 @@ class ControllerStrategy(Strategy):
                 "redrawn": self.redrawn,
                 "pending": {k: list(v) for k, v in self.pending.items()},
                 "buffer": list(self.buffer),
-                "queue": (list(self._queue), self._queue_ds, self._queue_updates),
+                "targets": self.targets,
+                "queue": ({k: list(v) for k, v in self._queue.items()}, self._queue_ds,
+                          self._queue_updates),
                 "updates": self.updates,
                 "ignored": self.ignored}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["config"]
-        for k in ("hidden", "layers", "slot_head"):
-            if saved.get(k) != self.options[k]:
+        for k in ("hidden", "layers", "slot_head", "conditional", "open_end"):
+            if saved.get(k, False if k in ("conditional", "open_end") else None) \
+                    != self.options[k]:
                 raise ValueError(f"checkpoint has {k}={saved.get(k)}, this strategy "
                                  f"{k}={self.options[k]}: build it with the same options")
+        saved_targets = tuple(state.get("targets", ()))
+        if self.conditional and saved_targets and self.targets and \
+                saved_targets != self.targets:
+            raise ValueError(f"checkpoint's policy is conditioned on targets "
+                             f"{list(saved_targets)} ms, this search has {list(self.targets)}")
         super().load_state_dict(state)
         self.gen.bit_generator.state = copy.deepcopy(state["gen"])
         self.controller.load_checkpoint(state["controller"])
@@ -335,9 +408,11 @@ class ControllerStrategy(Strategy):
         # older records: (reward, target) known, 4/5-field buffer records (no accuracy)
         self.known = {k: (*v, None)[:3] for k, v in state.get("known", {}).items()}
         self.redrawn = state.get("redrawn", 0)
-        self.pending = {k: list(v) for k, v in state["pending"].items()}
-        self.buffer = [(*r, None, None)[:6] for r in state["buffer"]]
+        # older records: no condition (and buffer records without accuracy)
+        self.pending = {k: [(*r, None)[:3] for r in v] for k, v in state["pending"].items()}
+        self.buffer = [(*r, None, None, None)[:7] for r in state["buffer"]]
         queue, self._queue_ds, self._queue_updates = state.get("queue", ([], None, 0))
-        self._queue = list(queue)
+        self._queue = {k: list(v) for k, v in queue.items()} if isinstance(queue, dict) \
+            else {None: list(queue)}
         self.updates = state["updates"]
         self.ignored = state["ignored"]

@@ -92,7 +92,8 @@ class PPO(ControllerStrategy):
                  batch: int = 20, entropy_weight: float = 1e-5, clip: float = 0.2,
                  epochs: int = 4, ratio: str = "decision", failed_reward: float | None = None,
                  slot_head: bool = True, novel: int = 0, adv_norm: str = "none",
-                 target_kl: float = 0.0, unconstrained: float = 0.0) -> None:
+                 target_kl: float = 0.0, unconstrained: float = 0.0,
+                 conditional: bool = False, open_end: bool = False) -> None:
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip}")
         if epochs < 1:
@@ -107,8 +108,9 @@ class PPO(ControllerStrategy):
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
                          entropy_weight=entropy_weight, failed_reward=failed_reward,
                          slot_head=slot_head, novel=novel, unconstrained=unconstrained,
-                         clip=float(clip), epochs=int(epochs), ratio=ratio,
-                         adv_norm=adv_norm, target_kl=float(target_kl))
+                         conditional=conditional, open_end=open_end, clip=float(clip),
+                         epochs=int(epochs), ratio=ratio, adv_norm=adv_norm,
+                         target_kl=float(target_kl))
         self.clip, self.epochs, self.ratio = float(clip), int(epochs), ratio
         self.adv_norm, self.target_kl = adv_norm, float(target_kl)
         self.kl_stops = 0

@@ -42,11 +42,13 @@ class Reinforce(ControllerStrategy):
                  lr: float = 6e-4, init_range: float = 0.08, baseline_decay: float = 0.95,
                  batch: int = 8, entropy_weight: float = 0.0,
                  failed_reward: float | None = None,
-                 slot_head: bool = True, novel: int = 0, unconstrained: float = 0.0) -> None:
+                 slot_head: bool = True, novel: int = 0, unconstrained: float = 0.0,
+                 conditional: bool = False, open_end: bool = False) -> None:
         super().__init__(space, seed, hidden=hidden, layers=layers, lr=lr,
                          init_range=init_range, baseline_decay=baseline_decay, batch=batch,
                          entropy_weight=entropy_weight, failed_reward=failed_reward,
-                         slot_head=slot_head, novel=novel, unconstrained=unconstrained)
+                         slot_head=slot_head, novel=novel, unconstrained=unconstrained,
+                         conditional=conditional, open_end=open_end)
 
     def _update(self, batch: list[Record], adv: torch.Tensor) -> None:
         logp, ent = self._evaluate(batch)
