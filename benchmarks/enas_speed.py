@@ -68,7 +68,7 @@ def _cpu() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--space", default="mnasnet", choices=("mnasnet", "nasnet"))
+    ap.add_argument("--space", default="mnasnet", choices=("mnasnet", "nasnet", "nb201"))
     ap.add_argument("--children", type=int, default=20,
                     help="children scored both on the supernet and standalone (>= 20)")
     ap.add_argument("--extra", type=int, default=100,

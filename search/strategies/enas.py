@@ -133,7 +133,7 @@ class Enas(Strategy):
     """ENAS: shared-weight supernet + LSTM controller trained with REINFORCE (see module)."""
 
     name = "enas"
-    spaces = ("mnasnet", "nasnet")
+    spaces = ("mnasnet", "nasnet", "nb201")
 
     def __init__(self, space: Any, seed: int = 0, data: str = "digits", resolution: int = 32,
                  width_mult: float = 0.5, batch_size: int = 64, val_fraction: float = 0.2,

@@ -222,7 +222,7 @@ class Supernet(nn.Module):
 def make_supernet(space: Any, num_classes: int, width_mult: float = 0.5,
                   in_channels: int = 3, seed: int = 0, channels_last: bool = True,
                   **options: Any) -> Supernet:
-    """The supernet of ``space`` (``mnasnet`` or ``nasnet``); ValueError otherwise.
+    """The supernet of ``space`` (``mnasnet``, ``nasnet`` or ``nb201``); ValueError otherwise.
     ``options`` go to the ``mnasnet`` supernet (``private_bn``, ``zero_gamma``)."""
     name = getattr(space, "name", None)
     if name == "mnasnet":
@@ -235,7 +235,11 @@ def make_supernet(space: Any, num_classes: int, width_mult: float = 0.5,
 
         return NasNetSupernet(space, num_classes, width_mult, in_channels, seed,
                               channels_last)
-    raise ValueError(f"no supernet for space {name!r}; valid: mnasnet, nasnet")
+    if name == "nb201":
+        from search.supernet.nb201 import NB201Supernet
+
+        return NB201Supernet(space, num_classes, width_mult, in_channels, seed, channels_last)
+    raise ValueError(f"no supernet for space {name!r}; valid: mnasnet, nasnet, nb201")
 
 
 __all__ = ["Supernet", "key_seed", "make_supernet"]

@@ -23,7 +23,7 @@ MACS_LABEL = "macs-proxy (no LUT)"
 #: MnasNet-A1 on a Pixel 1: 78 ms / 312M MACs
 DEFAULT_MS_PER_MMAC = 78.0 / 312.0
 #: the named point whose estimate is the default inner-loop target, per space
-REFERENCE_POINTS = {"mnasnet": "mobilenetv2", "nasnet": "nasnet-a"}
+REFERENCE_POINTS = {"mnasnet": "mobilenetv2", "nasnet": "nasnet-a", "nb201": "resnet"}
 
 
 def mac_counter(space: Any) -> Any:
@@ -37,7 +37,11 @@ def mac_counter(space: Any) -> Any:
         from search.supernet.nasnet import NasnetMacs
 
         return NasnetMacs(space)
-    raise ValueError(f"no MAC counter for space {name!r}; valid: mnasnet, nasnet")
+    if name == "nb201":
+        from search.supernet.nb201 import Nb201Macs
+
+        return Nb201Macs(space)
+    raise ValueError(f"no MAC counter for space {name!r}; valid: mnasnet, nasnet, nb201")
 
 
 class FastLatency:

@@ -25,11 +25,12 @@ from search.supernet import make_supernet
 from search.supernet.latency import MACS_LABEL, FastLatency
 from search.supernet.mnasnet import MnasnetMacs, unit_macs
 from search.supernet.nasnet import NasnetMacs
+from search.supernet.nb201 import Nb201Macs
 
 TINY = {"resolution": 8, "width_mult": 0.25, "batch_size": 16, "warmup_steps": 0,
         "shared_steps": 2, "controller_steps": 1, "controller_batch": 2, "val_batch": 16,
         "candidates": 3, "rank_examples": 32}
-SPACES = {"mnasnet": {"dropout": 0.0}, "nasnet": {"drop_path": 0.0}}
+SPACES = {"mnasnet": {"dropout": 0.0}, "nasnet": {"drop_path": 0.0}, "nb201": {"N": 2}}
 
 
 def _space(name: str):
@@ -60,7 +61,7 @@ def _variant(space, arch, index: int, rng: random.Random):
 
 
 # -- weight sharing ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mnasnet", "nasnet"])
+@pytest.mark.parametrize("name", ["mnasnet", "nasnet", "nb201"])
 def test_same_op_at_same_position_is_one_tensor_and_training_one_child_moves_the_other(name):
     torch.manual_seed(0)
     space = _space(name)
@@ -91,7 +92,7 @@ def test_same_op_at_same_position_is_one_tensor_and_training_one_child_moves_the
                                                      strict=True))
 
 
-@pytest.mark.parametrize("name", ["mnasnet", "nasnet"])
+@pytest.mark.parametrize("name", ["mnasnet", "nasnet", "nb201"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_child_in_the_supernet_is_the_standalone_build_with_copied_weights(name, channels_last):
     """Same ops on the same (sliced) weights: equal up to float rounding. The standalone
@@ -217,6 +218,13 @@ def test_mac_proxy_counts_what_count_macs_counts():
     nmacs = NasnetMacs(nn_space)
     for a in _archs(nn_space, 2):
         assert nmacs(a) == count_macs(nn_space.build(a), (1, 3, 32, 32))
+    nb = get_space("nb201")
+    bmacs = Nb201Macs(nb)
+    for a in _archs(nb, 3):
+        assert bmacs(a) == count_macs(nb.build(a), (1, 3, 32, 32))
+    # the default target is the ResNet-like cell's estimate
+    assert FastLatency(nb).reference_ms() == pytest.approx(
+        bmacs(nb.named()["resnet"]) / 1e6 * 0.25)
     est = FastLatency(mn)
     assert est.label == MACS_LABEL
     ref = mn.named()["mobilenetv2"]
@@ -320,7 +328,7 @@ def test_options_are_validated_and_listed_and_spaces_checked():
         with pytest.raises(ValueError):
             get_strategy("enas", space, **{**TINY, **bad})
     with pytest.raises(TypeError, match="mnasnet"):
-        get_strategy("enas", get_space("nb201"), **TINY)
+        get_strategy("enas", get_space("nasrl"), **TINY)
     st = Enas(space, seed=0, **TINY)
     with pytest.raises(ValueError):
         st.ask(-1)
