@@ -353,9 +353,7 @@ class ProgressiveNAS(Strategy):
             idx = list(range(len(keys)))
             if self.max_expand and self.max_expand < len(idx):
                 idx = sorted(self.rng.sample(idx, self.max_expand))
-            for i in idx:
-                if keys[i] not in self.asked:
-                    pool.add(keys[i], rows[i], p, grown=True)
+            pool.add_rows([i for i in idx if keys[i] not in self.asked], keys, rows, p)
         return pool
 
     def _continuation(self) -> _Pool:
@@ -425,7 +423,7 @@ class ProgressiveNAS(Strategy):
         if not pool.keys:  # cannot happen while the space has an unasked cell; stay valid
             key = self._random_cell(self.blocks)
             pool.add(key, self._vector(key), None)
-        X = np.stack(pool.rows)
+        X = pool.matrix()
         keep = self.beam * (1 + RESERVE_PER_BEAM)  # the queue and the reserve
         if self.surrogate.fitted:
             mu, sd = self.surrogate.predict(X)
@@ -503,7 +501,7 @@ class _Pool:
 
     def __init__(self) -> None:
         self.keys: list[str] = []
-        self.rows: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []  # 2-d blocks of encodings, in key order
         self.parents: list[str | None] = []
         self.grown: list[bool] = []  # an expansion of its parent (vs a same-size neighbour)
         self._seen: set[str] = set()
@@ -513,10 +511,26 @@ class _Pool:
             return False
         self._seen.add(key)
         self.keys.append(key)
-        self.rows.append(row)
+        self.rows.append(row[None, :])
         self.parents.append(parent)
         self.grown.append(grown)
         return True
+
+    def add_rows(self, idx: list[int], keys: list[str], rows: np.ndarray, parent: str) -> None:
+        """Expansions ``keys[i]`` (encodings ``rows[i]``) of ``parent`` for i in ``idx``,
+        as one block."""
+        idx = [i for i in idx if keys[i] not in self._seen]
+        if not idx:
+            return
+        new = [keys[i] for i in idx]
+        self._seen.update(new)
+        self.keys += new
+        self.rows.append(rows[idx])
+        self.parents += [parent] * len(idx)
+        self.grown += [True] * len(idx)
+
+    def matrix(self) -> np.ndarray:
+        return np.concatenate(self.rows)
 
 
 def _fmt(x: float | None) -> str:
