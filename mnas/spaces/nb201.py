@@ -14,6 +14,14 @@ then BN-ReLU, global average pooling and a linear classifier. ``nor_conv`` is
 ReLU-Conv-BN. The tabulated accuracies (``shared/data/nb201_dev.csv``) are CIFAR-100
 with C = 16, N = 5 at 32×32, so ``deploy_classes`` is 100 and ``deploy_resolution``
 32 — pass ``num_classes`` to ``build`` for CIFAR-10 or ImageNet-16-120.
+
+**Growing cells** (the ``Progressive`` capability, for PNAS): a cell grows node by node.
+A cell grown to b nodes is the full cell whose later nodes pass node b through
+(``skip_connect`` from the node before, ``none`` on their other edges;
+:func:`grown_cell`), so it computes the b-node cell and its string is in every NB201
+table. Stage sizes: the 5 one-node cells, 25 choices of node 2's edges per parent, 125 of
+node 3's. ``vector`` is size-aware: one-hot ops of the grown edges only, then op counts
+(all grown edges; from the cell input; from an inner node) and the number of nodes.
 """
 
 from __future__ import annotations
