@@ -66,6 +66,23 @@ measures both). Candidate meta carries
 
 Defaults are sized for this project's budgets (≈100 children reach B = 5: 32 + 4 × 16);
 the paper trains all 136 one-block cells and uses K = 256.
+
+**On nb201** (``benchmarks/strategies.py``; process CPU time, one core). Chosen on the
+validation columns (samsung_s7_ms 11/16/21 ms and fpga_ms 1.95/2.47/3.21 ms, seeds
+100–119, HV ratio at 100 / 200 children; NSGA-II S7 0.9381 / 0.9581, FPGA 0.9267 /
+0.9661): every variant tried beat NSGA-II by ≥ 0.025 (K 8/16/24, refit_growth 2/3,
+members 3/5, epochs 100/200: 0.985–0.989 / 0.990–0.993); per-target ranking with the
+hard reward was worse (S7, 5 seeds: 0.958 / 0.966 vs 0.986 / 0.991) and with the soft
+reward it ranks like one T (the soft reward's T only rescales it). Refitting every stage
+costs 21–36× NSGA-II's time for 1,000 children, so the row is
+``pnas[beam=24;refit_growth=3;members=3;epochs=100]`` (best mean of both columns,
+0.9884 / 0.9917 and 0.9880 / 0.9927). Confirmed on raspi4_ms 5/10/20 ms (one run,
+seeds 0–39): 50 / 100 / 200 children 0.9724 / 0.9818 / 0.9884 vs NSGA-II 0.9527 /
+0.9658 / 0.9777 (seeds 0–9: +0.020 at 100, +0.012 ± 0.003 at 200; seeds 10–39: +0.015,
++0.010 ± 0.002); 1,000 children 0.83 s CPU vs NSGA-II 0.64 s (1.30×). The surrogate's
+Spearman on each stage's own children (5 seeds, raspi4): accuracy 0.39 (stage 2), 0.37
+(stage 3), 0.63–0.75 in the rounds; latency 0.85–0.94; on all 120 two-node cells after
+stage 1 (5 cells) 0.60, on 2,000 random three-node cells after stage 2 0.59.
 """
 
 from __future__ import annotations
