@@ -97,6 +97,7 @@ import numpy as np
 from mnas.spaces.base import Encodable, Progressive
 from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
+from search.strategies._pnas_pool import Pool
 from search.surrogate import MLPEnsemble, RidgeLatency, spearman
 
 log = logging.getLogger(__name__)
@@ -358,9 +359,9 @@ class ProgressiveNAS(Strategy):
         if self.latency_model == "linear":
             self.latency.fit(X[:, self.space.summary_columns], lat)
 
-    def _expansions(self, parents: Sequence[str], pool: _Pool | None = None) -> _Pool:
+    def _expansions(self, parents: Sequence[str], pool: Pool | None = None) -> Pool:
         """Unasked one-block expansions of ``parents`` (all, or ``max_expand`` each)."""
-        pool = pool if pool is not None else _Pool()
+        pool = pool if pool is not None else Pool()
         for p in parents:
             arch = self.space.canonical(self.space.decode(p))
             p = arch.encode()
@@ -373,7 +374,7 @@ class ProgressiveNAS(Strategy):
             pool.add_rows([i for i in idx if keys[i] not in self.asked], keys, rows, p)
         return pool
 
-    def _continuation(self) -> _Pool:
+    def _continuation(self) -> Pool:
         """At B blocks: expansions of the best (B−1)-block cells and neighbours of the
         best B-block cells, unevaluated."""
         def best(size: int) -> list[str]:
@@ -383,7 +384,7 @@ class ProgressiveNAS(Strategy):
             return [keys[i] for i, _ in self._best(
                 len(keys), lambda t: self._rewards(acc, lat, t), self.beam)]
 
-        pool = self._expansions(best(self.B - 1)) if self.B > 1 else _Pool()
+        pool = self._expansions(best(self.B - 1)) if self.B > 1 else Pool()
         for parent in best(self.B):
             if parent not in self._nbrs:
                 self._nbrs[parent] = self.space.neighbours(self.space.decode(parent))
@@ -392,9 +393,9 @@ class ProgressiveNAS(Strategy):
                     pool.add(key, self._vector(key), parent)
         return pool if pool.keys else self._fresh_pool(self.B)
 
-    def _fresh_pool(self, b: int) -> _Pool:
+    def _fresh_pool(self, b: int) -> Pool:
         """The unqueued reserve of this size, else random unasked cells."""
-        pool = _Pool()
+        pool = Pool()
         for e in self.reserve:
             if self._size(e["arch"]) == b:
                 pool.add(e["arch"], self._vector(e["arch"]), None)
@@ -404,7 +405,7 @@ class ProgressiveNAS(Strategy):
                 break
         return pool
 
-    def _predict_latency(self, pool: _Pool, X: np.ndarray) -> np.ndarray | None:
+    def _predict_latency(self, pool: Pool, X: np.ndarray) -> np.ndarray | None:
         """The latency model, anchored on each candidate's measured parent: ``measured
         parent + model(child) − model(parent)``.
 
@@ -435,7 +436,7 @@ class ProgressiveNAS(Strategy):
             pred = np.where(anchored, base + inc, pred)
         return np.maximum(pred, self.latency.floor)
 
-    def _queue_ranked(self, pool: _Pool) -> None:
+    def _queue_ranked(self, pool: Pool) -> None:
         """Rank the pool by predicted reward; the top ``beam`` are the stage's children."""
         if not pool.keys:  # cannot happen while the space has an unasked cell; stay valid
             key = self._random_cell(self.blocks)
@@ -510,44 +511,6 @@ class ProgressiveNAS(Strategy):
                 "latency_model": self.latency_model, "target_ms": self.target_opt,
                 "alpha": self.alpha, "beta": self.beta, "rank": self.rank,
                 "refit_growth": self.refit_growth}
-
-
-class _Pool:
-    """Candidates being ranked: canonical strings, encodings, and the measured cell each
-    one comes from (None for random cells)."""
-
-    def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.rows: list[np.ndarray] = []  # 2-d blocks of encodings, in key order
-        self.parents: list[str | None] = []
-        self.grown: list[bool] = []  # an expansion of its parent (vs a same-size neighbour)
-        self._seen: set[str] = set()
-
-    def add(self, key: str, row: np.ndarray, parent: str | None, grown: bool = False) -> bool:
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        self.keys.append(key)
-        self.rows.append(row[None, :])
-        self.parents.append(parent)
-        self.grown.append(grown)
-        return True
-
-    def add_rows(self, idx: list[int], keys: list[str], rows: np.ndarray, parent: str) -> None:
-        """Expansions ``keys[i]`` (encodings ``rows[i]``) of ``parent`` for i in ``idx``,
-        as one block."""
-        idx = [i for i in idx if keys[i] not in self._seen]
-        if not idx:
-            return
-        new = [keys[i] for i in idx]
-        self._seen.update(new)
-        self.keys += new
-        self.rows.append(rows[idx])
-        self.parents += [parent] * len(idx)
-        self.grown += [True] * len(idx)
-
-    def matrix(self) -> np.ndarray:
-        return np.concatenate(self.rows)
 
 
 def _fmt(x: float | None) -> str:

@@ -1,0 +1,44 @@
+"""The candidate pool the ``pnas`` strategy ranks each stage (kept apart so pnas.py
+stays readable)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Pool:
+    """Candidates being ranked: canonical strings, encodings, and the measured cell each
+    one comes from (None for random cells)."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.rows: list[np.ndarray] = []  # 2-d blocks of encodings, in key order
+        self.parents: list[str | None] = []
+        self.grown: list[bool] = []  # an expansion of its parent (vs a same-size neighbour)
+        self._seen: set[str] = set()
+
+    def add(self, key: str, row: np.ndarray, parent: str | None, grown: bool = False) -> bool:
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        self.keys.append(key)
+        self.rows.append(row[None, :])
+        self.parents.append(parent)
+        self.grown.append(grown)
+        return True
+
+    def add_rows(self, idx: list[int], keys: list[str], rows: np.ndarray, parent: str) -> None:
+        """Expansions ``keys[i]`` (encodings ``rows[i]``) of ``parent`` for i in ``idx``,
+        as one block."""
+        idx = [i for i in idx if keys[i] not in self._seen]
+        if not idx:
+            return
+        new = [keys[i] for i in idx]
+        self._seen.update(new)
+        self.keys += new
+        self.rows.append(rows[idx])
+        self.parents += [parent] * len(idx)
+        self.grown += [True] * len(idx)
+
+    def matrix(self) -> np.ndarray:
+        return np.concatenate(self.rows)
