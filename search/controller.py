@@ -189,18 +189,14 @@ class Controller(nn.Module):
 
     def ensure(self, decisions: Sequence[Decision]) -> list[nn.Parameter]:
         """Create the parameters ``decisions`` need; return the new ones (one group)."""
-        keys = self.missing(decisions)
-        if not keys:
-            return []
-        new = [p for k in keys for p in self._create(k)]
-        self.growth.append(keys)
-        if self.new_params_hook is not None:
-            self.new_params_hook(new)
-        return new
+        return self._grow(self.missing(decisions))
 
     def ensure_conditions(self, n: int) -> list[nn.Parameter]:
         """Create the condition embeddings ``0 … n-1`` that do not exist yet (one group)."""
-        keys: list[Key] = [("cond", k) for k in range(len(self.conds), n)]
+        return self._grow([("cond", k) for k in range(len(self.conds), n)])
+
+    def _grow(self, keys: list[Key]) -> list[nn.Parameter]:
+        """Create ``keys``' parameters as one recorded growth step, announced once."""
         if not keys:
             return []
         new = [p for k in keys for p in self._create(k)]
