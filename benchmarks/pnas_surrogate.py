@@ -1,9 +1,9 @@
 """PNAS on the ``pnas`` space: does the surrogate rank cells, stage by stage, and does the
 search beat random search for the same budget?
 
-``benchmarks/strategies.py`` compares strategies on the NAS-Bench-201 table, a space PNAS
-does not search (its cells grow 1 → B blocks). This benchmark runs PNAS on its own space
-through the project's loop (``search.loop.SearchLoop``, in-memory ledger), with a cheap
+``benchmarks/strategies.py`` compares strategies on the NAS-Bench-201 table, where PNAS
+grows cells by node (1 → 3; see ``search.strategies.pnas``). This benchmark runs PNAS on
+its own space, whose cells grow 1 → B blocks, through the project's loop (``search.loop.SearchLoop``, in-memory ledger), with a cheap
 **proxy task** so a run takes seconds:
 
 - **latency** = the real built network's multiply-accumulates at the deployment shape

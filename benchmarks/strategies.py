@@ -35,20 +35,10 @@ Choose settings on other columns and seeds (e.g. ``--latency-column samsung_s7_m
 --targets 11,16,21 --seed-offset 100 --seeds 20``; ``fpga_ms`` with 1.95,2.47,3.21),
 then confirm on the default column and seeds.
 
-Measured (PPO hard-reward rows, default table/column/targets, 10 seeds 0–9, process CPU
-time on a shared 2-core VM; other rows were not rerun in this session). HV ratio mean
-over seeds at 50 / 100 / 200 children; speed: 1,000-child search / NSGA-II's (0.92 s):
-
-    optuna-direct:nsga2                                        0.9553 0.9647 0.9778
-    ppo[reward='hard';lr=0.004;epochs=2;batch=10;
-        entropy_weight=0.03]                                   0.9571 0.9697 0.9748  1.59x
-    ppo[...;lr=0.006;batch=20;adv_norm='batch'] (not a row)    0.9492 0.9640 0.9742  0.92x
-
-On seeds 10–39 (100 / 200): NSGA-II 0.9662 / 0.9777, the PPO row 0.9668 / 0.9736
-(−0.0041 ± 0.0019 at 200: a real gap, not noise), the adv_norm variant 0.9685 / 0.9732.
-The variant was the best of 21 PPO variants on the validation columns (S7 and FPGA)
-but did not carry over to this column, and it collapses by 1,000 children (see ppo.py).
-The PPO row meets NSGA-II at 100 children, not at 200.
+Measured (seeds 0–9, all rows; ``docs/strategies.md`` has the table and the
+validation record): best of ours at 100 children ``pnas`` 0.9871 (NSGA-II 0.9647); PNAS
+above NSGA-II at 50 / 100 / 200; REINFORCE's small-budget row level with it at 100 and
+200; PPO's rows level at 100 and below at 200 (−0.004 ± 0.002 on seeds 10–39).
 """
 
 from __future__ import annotations

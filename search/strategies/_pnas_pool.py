@@ -1,7 +1,9 @@
-"""The candidate pool the ``pnas`` strategy ranks each stage (kept apart so pnas.py
-stays readable)."""
+"""The candidate pool the ``pnas`` strategy ranks each stage, and its small helpers
+(kept apart so pnas.py stays readable)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +44,14 @@ class Pool:
 
     def matrix(self) -> np.ndarray:
         return np.concatenate(self.rows)
+
+
+def pos_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value \
+            or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def fmt_stat(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

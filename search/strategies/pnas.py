@@ -67,22 +67,9 @@ measures both). Candidate meta carries
 Defaults are sized for this project's budgets (≈100 children reach B = 5: 32 + 4 × 16);
 the paper trains all 136 one-block cells and uses K = 256.
 
-**On nb201** (``benchmarks/strategies.py``; process CPU time, one core). Chosen on the
-validation columns (samsung_s7_ms 11/16/21 ms and fpga_ms 1.95/2.47/3.21 ms, seeds
-100–119, HV ratio at 100 / 200 children; NSGA-II S7 0.9381 / 0.9581, FPGA 0.9267 /
-0.9661): every variant tried beat NSGA-II by ≥ 0.025 (K 8/16/24, refit_growth 2/3,
-members 3/5, epochs 100/200: 0.985–0.989 / 0.990–0.993); per-target ranking with the
-hard reward was worse (S7, 5 seeds: 0.958 / 0.966 vs 0.986 / 0.991) and with the soft
-reward it ranks like one T (the soft reward's T only rescales it). Refitting every stage
-costs 21–36× NSGA-II's time for 1,000 children, so the row is
-``pnas[beam=24;refit_growth=3;members=3;epochs=100]`` (best mean of both columns,
-0.9884 / 0.9917 and 0.9880 / 0.9927). Confirmed on raspi4_ms 5/10/20 ms (one run,
-seeds 0–39): 50 / 100 / 200 children 0.9724 / 0.9818 / 0.9884 vs NSGA-II 0.9527 /
-0.9658 / 0.9777 (seeds 0–9: +0.020 at 100, +0.012 ± 0.003 at 200; seeds 10–39: +0.015,
-+0.010 ± 0.002); 1,000 children 0.83 s CPU vs NSGA-II 0.64 s (1.30×). The surrogate's
-Spearman on each stage's own children (5 seeds, raspi4): accuracy 0.39 (stage 2), 0.37
-(stage 3), 0.63–0.75 in the rounds; latency 0.85–0.94; on all 120 two-node cells after
-stage 1 (5 cells) 0.60, on 2,000 random three-node cells after stage 2 0.59.
+**On nb201** the benchmark's row is ``pnas[beam=24;refit_growth=3;members=3;epochs=100]``
+(chosen on the validation columns): above NSGA-II at 50 / 100 / 200 children on the
+Raspberry Pi column, at 1.3× its CPU time; ``docs/strategies.md`` has the record.
 """
 
 from __future__ import annotations
@@ -97,7 +84,7 @@ import numpy as np
 from mnas.spaces.base import Encodable, Progressive
 from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
-from search.strategies._pnas_pool import Pool
+from search.strategies._pnas_pool import Pool, fmt_stat, pos_int
 from search.surrogate import MLPEnsemble, RidgeLatency, spearman
 
 log = logging.getLogger(__name__)
@@ -106,13 +93,6 @@ LATENCY_MODELS = ("linear", "none")
 RANKINGS = ("reward", "targets")
 #: how many ranked-but-unqueued cells a stage keeps for overflow asks (bounds the state)
 RESERVE_PER_BEAM = 4
-
-
-def _pos_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value \
-            or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 @register_strategy
@@ -128,9 +108,9 @@ class ProgressiveNAS(Strategy):
                  alpha: float = -0.07, beta: float = -0.07, rank: str = "reward",
                  refit_growth: float = 1.0) -> None:
         super().__init__(space, seed=seed)
-        self.initial = _pos_int("initial", initial, 0)
-        self.beam = _pos_int("beam", beam, 1)
-        self.max_expand = _pos_int("max_expand", max_expand, 0)
+        self.initial = pos_int("initial", initial, 0)
+        self.beam = pos_int("beam", beam, 1)
+        self.max_expand = pos_int("max_expand", max_expand, 0)
         if latency_model not in LATENCY_MODELS:
             raise ValueError(f"unknown latency_model {latency_model!r}; "
                              f"valid: {', '.join(LATENCY_MODELS)}")
@@ -280,8 +260,8 @@ class ProgressiveNAS(Strategy):
         log.info("pnas stage %d (%d-block cells): %d told, %d complete; surrogate Spearman "
                  "on its new children: reward %s, accuracy %s, latency %s", self.stage,
                  self.blocks, report["children"], report["complete"],
-                 _fmt(report["spearman_reward"]), _fmt(report["spearman_acc"]),
-                 _fmt(report["spearman_lat"]))
+                 fmt_stat(report["spearman_reward"]), fmt_stat(report["spearman_acc"]),
+                 fmt_stat(report["spearman_lat"]))
 
     def _next_stage(self) -> None:
         self._close_stage()
@@ -512,6 +492,3 @@ class ProgressiveNAS(Strategy):
                 "alpha": self.alpha, "beta": self.beta, "rank": self.rank,
                 "refit_growth": self.refit_growth}
 
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
