@@ -110,40 +110,53 @@ class MLPEnsemble:
         # the first-layer bias and zero their weights, so a value never seen in training
         # (a new block's slot) moves no prediction
         const = (X[0] == X).all(axis=0)
-        self.nets = []
+        # members drawn in turn (resample, then initial weights) and trained together:
+        # one stacked matmul per layer instead of one per member (Python's overhead,
+        # not the arithmetic, is the cost at these sizes)
+        idx, params = [], []
         for _ in range(self.members):
-            idx = (self.rng.integers(0, len(X), len(X)) if self.bootstrap
-                   else np.arange(len(X)))
-            net = self._train(X[idx], t[idx])
+            idx.append(self.rng.integers(0, len(X), len(X)) if self.bootstrap
+                       else np.arange(len(X)))
+            params.append(self._init(X.shape[1]))
+        stacked = [np.stack(ps) for ps in zip(*params, strict=True)]
+        trained = self._train(X[np.stack(idx)], t[np.stack(idx)], stacked)
+        self.nets = []
+        for k in range(self.members):
+            net = [p[k].copy() for p in trained]
             net[1] = net[1] + X[0, const] @ net[0][const]
             net[0][const] = 0.0
             self.nets.append(net)
         return self
 
-    def _train(self, X: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
-        d, h = X.shape[1], self.hidden
-        rng = self.rng
-        params = [rng.normal(0, np.sqrt(2.0 / max(d, 1)), (d, h)), np.zeros(h),
-                  rng.normal(0, np.sqrt(2.0 / h), (h, h)), np.zeros(h),
-                  rng.normal(0, np.sqrt(1.0 / h), (h, 1)), np.zeros(1)]
+    def _init(self, d: int) -> list[np.ndarray]:
+        h, rng = self.hidden, self.rng
+        return [rng.normal(0, np.sqrt(2.0 / max(d, 1)), (d, h)), np.zeros(h),
+                rng.normal(0, np.sqrt(2.0 / h), (h, h)), np.zeros(h),
+                rng.normal(0, np.sqrt(1.0 / h), (h, 1)), np.zeros(1)]
+
+    def _train(self, X: np.ndarray, t: np.ndarray, params: list[np.ndarray]
+               ) -> list[np.ndarray]:
+        """Full-batch Adam on every member at once: ``X`` is (members, n, d), ``t``
+        (members, n), ``params`` the members' weights stacked on a leading axis."""
         m = [np.zeros_like(p) for p in params]
         v = [np.zeros_like(p) for p in params]
         b1, b2, eps = 0.9, 0.999, 1e-8
-        n = len(X)
-        t = t.reshape(-1, 1)
+        n = X.shape[1]
+        t = t[..., None]
+        Xt = X.transpose(0, 2, 1)
         for step in range(1, self.epochs + 1):  # full batch: the data sets are small
             W1, c1, W2, c2, W3, c3 = params
-            z1 = X @ W1 + c1
+            z1 = X @ W1 + c1[:, None]
             a1 = np.maximum(z1, 0.0)
-            z2 = a1 @ W2 + c2
+            z2 = a1 @ W2 + c2[:, None]
             a2 = np.maximum(z2, 0.0)
-            out = a2 @ W3 + c3
+            out = a2 @ W3 + c3[:, None]
             g = 2.0 * (out - t) / n
-            gW3, gc3 = a2.T @ g, g.sum(0)
-            g2 = (g @ W3.T) * (z2 > 0)
-            gW2, gc2 = a1.T @ g2, g2.sum(0)
-            g1 = (g2 @ W2.T) * (z1 > 0)
-            gW1, gc1 = X.T @ g1, g1.sum(0)
+            gW3, gc3 = a2.transpose(0, 2, 1) @ g, g.sum(1)
+            g2 = (g @ W3.transpose(0, 2, 1)) * (z2 > 0)
+            gW2, gc2 = a1.transpose(0, 2, 1) @ g2, g2.sum(1)
+            g1 = (g2 @ W2.transpose(0, 2, 1)) * (z1 > 0)
+            gW1, gc1 = Xt @ g1, g1.sum(1)
             grads = [gW1, gc1, gW2, gc2, gW3, gc3]
             for k, (p, gk) in enumerate(zip(params, grads, strict=True)):
                 if k % 2 == 0:  # decay weights, not biases
