@@ -109,7 +109,7 @@ class Controller(nn.Module):
         self.heads = nn.ModuleList()         # Linear(H, size) per categorical key
         self.embs = nn.ModuleList()          # Embedding(rows, H) per embedding key
         self.start = nn.ParameterList()      # learned start anchors, start[0] newest
-        self.conds = nn.ParameterList()      # first-step inputs of conditioned children
+        self.conds = nn.ParameterList()      # condition embeddings (first input, + every later)
         self.slot_heads = nn.ModuleList()    # Linear(H, n) per Pointer/Subset key
         self._head: dict[Key, int] = {}
         self._emb: dict[Key, int] = {}

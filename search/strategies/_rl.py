@@ -54,8 +54,9 @@ by target, so an unconditioned policy learns the average of conflicting signals.
 ``conditional=True`` the strategy picks each child's target itself — round-robin over
 the loop's targets (:meth:`Strategy.set_targets`) by its own child counter — says so in
 the candidate's meta (``target_ms``, which the loop honours) and samples it from the
-controller conditioned on that target (the LSTM's first input is a learned embedding per
-target, :class:`Controller`); updates re-evaluate every child under the same condition.
+controller conditioned on that target (a learned embedding per target: the LSTM's first
+input, and added to every later input, :class:`Controller`); updates re-evaluate every
+child under the same condition.
 A redrawn repeat (``novel``) whose known reward was scored at another target is
 dropped. Without targets (no loop) every child has condition 0 and no ``target_ms``.
 ``open_end=True`` adds one more condition to the round-robin: accuracy alone (MnasNet's
