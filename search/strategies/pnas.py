@@ -165,11 +165,10 @@ class ProgressiveNAS(Strategy):
         return b
 
     def _reward(self, acc: float, lat: float | None, target: float | None = None) -> float:
-        t = target if target else self.target
-        if self.latency_model == "none" or t is None or lat is None or not lat > 0:
-            return acc
-        w = self.alpha if lat <= t else self.beta
-        return acc * (lat / t) ** w
+        """:meth:`_rewards` of one cell."""
+        return float(self._rewards(np.array([acc], dtype=float),
+                                   None if lat is None else np.array([lat], dtype=float),
+                                   target)[0])
 
     # -- proposing ---------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Candidate]:
