@@ -4,22 +4,36 @@
 The skeleton is fixed — stem, ``3·N + 2`` cell positions (normal, reduction) — and
 every cell position shares its operations across children:
 
-* **block operations**: one module per *(cell position, block, slot, input, op)* and
-  input width, keyed ``c{k}b{b}{x|y}~{input}|{op}|{in}>{out}`` (``x``/``y`` = the
-  block's first/second operation; ``input`` = hidden-state number, 0 = h_i, 1 = h_i-1,
-  2+j = block j). This is ENAS's micro sharing — weights per (node, previous node,
-  op), separately for a node's two operations, as in its reference code — plus the
-  input width, which here depends on the child (a ``concat`` block doubles it);
-* **cell inputs**: ``c{k}|pre_cur|{in}>{out}``, and ``c{k}|pre_prev|…`` (a 1×1 conv) or
-  ``c{k}|pre_fr|…`` (factorized reduction after a reduction cell) — their input widths
-  depend on how many block outputs the previous cells concatenate;
-* the classifier per input width (``classifier|{in}``); the stem is one module.
+* **block operations**: one module per *(cell position, block, slot, input, op)*, keyed
+  ``c{k}b{b}{x|y}~{input}|{op}`` (``x``/``y`` = the block's first/second operation;
+  ``input`` = hidden-state number, 0 = h_i, 1 = h_i-1, 2+j = block j). This is ENAS's
+  micro sharing — weights per (node, previous node, op), separately for a node's two
+  operations, as in its reference code;
+* **cell inputs**: ``c{k}|pre_cur``, and ``c{k}|pre_prev`` (a 1×1 conv) or
+  ``c{k}|pre_fr`` (factorized reduction after a reduction cell);
+* one ``classifier``; the stem is one module.
+
+**Max width, sliced.** Only *input* widths vary between children, through ``concat``:
+an operation always outputs the cell width ``c``, but its input is ``c``, or ``2c``
+when it reads a block that concatenates; a cell outputs the concatenation of its unused
+blocks (``c`` … ``B·2c``), which is the next cells' preprocessing input and, after the
+last cell, the classifier's. Each module is built at the widest input any child can
+feed it, and a child runs its convolutions (and the classifier) on the first ``in``
+input channels: conv weight ``[:, :in]``, depthwise ``[:in]``; every BatchNorm is at
+the fixed output width, so none is sliced. An ``id`` of equal widths and a pool
+without projection (input ``c``) have no weights and use no module. So a child equals
+its standalone build given the leading slices (:meth:`Supernet.to_standalone`; tested).
 
 Modules come from :mod:`mnas.spaces.cell_ops` (``build_op``, ``ReLUConvBN``,
-``FactorizedReduce``), wired exactly as :class:`mnas.spaces.nasnet.CellModule`, so a
-child equals its standalone build with the same weights. ScheduledDropPath is not
-applied while training shared weights (it is a final-training regulariser; ENAS's
-search does not use it); at evaluation it is off in both.
+``FactorizedReduce``), wired exactly as :class:`mnas.spaces.nasnet.CellModule`.
+ScheduledDropPath is not applied while training shared weights (it is a final-training
+regulariser; ENAS's search does not use it); at evaluation it is off in both.
+
+Before the slicing, modules were keyed by input *and* output width: 6,355 modules after
+``benchmarks/enas_speed.py --space nasnet``'s 1,100 shared steps, training loss 2.44
+(chance 2.30), supernet accuracies 0.05–0.17, Spearman 0.62 (p = 0.004) with the
+2-epoch proxy over 20 children. Checkpoints of that supernet do not load into this one
+(their width keys would replay as unused modules).
 """
 
 from __future__ import annotations
@@ -29,9 +43,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mnas.spaces.cell_ops import FactorizedReduce, ReLUConvBN, build_op
+from mnas.spaces.cell_ops import (
+    FactorizedConv,
+    FactorizedReduce,
+    ReLUConvBN,
+    SepConv,
+    build_op,
+)
 from search.supernet import Spec, Supernet
 
 
@@ -81,18 +102,53 @@ def plan_network(space: Any, arch: Any, filters: int) -> tuple[int, tuple[CellPl
     return c_stem, tuple(cells), c_p
 
 
-def _pre_prev_spec(cell: CellPlan) -> tuple[str, Spec] | None:
+def _pre_prev_spec(cell: CellPlan) -> Spec | None:
+    """``h_{i-1}``'s preprocessing at the child's widths (None: identity)."""
     if cell.prev_larger:
-        return f"c{cell.index}|pre_fr|{cell.c_pp}>{cell.c}", ("fr", cell.c_pp, cell.c)
+        return ("fr", cell.c_pp, cell.c)
     if cell.c_pp != cell.c:
-        return f"c{cell.index}|pre_prev|{cell.c_pp}>{cell.c}", ("rcb", cell.c_pp, cell.c)
+        return ("rcb", cell.c_pp, cell.c)
     return None
 
 
-def _op_key(cell: CellPlan, path: tuple[int, int, int, str, int, int]) -> tuple[str, Spec]:
-    b, slot, i, op, cin, stride = path
-    return (f"c{cell.index}b{b}{'xy'[slot]}~{i}|{op}|{cin}>{cell.c}",
-            ("op", op, cin, cell.c, stride))
+def _op_spec(cell: CellPlan, path: tuple[int, int, int, str, int, int]) -> Spec:
+    """A block operation at the child's widths."""
+    _, _, _, op, cin, stride = path
+    return ("op", op, cin, cell.c, stride)
+
+
+def _conv_in(conv: nn.Conv2d, x: torch.Tensor, cin: int) -> torch.Tensor:
+    """``conv`` on its first ``cin`` input channels (depthwise: its first ``cin`` channels)."""
+    if conv.groups == 1:
+        w, groups = conv.weight[:, :cin], 1
+    else:
+        w, groups = conv.weight[:cin], cin
+    return F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, groups)
+
+
+def run_sliced(m: nn.Module, x: torch.Tensor, cin: int) -> torch.Tensor:
+    """``m`` (a ``cell_ops`` module or the classifier, built for at least ``cin`` input
+    channels and the output width the child uses) on the ``cin`` channels of ``x``: the
+    convolutions that read the input use their leading input channels, the rest runs
+    as built."""
+    if isinstance(m, nn.Linear):
+        return F.linear(x, m.weight[:, :cin], m.bias)
+    if isinstance(m, FactorizedReduce):
+        if m.relu:
+            x = F.relu(x)
+        odd = F.pad(x, (0, 1, 0, 1))[:, :, 1::2, 1::2]
+        return m.bn(torch.cat([_conv_in(m.path1, x[:, :, ::2, ::2], cin),
+                               _conv_in(m.path2, odd, cin)], dim=1))
+    if not isinstance(m, ReLUConvBN | SepConv | FactorizedConv):
+        raise TypeError(f"no sliced forward for {type(m).__name__}")
+    # ReLU, then the conv(s) reading the input (a separable conv's depthwise + pointwise)
+    reads = 2 if isinstance(m, SepConv) else 1
+    x = F.relu(x)
+    for k in range(1, 1 + reads):
+        x = _conv_in(m[k], x, cin)
+    for layer in list(m)[1 + reads:]:
+        x = layer(x)
+    return x
 
 
 class NasNetSupernet(Supernet):
@@ -103,9 +159,17 @@ class NasNetSupernet(Supernet):
         super().__init__(space, num_classes, width_mult, in_channels, seed, channels_last)
         self.filters = max(2, round(space.filters * self.width_mult))  # as space.build
         c_stem = space.stem_multiplier * self.filters
+        self.c_stem = c_stem
         self.stem = self.seeded("stem", lambda: nn.Sequential(
             nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)))
         self.identity = nn.Identity()
+        #: the parameter-free operations (pools at equal widths), not shared modules
+        self._free: dict[tuple[str, int, int], nn.Module] = {}
+        # a block outputs up to 2c (concat), a cell up to B of them
+        self._block_max = 2 if "concat" in space.COMBINES else 1
+
+    def _cell_out_max(self, c: int) -> int:
+        return self.space.blocks * self._block_max * c
 
     def _build(self, spec: Spec) -> nn.Module:
         kind = spec[0]
@@ -120,43 +184,75 @@ class NasNetSupernet(Supernet):
             return nn.Linear(int(spec[1]), self.num_classes)
         raise ValueError(f"unknown nasnet supernet module spec {spec!r}")
 
-    def _cell_modules(self, cell: CellPlan) -> tuple[nn.Module, nn.Module, list[nn.Module]]:
-        pre_cur = self.module(f"c{cell.index}|pre_cur|{cell.c_p}>{cell.c}",
-                              ("rcb", cell.c_p, cell.c))
-        pp = _pre_prev_spec(cell)
-        pre_prev = self.module(*pp) if pp is not None else self.identity
-        ops = [self.module(*_op_key(cell, p)) for p in cell.paths]
-        return pre_cur, pre_prev, ops
+    def _shared(self, key: str, spec: Spec, cmax: int, cin: int
+                ) -> tuple[nn.Module | None, nn.Module, int]:
+        """``(shared module or None, what runs, input width to slice to or 0)``: the
+        module built at input width ``cmax``, run whole when the child's ``cin`` is that."""
+        m = self.module(key, spec)
+        return m, m, (0 if cin == cmax else cin)
+
+    def _op(self, cell: CellPlan, path: tuple[int, int, int, str, int, int]
+            ) -> tuple[nn.Module | None, nn.Module, int]:
+        b, slot, i, op, cin, stride = path
+        if cin == cell.c and (op == "id" and stride == 1 or op[:3] in ("avg", "max")):
+            free = self._free.get((op, cin, stride))     # no weights: nothing to share
+            if free is None:
+                free = self._free[(op, cin, stride)] = build_op(op, cin, cin, stride)
+            return None, free, 0
+        cmax = cell.c if i < 2 else self._block_max * cell.c
+        return self._shared(f"c{cell.index}b{b}{'xy'[slot]}~{i}|{op}",
+                            ("op", op, cmax, cell.c, stride), cmax, cin)
+
+    def _cell_steps(self, cells: tuple[CellPlan, ...]) -> list[tuple[Any, ...]]:
+        steps = []
+        for cell in cells:
+            k = cell.index
+            cp_max = self.c_stem if k == 0 else self._cell_out_max(cells[k - 1].c)
+            cpp_max = self.c_stem if k < 2 else self._cell_out_max(cells[k - 2].c)
+            pre_cur = self._shared(f"c{k}|pre_cur", ("rcb", cp_max, cell.c), cp_max, cell.c_p)
+            pp = _pre_prev_spec(cell)
+            if pp is None:
+                pre_prev: tuple[Any, ...] = (None, self.identity, 0)
+            else:
+                name = "pre_fr" if pp[0] == "fr" else "pre_prev"
+                pre_prev = self._shared(f"c{k}|{name}", (pp[0], cpp_max, cell.c), cpp_max,
+                                        cell.c_pp)
+            steps.append((cell, pre_cur, pre_prev, [self._op(cell, p) for p in cell.paths]))
+        return steps
 
     def _compile(self, arch: Any) -> Any:
         arch = self.space._check(arch)
         _, cells, c_final = plan_network(self.space, arch, self.filters)
-        steps = [(cell, *self._cell_modules(cell)) for cell in cells]
-        return steps, self.module(f"classifier|{c_final}", ("linear", c_final))
+        c_max = self._cell_out_max(cells[-1].c)
+        return self._cell_steps(cells), self._shared("classifier", ("linear", c_max), c_max,
+                                                     c_final)
 
     def _run(self, x: torch.Tensor, path: Any) -> torch.Tensor:
+        def run(unit: tuple[Any, nn.Module, int], h: torch.Tensor) -> torch.Tensor:
+            _, m, cin = unit
+            return m(h) if cin == 0 else run_sliced(m, h, cin)
+
         steps, classifier = path
         h_prev = h_cur = self.stem(x)
         for cell, pre_cur, pre_prev, ops in steps:  # CellModule.forward
-            states = [pre_cur(h_cur), pre_prev(h_prev)]
+            states = [run(pre_cur, h_cur), run(pre_prev, h_prev)]
             for b, (i1, i2, concat) in enumerate(cell.wiring):
-                a = ops[2 * b](states[i1])
-                z = ops[2 * b + 1](states[i2])
+                a = run(ops[2 * b], states[i1])
+                z = run(ops[2 * b + 1], states[i2])
                 states.append(torch.cat([a, z], dim=1) if concat else a + z)
             outs = [states[i] for i in cell.out_states]
             h_prev, h_cur = h_cur, outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        return classifier(torch.relu(h_cur).mean(dim=(2, 3)))
+        return run(classifier, torch.relu(h_cur).mean(dim=(2, 3)))
 
     def child_modules(self, arch: Any) -> dict[str, nn.Module]:
         steps, classifier = self.compiled(arch)
         out: dict[str, nn.Module] = {"stem": self.stem}
         for cell, pre_cur, pre_prev, ops in steps:
-            out[f"cells.{cell.index}.pre_cur"] = pre_cur
-            if pre_prev is not self.identity:
-                out[f"cells.{cell.index}.pre_prev"] = pre_prev
-            for j, op in enumerate(ops):
-                out[f"cells.{cell.index}.paths.{j}.op"] = op
-        out["classifier"] = classifier
+            for name, (m, *_) in [("pre_cur", pre_cur), ("pre_prev", pre_prev),
+                                  *((f"paths.{j}.op", op) for j, op in enumerate(ops))]:
+                if m is not None:
+                    out[f"cells.{cell.index}.{name}"] = m
+        out["classifier"] = classifier[0]
         return out
 
 
@@ -203,9 +299,9 @@ class NasnetMacs:
             total += _component_macs(("rcb", cell.c_p, cell.c), size_cur)
             pp = _pre_prev_spec(cell)
             if pp is not None:
-                total += _component_macs(pp[1], size_prev)
+                total += _component_macs(pp, size_prev)
             out_size = math.ceil(size_cur / 2) if cell.reduction else size_cur
             for p in cell.paths:
-                total += _component_macs(_op_key(cell, p)[1], size_cur if p[2] < 2 else out_size)
+                total += _component_macs(_op_spec(cell, p), size_cur if p[2] < 2 else out_size)
             size_prev, size_cur = size_cur, out_size
         return total + c_final * self.classes

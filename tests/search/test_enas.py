@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import pickle
 import random
+import re
 
 import numpy as np
 import pytest
@@ -202,6 +203,56 @@ def test_mnasnet_supernet_slices_widths_kernels_se_and_expansion_of_one_module()
     w5 = net.shared["b4l0|ir"][1][0].weight
     w3 = model.get_submodule("blocks.3.0.body.1")[0].weight
     assert torch.equal(w3, w5[: w3.shape[0], :, 1:4, 1:4])
+
+
+def test_nasnet_supernet_runs_every_input_width_on_one_sliced_module():
+    """add vs concat changes only input widths: both children run the same tensors (the
+    narrower one their leading input channels), each equals its standalone build, and
+    training the narrower child leaves the channels it does not read untouched."""
+    torch.manual_seed(0)
+    space = _space("nasnet")
+    net = make_supernet(space, 10, 0.25, seed=0)
+    cell = ("[sep3x3~0+sep5x5~1,{0}][sep3x3~2+conv1x7_7x1~2,add][dil3x3~0+avg3x3~3,add]"
+            "[id~1+max3x3~2,add][conv3x3~4+sep7x7~5,{0}]")
+    narrow, wide = (space.decode(f"normal:{cell.format(c)}|reduce:{cell.format(c)}")
+                    for c in ("add", "concat"))
+    mn, mw = net.child_modules(narrow), net.child_modules(wide)
+    assert all(mn[k] is mw[k] for k in mn.keys() & mw.keys())
+    # block 3's pool reads block 0: at its own width it needs no weights, at 2c a
+    # projection; h_{i-1} is preprocessed only where its width is not the cell's
+    assert sorted(set(mw) - set(mn)) == [f"cells.{k}.{p}" for k, p in
+                                         [(0, "paths.7.op"), (1, "paths.7.op"),
+                                          (2, "paths.7.op"), (3, "paths.7.op"),
+                                          (4, "paths.7.op"), (4, "pre_prev"),
+                                          (5, "paths.7.op"), (6, "paths.7.op"),
+                                          (7, "paths.7.op"), (7, "pre_prev")]]
+    assert sorted(set(mn) - set(mw)) == ["cells.2.pre_prev", "cells.5.pre_prev"]
+    assert all(re.fullmatch(r"c\d+(b\d[xy]~\d+\|\w+|\|pre_(cur|prev|fr))|classifier", k)
+               for k in net.shared), list(net.shared)
+    x = torch.randn(6, 3, 8, 8)
+    y = torch.randint(0, 10, (6,))
+    for a in (narrow, wide):
+        _sgd_step(net, a, x, y, lr=0.02)
+    models = {}
+    for a in (narrow, wide):
+        models[a.encode()] = net.to_standalone(a).to(memory_format=torch.channels_last)
+        net.eval()
+        with torch.no_grad():
+            assert torch.allclose(models[a.encode()].eval()(x), net(x, a), atol=1e-5,
+                                  rtol=1e-5)
+    # the same shared tensors at different input widths: sep3x3 reading block 0, the next
+    # cell's preprocessing and the classifier
+    for name in ("cells.0.paths.2.op.2", "cells.1.pre_cur.1", "classifier"):
+        wn = models[narrow.encode()].get_submodule(name).weight
+        ww = models[wide.encode()].get_submodule(name).weight
+        assert wn.shape[1] < ww.shape[1], name
+        assert torch.equal(wn, ww[:, : wn.shape[1]]), name
+    head = net.shared["classifier"].weight
+    before = head.detach().clone()
+    used = models[narrow.encode()].classifier.weight.shape[1]
+    _sgd_step(net, narrow, x, y)
+    assert not torch.equal(head[:, :used], before[:, :used])
+    assert torch.equal(head[:, used:], before[:, used:])
 
 
 # -- latency estimates -----------------------------------------------------------------------
