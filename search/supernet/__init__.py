@@ -4,7 +4,7 @@ A :class:`Supernet` owns one shared module per *(position, operation)* — creat
 the first time a sampled child needs it, kept in :attr:`Supernet.shared` (an
 ``nn.ModuleDict``) under a readable key such as ``b3l0|mbconv6_k5_se25`` (``mnasnet``:
 one max-width module whose leading channels serve every width) or
-``c4b2x~3|sep3x3|16>16`` (``nasnet``: one module per input width) — so two children that
+``c4b2x~3|sep3x3`` (``nasnet``: likewise at the widest input) — so two children that
 run the same operation at the same position use the same parameter tensors (ENAS's
 parameter sharing; Pham et al., 2018). A child's forward runs only its own modules. The
 modules are built by the block classes the space itself builds from
