@@ -65,6 +65,11 @@ class Ledger:
         attrs = {"slot": slot, "choices": list(choices), "arch": arch}
         if meta:
             attrs["meta"] = _jsonable(meta)
+        if self.url is None:    # in memory: no kill to survive, and no deep copy of attrs
+            tid = self._storage.create_new_trial(self.study._study_id)
+            for key, value in attrs.items():
+                self._storage.set_trial_user_attr(tid, key, value)
+            return self._storage.get_trial_number_from_id(tid)
         template = self._optuna.trial.FrozenTrial(
             number=-1, state=self._optuna.trial.TrialState.RUNNING, value=None, values=None,
             datetime_start=datetime.datetime.now(), datetime_complete=None, params={},
