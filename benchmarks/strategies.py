@@ -76,9 +76,7 @@ EXTRA_SPECS = ("evolution[selection='pareto';population=30;sample=10]",
                "reinforce[lr=0.01;batch=4;entropy_weight=0.03;novel=10]",
                "ppo[lr=0.001;batch=5;entropy_weight=0.03;novel=10]",
                "reinforce[reward='hard';lr=0.01;batch=4;entropy_weight=0.03;novel=10]",
-               "ppo[reward='hard';lr=0.004;epochs=2;batch=10;entropy_weight=0.03]",
-               # chosen on samsung_s7_ms and fpga_ms, seeds 100-119 (see pnas.py)
-               "pnas[beam=24;refit_growth=3;members=3;epochs=100]")
+               "ppo[reward='hard';lr=0.004;epochs=2;batch=10;entropy_weight=0.03]")
 
 
 # -- specs -------------------------------------------------------------------------------

@@ -92,6 +92,34 @@ def test_ensemble_learns_structure_and_generalizes_one_block_larger():
     assert not np.array_equal(other, model.predict(X)[0])
 
 
+def test_warm_refit_starts_from_the_fitted_function_and_learns_the_new_rows():
+    rng = random.Random(1)
+    old = random_cells(rng, 2, 40)
+    new = random_cells(rng, 2, 10)
+    X_old = np.stack([SPACE.vector(a) for a in old])
+    X = np.stack([SPACE.vector(a) for a in old + new])
+    y_old = np.array([synthetic(a)[0] for a in old])
+    # the new rows move the targets' mean and spread, so the targets are rescaled
+    y = np.concatenate([y_old, [synthetic(a)[0] + 0.3 for a in new]])
+    model = MLPEnsemble(seed=0, **FAST).fit(X_old, y_old)
+    before = model.predict(X)[0]
+    still = MLPEnsemble(seed=0, **FAST).fit(X_old, y_old)
+    still.lr = 1e-12                   # one step that moves nothing: the rescaling is exact
+    np.testing.assert_allclose(still.fit(X, y, warm_steps=1).predict(X)[0], before,
+                               atol=1e-9)
+    warm = model.fit(X, y, warm_steps=40)
+    err_new = np.abs(warm.predict(X[40:])[0] - y[40:]).mean()
+    assert err_new < 0.5 * np.abs(before[40:] - y[40:]).mean()
+    # more columns than the fitted ensemble: a fresh fit, as if warm_steps were 0
+    wide = np.hstack([X, np.ones((len(X), 1))])
+    fresh = MLPEnsemble(seed=0, **FAST).fit(X_old, y_old)
+    fresh.rng = np.random.default_rng(7)
+    ref = MLPEnsemble(seed=0, **FAST).fit(X_old, y_old)
+    ref.rng = np.random.default_rng(7)
+    np.testing.assert_array_equal(fresh.fit(wide, y, warm_steps=5).predict(wide)[0],
+                                  ref.fit(wide, y).predict(wide)[0])
+
+
 def test_surrogate_and_latency_model_reject_bad_input():
     with pytest.raises(ValueError, match="predict before fit"):
         MLPEnsemble().predict(np.zeros((2, 3)))

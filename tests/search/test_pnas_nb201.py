@@ -5,6 +5,7 @@ rounds go on to any budget."""
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -74,25 +75,35 @@ def test_per_target_ranking_shares_the_beam_and_resumes():
     assert [c.arch for c in clone.ask(6)] == [c.arch for c in st.ask(6)]
 
 
-def test_refit_growth_skips_fits_at_full_size_only():
-    every = get_strategy("pnas", SPACE, seed=2, beam=4, **FAST)
+def test_refit_growth_skips_fits_at_full_size_only_and_those_go_on_warm():
+    every = get_strategy("pnas", SPACE, seed=2, beam=4, refit_growth=1.0, **FAST)
     sparse = get_strategy("pnas", SPACE, seed=2, beam=4, refit_growth=2.0, **FAST)
-    fits = {}
-    for name, st in (("every", every), ("sparse", sparse)):
-        sizes = []
+    cold = get_strategy("pnas", SPACE, seed=2, beam=4, refit_growth=1.0, warm=False, **FAST)
+    fits, warm = {}, {}
+    for name, st in (("every", every), ("sparse", sparse), ("cold", cold)):
+        sizes, steps = [], []
         original = st.surrogate.fit
 
-        def fit(X, y, original=original, sizes=sizes):
+        def fit(X, y, warm_steps=0, original=original, sizes=sizes, steps=steps):
             sizes.append(len(X))
-            return original(X, y)
+            steps.append(warm_steps)
+            return original(X, y, warm_steps=warm_steps)
 
         st.surrogate.fit = fit
         run(st, 5 + 4 * 8)
-        fits[name] = sizes
-    assert fits["every"] == list(range(5, 38, 4))  # every stage, the last one too
+        fits[name], warm[name] = sizes, steps
+    assert fits["every"] == fits["cold"] == list(range(5, 38, 4))  # every stage, the last too
     # each new cell size refits (13: the first 3-node cells); then once the data doubled
     assert fits["sparse"] == [5, 9, 13, 29]
     assert sparse.config()["refit_growth"] == 2.0
+    # a new cell size fits afresh; at full size a refit goes on from the last fit for the
+    # new rows' share of the epochs
+    epochs = FAST["epochs"]
+    sizes = fits["every"]
+    assert warm["every"] == [0, 0, 0] + [math.ceil(epochs * (1 - a / b))
+                                         for a, b in zip(sizes[2:-1], sizes[3:], strict=True)]
+    assert warm["sparse"] == [0, 0, 0, math.ceil(epochs * (1 - 13 / 29))]
+    assert warm["cold"] == [0] * len(sizes) and cold.config()["warm"] is False
 
 
 def test_options_are_checked():
