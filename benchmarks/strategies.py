@@ -243,31 +243,39 @@ def plot(out: Path, summary: list[dict[str, Any]], fronts: dict[str, list[tuple[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
     names = sorted({s["strategy"] for s in summary}, key=lambda n: (n == REFERENCE, n))
-    for name in names:
+
+    def style(i: int, name: str) -> dict[str, Any]:
+        # 15+ rows: a colour of tab20 and a marker each, so no two rows look alike
+        if name == REFERENCE:
+            return {"color": "black", "linestyle": "--", "linewidth": 2, "marker": "o"}
+        return {"color": plt.cm.tab20(i % 20), "marker": "osD^v<>ph*"[i % 10]}
+
+    fig, ax = plt.subplots(figsize=(12, 5))
+    for i, name in enumerate(names):
         ss = sorted((s for s in summary if s["strategy"] == name), key=lambda s: s["budget"])
-        style = {"color": "black", "linestyle": "--", "linewidth": 2} if name == REFERENCE else {}
         ax.errorbar([s["budget"] for s in ss], [s["hv_mean"] for s in ss],
-                    yerr=[s["hv_std"] for s in ss], marker="o", capsize=3, label=name, **style)
+                    yerr=[s["hv_std"] for s in ss], capsize=3, label=name, **style(i, name))
     ax.axhline(HV_GOAL, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("children (budget)")
     ax.set_ylabel("hypervolume / true front's hypervolume")
     ax.set_title("Search quality on the table (mean ± std over seeds)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "hv.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(12, 5))
     tf = sorted(bench.true_front, key=lambda p: p[1])
     ax.step([p[1] for p in tf], [p[0] for p in tf], where="post", color="black", label="true front")
     from mnas.pareto import pareto_front
 
-    for name in names:
+    for i, name in enumerate(names):
         pts = fronts.get(name, [])
-        f = sorted((pts[i] for i in pareto_front(pts)), key=lambda p: p[1])
-        ax.step([p[1] for p in f], [p[0] for p in f], where="post", label=name, alpha=0.8)
+        f = sorted((pts[j] for j in pareto_front(pts)), key=lambda p: p[1])
+        st = style(i, name)
+        ax.step([p[1] for p in f], [p[0] for p in f], where="post", label=name, alpha=0.8,
+                color=st["color"], linestyle=st.get("linestyle", "-"))
     # zoom past the near-zero-accuracy degenerate cells, which are on the front too
     useful = [p for p in tf if p[0] >= 0.2] or tf
     ax.set_xscale("log")
@@ -276,7 +284,7 @@ def plot(out: Path, summary: list[dict[str, Any]], fronts: dict[str, list[tuple[
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"Fronts found with {budget} children (first seed)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out / "fronts.png", dpi=120)
     plt.close(fig)
