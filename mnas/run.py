@@ -19,7 +19,7 @@ CHECKPOINT = "strategy.ckpt"
 #: files a search writes; --force removes exactly these
 RUN_FILES = (CONFIG, STUDY, CHECKPOINT, "trials.csv", "pareto.csv", "pareto.json",
              "pareto.png", "strategy_report.json")
-RUN_DIRS = ("models",)
+RUN_DIRS = ("models", "trained")
 
 
 def prepare_folder(out: Path, resume: bool, force: bool) -> None:
@@ -55,6 +55,20 @@ def load_config(out: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+def load_trials(out: Path, cfg: dict[str, Any]) -> list[Any]:
+    """The run's finished children, from its ledger (ValueError when there are none)."""
+    from search.ledger import Ledger
+
+    if not cfg.get("storage") and not (out / STUDY).exists():
+        raise FileNotFoundError(f"{out} has no {STUDY}: the search never started")
+    ledger = Ledger(cfg.get("storage") or out / STUDY,
+                    study_name=cfg.get("study_name", out.resolve().name))
+    trials = ledger.trials()
+    if not trials:
+        raise ValueError(f"{out} has no finished children yet")
+    return trials
 
 
 def rewards_from(cfg: dict[str, Any]) -> list[Reward]:

@@ -73,6 +73,39 @@ def test_front_command_reprints_and_reexports(tiny_run):
     assert doc["trials"] == 3 and (out / "pareto.json").exists()
 
 
+def test_train_command_exports_the_trained_child(tiny_run):
+    out, cache, _ = tiny_run
+    r = mnas("train", str(out), "--epochs", "2", "--no-progress", cache=cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "trials.csv") as f:
+        done = [row for row in csv.DictReader(f) if row["state"] == "complete"]
+    best = max(done, key=lambda row: float(row["reward"]))    # the default pick
+    doc = json.loads((out / "trained" / f"trial-{best['number']}.json").read_text())
+    assert doc["arch"] == best["arch"] and doc["classes"] == 10 and doc["latency_ms"] > 0
+    assert doc["measurement"]["model_sha256"] == doc["sha256"]
+    # the file holds the trained weights: it scores the reported accuracy on the search's
+    # validation split (data digits, run seed 3), far above the seeded weights' chance
+    import onnxruntime as ort
+
+    from mnas.train.data import make_datamodule
+
+    sess = ort.InferenceSession(str(out / doc["model"]), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    assert list(sess.get_inputs()[0].shape) == [1, 3, 32, 32]
+    dm = make_datamodule("digits", resolution=32, val_fraction=0.2, seed=3)
+    dm.setup("fit")
+    correct = seen = 0
+    for x, y in dm.val_dataloader():
+        for xi, yi in zip(x, y, strict=True):
+            correct += int(sess.run(None, {name: xi[None].numpy()})[0].argmax() == int(yi))
+            seen += 1
+    assert abs(correct / seen - doc["val_accuracy"]) < 0.01
+    assert doc["val_accuracy"] > 0.3
+    r = mnas("train", str(out), "--trial", "99", "--no-measure", cache=cache)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "no trial 99" in r.stderr and f"complete trials: {done[0]['number']}" in r.stderr
+
+
 def test_existing_run_is_not_overwritten(tiny_run):
     out, cache, _ = tiny_run
     before = (out / "study.db").read_bytes()
@@ -111,6 +144,21 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
     err = capsys.readouterr().err
     assert rc == 2, (args, err[-2000:])
     assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["nope"], "does not exist"),
+    (["{tmp}", "--epochs", "0"], "--epochs must be >= 1"),
+    (["{tmp}", "--width", "-1"], "--width must be > 0"),
+    (["{tmp}"], "is not a run folder"),
+])
+def test_train_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    from mnas.cli import main
+
+    rc = main(["train", *(a.format(tmp=tmp_path) for a in args)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert needle in err
 
 

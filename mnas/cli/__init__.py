@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS = (
     "mnas.cli.search_cmd",
     "mnas.cli.front_cmd",
+    "mnas.cli.train_cmd",
     "mnas.cli.arch_cmd",
     "mnas.cli.latency_cmd",
     "mnas.cli.devices_cmd",

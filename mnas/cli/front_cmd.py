@@ -22,18 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mnas.cli.search_cmd import _print_front
     from mnas.spaces import get_space
-    from search.ledger import Ledger
 
     out = Path(args.run_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"run folder {out} does not exist")
     cfg = runmod.load_config(out)
-    if not cfg.get("storage") and not (out / runmod.STUDY).exists():
-        raise FileNotFoundError(f"{out} has no {runmod.STUDY}: the search never started")
-    ledger = Ledger(cfg.get("storage") or out / runmod.STUDY, study_name=cfg.get("study_name", out.resolve().name))
-    trials = ledger.trials()
-    if not trials:
-        raise ValueError(f"{out} has no finished children yet")
+    trials = runmod.load_trials(out, cfg)
     space = get_space(cfg["space"], **cfg.get("space_options", {}))
     latency = runmod.make_latency(cfg, out) if not args.no_export else None
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,

@@ -1,0 +1,176 @@
+"""``mnas train RUN_DIR [--trial N]``: train a searched architecture on the task and export
+it as a deployable model file, with its latency measured on the run's device.
+
+A search ranks children by a short proxy training at a reduced width; its front models
+(``models/``) are the full-size architectures with fixed-seed weights, the files whose
+latency was measured. This command gives one of them real weights: it builds the trial's
+architecture at ``--width`` (default 1.0, the measured one) for the data's classes and
+input size, trains it with PyTorch Lightning (SGD + cosine, the proxy's recipe) for
+``--epochs``, and writes ``RUN_DIR/trained/trial-N.<format>`` (the run device's model
+format) and ``trial-N.json`` (validation accuracy, the latency of that very file on the
+run's device, the settings). The validation split is the search's (same data spec,
+fraction and seed), so the accuracy is comparable with the proxy's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from mnas import run as runmod
+from mnas.cli import CliError
+
+TRAINED = "trained"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a searched architecture and export it for the device",
+        description="Train one child of a run on the task (default: the complete child "
+                    "with the best reward) and export it with its trained weights as the "
+                    "run device's model file, measured on that device.")
+    p.add_argument("run_dir", help="a folder written by `mnas search`")
+    p.add_argument("--trial", type=int, default=None,
+                   help="trial number (trials.csv); default: the best reward")
+    p.add_argument("--data", default=None,
+                   help="data spec (default: the run's, e.g. digits or imagefolder:PATH)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch-limit", type=int, default=None,
+                   help="at most this many batches per epoch (default: all)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="input resolution R (default: the run's proxy resolution, 32)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="width multiplier (default 1.0: the architecture whose latency "
+                        "the search measured)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
+    p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
+    p.add_argument("--no-measure", action="store_true",
+                   help="export only; do not measure the file on the run's device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _pick(trials: list[Any], number: int | None) -> Any:
+    done = [t for t in trials if t.ok and t.accuracy is not None]
+    if number is None:
+        if not done:
+            raise ValueError("the run has no complete child to train yet")
+        return max(done, key=lambda t: (t.reward if t.reward is not None else -math.inf,
+                                        -t.number))
+    for t in trials:
+        if t.number == number:
+            if not t.ok:
+                raise ValueError(f"trial {number} did not complete ({t.state}: "
+                                 f"{t.reason or 'no reason recorded'}); complete trials: "
+                                 f"{_numbers(done)}")
+            return t
+    raise ValueError(f"no trial {number} in the run; complete trials: {_numbers(done)}")
+
+
+def _numbers(trials: list[Any]) -> str:
+    nums = [str(t.number) for t in trials]
+    return ", ".join(nums[:20]) + (f", … ({len(nums)} in all)" if len(nums) > 20 else "") \
+        if nums else "none"
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                        ("--batch-limit", args.batch_limit), ("--resolution", args.resolution)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if not (math.isfinite(args.width) and args.width > 0):
+        raise ValueError(f"--width must be > 0, got {args.width}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    out = Path(args.run_dir)
+    if not out.is_dir():
+        raise FileNotFoundError(f"run folder {out} does not exist")
+    cfg = runmod.load_config(out)
+    trial = _pick(runmod.load_trials(out, cfg), args.trial)
+
+    import lightning as L
+    import torch
+
+    from mnas.evaluators.proxy import quiet_lightning
+    from mnas.spaces import get_space
+    from mnas.train.data import make_datamodule
+    from mnas.train.module import ClassifierModule
+
+    space = get_space(cfg["space"], **cfg.get("space_options", {}))
+    arch = space.decode(trial.arch)
+    proxy = cfg.get("proxy", {})
+    data = args.data or proxy.get("data") or "digits"
+    resolution = args.resolution or proxy.get("resolution") or 32
+    seed = cfg.get("seed", 0) if args.seed is None else args.seed
+    dm = make_datamodule(data, resolution=resolution, batch_size=args.batch_size,
+                         val_fraction=proxy.get("val_fraction") or 0.2, seed=cfg.get("seed", 0))
+    with quiet_lightning():
+        dm.prepare_data()
+        dm.setup("fit")
+    classes, channels = int(dm.num_classes), int(getattr(dm, "in_channels", 3))
+
+    t0 = time.perf_counter()
+    with quiet_lightning():
+        L.seed_everything(seed, workers=True, verbose=False)
+        model = space.build(arch, num_classes=classes, width_mult=args.width,
+                            in_channels=channels)
+        module = ClassifierModule(model, lr=args.lr, epochs=args.epochs)
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs,
+                            limit_train_batches=args.batch_limit, logger=False,
+                            enable_checkpointing=False, enable_model_summary=False,
+                            enable_progress_bar=not args.no_progress, num_sanity_val_steps=0,
+                            deterministic=True)
+        trainer.fit(module, datamodule=dm)
+    if module.val_accuracy is None:
+        raise CliError("training ended without a validation result")
+    train_seconds = time.perf_counter() - t0
+
+    latency = runmod.make_latency(cfg, out)
+    device = getattr(latency, "device", None)   # None: the run estimated latency (lut, table)
+    fmt = device.model_format if device is not None else "onnx"
+    from latency.export import file_sha256, get_exporter
+
+    folder = out / TRAINED
+    folder.mkdir(exist_ok=True)
+    path = folder / f"trial-{trial.number}.{fmt}"
+    net = module.model.eval().to(memory_format=torch.contiguous_format)
+    try:
+        get_exporter(fmt)(net, path, input_shape=(1, channels, resolution, resolution))
+    except RuntimeError as e:
+        raise CliError(f"trial {trial.number}: {e}") from None
+    doc: dict[str, Any] = {
+        "trial": trial.number, "arch": trial.arch, "space": cfg["space"], "data": data,
+        "classes": classes, "resolution": resolution, "width_mult": args.width,
+        "epochs": args.epochs, "batch_limit": args.batch_limit, "lr": args.lr, "seed": seed,
+        "val_accuracy": float(module.val_accuracy), "proxy_accuracy": trial.accuracy,
+        "searched_latency_ms": trial.latency_ms, "train_seconds": round(train_seconds, 2),
+        "model": str(path.relative_to(out)), "sha256": file_sha256(path),
+        "device": cfg["device"], "latency_ms": None,
+    }
+    if device is not None and not args.no_measure:
+        from latency.estimate import measure_model
+
+        try:
+            m = measure_model(device, path, latency.settings)
+        except RuntimeError as e:
+            raise CliError(f"trial {trial.number}: measuring {path.name}: {e}") from None
+        finally:
+            device.close()
+        doc["latency_ms"] = m.median_ms
+        doc["measurement"] = {k: v for k, v in m.to_dict().items() if k != "samples_ms"}
+    (folder / f"trial-{trial.number}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lat = "not measured" if doc["latency_ms"] is None else f"{doc['latency_ms']:.3f} ms"
+    print(f"trial {trial.number} {trial.arch}\n  trained {args.epochs} epochs on {data} "
+          f"({classes} classes, {resolution}x{resolution}): val accuracy "
+          f"{doc['val_accuracy']:.4f} (proxy {trial.accuracy:.4f})\n  {doc['model']} "
+          f"(1x{channels}x{resolution}x{resolution}): {lat} on {cfg['device']}")
+    return 0
