@@ -46,6 +46,28 @@ class Pool:
         return np.concatenate(self.rows)
 
 
+def best_per_target(targets: list[float | None], n_items: int, score: Any, k: int
+                    ) -> list[tuple[int, float | None]]:
+    """The best ``k`` of ``n_items`` by ``score(T)`` (an array; ties: lower index) with
+    the target each was picked for: with several targets, each target's best unpicked
+    item in turn, so every target gets a share of any top k."""
+    n = min(k, n_items)
+    orders = [np.argsort(-score(t), kind="stable").tolist() for t in targets]
+    if len(orders) == 1:
+        return [(i, targets[0]) for i in orders[0][:n]]
+    out: list[tuple[int, float | None]] = []
+    taken: set[int] = set()
+    pos = [0] * len(orders)
+    while len(out) < n:
+        for j, order in enumerate(orders):
+            while pos[j] < len(order) and order[pos[j]] in taken:
+                pos[j] += 1
+            if pos[j] < len(order) and len(out) < n:
+                taken.add(order[pos[j]])
+                out.append((order[pos[j]], targets[j]))
+    return out
+
+
 def pos_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value \
             or value < minimum:

@@ -47,13 +47,10 @@ grown by the factor ``refit_growth`` (default 1.25; 1 = after every round). A re
 full size is **warm** (``warm=True``, default): it goes on from the last fit's weights
 for the new rows' share of the epochs, ``ceil(epochs · (1 − n_last / n))`` steps, with
 fresh resamples (:meth:`MLPEnsemble.fit`'s ``warm_steps``). The latency model is refit
-every stage; it costs nothing. Fits were nearly all of PNAS's time in a long
-table-driven search: 1,000 nb201 children cost 40× Optuna's NSGA-II with cold refits
-after every round; warm refits at growth 1.25 (and single-precision training) cost
-1.7–1.8×. Chosen on the validation columns (Galaxy S7 and FPGA, seeds 100–119,
-hypervolume ratio at 100 / 200 children): cold after every round 0.9888 / 0.9921 and
-0.9894 / 0.9939; warm after every round 0.9891 / 0.9922 and 0.9897 / 0.9934; warm at
-1.25 0.9886 / 0.9919 and 0.9892 / 0.9930 — the same within noise (± 0.001).
+every stage; it costs nothing. With cold refits after every round, fits were nearly
+all of a long table search's time (1,000 nb201 children: 40× Optuna's NSGA-II, now
+1.7×); the validation columns scored the warm schedule the same within noise
+(``docs/strategies.md``).
 
 **Asks and tells.** ``ask(n)`` hands out the current stage's queue; a stage ends when its
 queue is handed out *and* all of it is told (in any order, failed trials included). Asks
@@ -73,12 +70,8 @@ measures both). Candidate meta carries
 ``pred_lat_ms``, ``pred_reward``).
 
 Defaults are sized for this project's budgets (≈100 children reach B = 5: 32 + 4 × 16);
-the paper trains all 136 one-block cells and uses K = 256.
-
-**On nb201** the defaults are above NSGA-II at 50 / 100 / 200 children on the benchmark's
-Raspberry Pi column, within 2× its time for 1,000 children; ``docs/strategies.md`` has
-the record (and the earlier row ``beam=24;refit_growth=3;members=3;epochs=100``, which
-the warm defaults replaced).
+the paper trains all 136 one-block cells and uses K = 256. On nb201 they are above
+NSGA-II at 50 / 100 / 200 children on the benchmark's column (``docs/strategies.md``).
 """
 
 from __future__ import annotations
@@ -93,7 +86,7 @@ import numpy as np
 from mnas.spaces.base import Encodable, Progressive
 from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
-from search.strategies._pnas_pool import Pool, fmt_stat, pos_int
+from search.strategies._pnas_pool import Pool, best_per_target, fmt_stat, pos_int
 from search.surrogate import MLPEnsemble, RidgeLatency, spearman
 
 log = logging.getLogger(__name__)
@@ -311,25 +304,9 @@ class ProgressiveNAS(Strategy):
         return np.where(ok, acc * (safe / t) ** np.where(safe <= t, self.alpha, self.beta), acc)
 
     def _best(self, n_items: int, score: Any, k: int) -> list[tuple[int, float | None]]:
-        """The best ``k`` of ``n_items`` by ``score(T)`` (an array; ties: lower index) with
-        the target each was picked for: with several targets, each target's best unpicked
-        item in turn, so every target gets a share of any top k."""
-        targets = self._rank_targets()
-        n = min(k, n_items)
-        orders = [np.argsort(-score(t), kind="stable").tolist() for t in targets]
-        if len(orders) == 1:
-            return [(i, targets[0]) for i in orders[0][:n]]
-        out: list[tuple[int, float | None]] = []
-        taken: set[int] = set()
-        pos = [0] * len(orders)
-        while len(out) < n:
-            for j, order in enumerate(orders):
-                while pos[j] < len(order) and order[pos[j]] in taken:
-                    pos[j] += 1
-                if pos[j] < len(order) and len(out) < n:
-                    taken.add(order[pos[j]])
-                    out.append((order[pos[j]], targets[j]))
-        return out
+        """The best ``k`` of ``n_items`` by ``score(T)`` for the targets ranking serves
+        (:func:`best_per_target`)."""
+        return best_per_target(self._rank_targets(), n_items, score, k)
 
     def _fit(self) -> None:
         if len(self.data) < 2:
