@@ -32,10 +32,11 @@ the lent machine's CPUs): uniform supernets trained 1,100 / 2,200 steps in eight
 variants score 0.10–0.17 on average, Spearman within ±0.33 of 0 against both the
 2-epoch proxy and an 8-epoch standalone training (``--proxy-epochs 8``; 8-epoch
 accuracies 0.74–0.99, Spearman with the 2-epoch proxy 0.73) — see
-``search.strategies.enas``. ``--space nasnet`` (ENAS's own micro cells), defaults: 1,006
-CPU-s of supernet training over 6,355 shared modules, training loss 2.44 (chance 2.30),
-supernet accuracies 0.05–0.17 yet Spearman 0.62 (p = 0.004) over 20 children; 228 CPU-ms
-a child against the proxy's 34 CPU-s: 149× marginal, 1.3× amortised.
+``search.strategies.enas``. ``--space nasnet`` (ENAS's own micro cells), defaults, seeds
+0 / 1: 1,122 / 1,091 CPU-s of supernet training over 3,417 shared modules, training loss
+2.32 / 2.43 (chance 2.30), supernet accuracies 0.06–0.20, Spearman 0.18 (p = 0.46) /
+0.35 (p = 0.13) over 20 children; 259 / 219 CPU-ms a child against the proxy's 35–36
+CPU-s: 135× / 164× marginal, 3.6× / 3.8× amortised over 120 children.
 
 ``--space nb201`` (NAS-Bench-201's one-shot supernet), defaults: supernet trained in
 346 / 326 CPU-s, scoring 83 / 76 CPU-ms a child, proxy 11.2 / 10.0 CPU-s → **134× /

@@ -67,8 +67,9 @@ child against 10–11 CPU-s for the proxy: **132–134× marginal**, 3.6–3.8×
 120 children (100× would take ≈ 13,000 children per supernet).
 
 **Known limitation — the shared weights do not learn the full ``mnasnet`` space (nor
-``nasnet``: after 1,100 steps its loss is 2.44 and uniform children score 0.05–0.17,
-though that still ranked 20 children with Spearman 0.62, p = 0.004) in this budget.**
+``nasnet``: after 1,100 steps its loss is 2.32–2.43 and uniform children score
+0.06–0.20, Spearman with the proxy 0.18 / 0.35 over 20 children at seeds 0 / 1 —
+:mod:`search.supernet.nasnet`) in this budget.**
 On ``mnasnet`` uniformly sampled children stay near chance (0.10) and their supernet
 accuracy does not rank the proxy's. Record (digits 32×32, width 0.5, 40
 uniform children scored on the 359 validation images; details in

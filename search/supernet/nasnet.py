@@ -29,11 +29,16 @@ Modules come from :mod:`mnas.spaces.cell_ops` (``build_op``, ``ReLUConvBN``,
 ScheduledDropPath is not applied while training shared weights (it is a final-training
 regulariser; ENAS's search does not use it); at evaluation it is off in both.
 
-Before the slicing, modules were keyed by input *and* output width: 6,355 modules after
-``benchmarks/enas_speed.py --space nasnet``'s 1,100 shared steps, training loss 2.44
-(chance 2.30), supernet accuracies 0.05–0.17, Spearman 0.62 (p = 0.004) with the
-2-epoch proxy over 20 children. Checkpoints of that supernet do not load into this one
-(their width keys would replay as unused modules).
+Measured (``benchmarks/enas_speed.py --space nasnet``, defaults: 1,100 shared steps,
+20 children against the 2-epoch proxy; the width-keyed supernet this replaced in
+brackets, its seed 1 through the same training and children): 3,417 modules, all
+created within 400 steps (6,355–6,371); training loss over the last 50 steps 2.32 /
+2.43 at seeds 0 / 1 (2.47 / 2.42), chance 2.30; supernet accuracies 0.06–0.20 (0.05–0.20);
+Spearman with the proxy 0.18 (p = 0.46) / 0.35 (p = 0.13) (0.62, p = 0.004 / −0.18,
+p = 0.44); the same CPU time per step and per scored child. The shared weights still
+do not learn this space in this budget, and with accuracies this near chance the
+ranking is noise either way. Checkpoints of the width-keyed supernet do not load into
+this one (their keys would replay as unused modules).
 """
 
 from __future__ import annotations
