@@ -2,7 +2,7 @@
 
 A :class:`Supernet` owns one shared module per *(position, operation)* — created lazily
 the first time a sampled child needs it, kept in :attr:`Supernet.shared` (an
-``nn.ModuleDict``) under a readable key such as ``b3l0|mbconv6_k5_se25`` (``mnasnet``:
+``nn.ModuleDict``) under a readable key such as ``b3l0|ir`` (``mnasnet``:
 one max-width module whose leading channels serve every width) or
 ``c4b2x~3|sep3x3`` (``nasnet``: likewise at the widest input) — so two children that
 run the same operation at the same position use the same parameter tensors (ENAS's

@@ -1,5 +1,5 @@
-"""Supernet of the ``nasnet`` cell space (also any subclass with the same frame, e.g.
-``pnas``), and the space's MAC count by component.
+"""Supernet of the ``nasnet`` cell space, and the space's MAC count by component (only
+``nasnet`` is served: :func:`search.supernet.make_supernet` dispatches by space name).
 
 The skeleton is fixed — stem, ``3·N + 2`` cell positions (normal, reduction) — and
 every cell position shares its operations across children:
