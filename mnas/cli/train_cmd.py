@@ -73,9 +73,12 @@ def _pick(trials: list[Any], number: int | None) -> Any:
 
 
 def _numbers(trials: list[Any]) -> str:
+    """The trials' numbers for an error line: the first 20, and how many in all."""
     nums = [str(t.number) for t in trials]
-    return ", ".join(nums[:20]) + (f", … ({len(nums)} in all)" if len(nums) > 20 else "") \
-        if nums else "none"
+    if not nums:
+        return "none"
+    more = f", … ({len(nums)} in all)" if len(nums) > 20 else ""
+    return ", ".join(nums[:20]) + more
 
 
 def _check(args: argparse.Namespace) -> None:
