@@ -86,6 +86,15 @@ def main() -> None:
     ap.add_argument("--proxy-epochs", type=int, default=0,
                     help="also train each compared child standalone this many epochs and "
                          "report the Spearman against that too (0 = only the 2-epoch proxy)")
+    ap.add_argument("--proxy-from", default="", metavar="CSV",
+                    help="reuse the proxy accuracies of children with the same arch string "
+                         "from an earlier run's children.csv (the rest are trained)")
+    ap.add_argument("--curve", type=int, default=0, metavar="K",
+                    help="every K rounds, score the compared children on the supernet and "
+                         "print their Spearman against the proxy (fidelity vs steps)")
+    ap.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop supernet training after this many wall-clock minutes "
+                         "(0 = run every round)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="enas option, repeatable (e.g. shared_steps=50 lr=0.1)")
@@ -93,6 +102,16 @@ def main() -> None:
     args = ap.parse_args()
     if args.children < 3 or args.extra < 0 or args.rounds < 0 or args.proxy_epochs < 0:
         ap.error("need --children >= 3, --extra >= 0, --rounds >= 0, --proxy-epochs >= 0")
+    if args.curve < 0 or args.max_minutes < 0:
+        ap.error("need --curve >= 0 and --max-minutes >= 0")
+    known: dict[str, dict[str, str]] = {}
+    if args.proxy_from:
+        try:
+            with open(args.proxy_from, newline="") as f:
+                known = {r["arch"]: r for r in csv.DictReader(f) if r.get("proxy_accuracy")}
+        except (OSError, KeyError, csv.Error) as e:
+            ap.error(f"--proxy-from {args.proxy_from}: cannot read an arch/proxy_accuracy "
+                     f"CSV ({e})")
 
     import torch
     from scipy.stats import kendalltau, spearmanr
@@ -108,8 +127,27 @@ def main() -> None:
     opts = typed_options(strategy_factory("enas"), parse_kv(args.opt, "enas"), "enas")
     import mnas.train.data  # noqa: F401  (import cost is not ENAS's)
 
+    # -- children: uniform over the space; the standalone proxy first (curve needs it) --
+    rng = random.Random(args.seed + 1)
+    archs = [space.sample(rng) for _ in range(args.children + args.extra)]
+    rows: list[dict[str, Any]] = [{"arch": a.encode()} for a in archs]
+    proxy = ProxyAccuracy()
+    for i, row in enumerate(rows[: args.children]):
+        old = known.get(row["arch"])
+        if old is not None:
+            row["proxy_accuracy"] = float(old["proxy_accuracy"])
+            row["proxy_cpu_s"] = float(old.get("proxy_cpu_s") or "nan")
+            continue
+        c = _cpu()
+        row["proxy_accuracy"] = proxy(space, archs[i])
+        row["proxy_cpu_s"] = _cpu() - c
+        print(f"  child {i + 1}/{args.children}: proxy {row['proxy_accuracy']:.3f} "
+              f"({row['proxy_cpu_s']:.1f} CPU-s)", flush=True)
+    prx = [r["proxy_accuracy"] for r in rows[: args.children]]
+    curve: list[dict[str, float]] = []
+
     # -- supernet training ------------------------------------------------------------
-    c0 = _cpu()
+    c0, w0 = _cpu(), time.perf_counter()
     st = Enas(space, seed=args.seed, **opts)
     o = st.options
     print(f"enas on {args.space}: {o['shared_steps']} shared + {o['controller_steps']} "
@@ -117,41 +155,52 @@ def main() -> None:
           f"steps); batch {o['batch_size']}, {o['resolution']}px, width {o['width_mult']}",
           flush=True)
     st.train(o["warmup_steps"], 0)
+    rounds_done = 0
     for r in range(args.rounds):
+        if args.max_minutes and time.perf_counter() - w0 > 60 * args.max_minutes:
+            print(f"  stopped after {r} rounds: --max-minutes {args.max_minutes}", flush=True)
+            break
         st.train(o["shared_steps"], o["controller_steps"])
+        rounds_done = r + 1
+        if args.curve and (r + 1) % args.curve == 0:
+            sup_now = [st.score(a)[0] for a in archs[: args.children]]
+            rho_now = float(spearmanr(sup_now, prx)[0])
+            k = max(1, o["shared_steps"])
+            curve.append({"round": r + 1, "shared_steps": st.shared_steps_done,
+                          "train_loss": sum(st.losses[-k:]) / k, "spearman": rho_now,
+                          "mean_supernet_accuracy": sum(sup_now) / len(sup_now),
+                          "wall_s": time.perf_counter() - w0})
+            print(f"  curve: {st.shared_steps_done} shared steps, loss "
+                  f"{curve[-1]['train_loss']:.3f}, mean supernet accuracy "
+                  f"{curve[-1]['mean_supernet_accuracy']:.3f}, Spearman {rho_now:.3f} "
+                  f"({curve[-1]['wall_s']:.0f} wall-s)", flush=True)
         if (r + 1) % max(1, args.rounds // 5) == 0:
             k = max(1, o["shared_steps"])
             print(f"  round {r + 1}: train loss {sum(st.losses[-k:]) / k:.3f}, "
                   f"controller reward {st.rewards[-1] if st.rewards else float('nan'):.4f}, "
                   f"{len(st.supernet.shared)} shared modules, "
                   f"{_cpu() - c0:.0f} CPU-s", flush=True)
-    t_train = _cpu() - c0
+    t_train, t_train_wall = _cpu() - c0, time.perf_counter() - w0
 
-    # -- children: uniform over the space --------------------------------------------------
-    rng = random.Random(args.seed + 1)
-    archs = [space.sample(rng) for _ in range(args.children + args.extra)]
-    rows: list[dict[str, Any]] = []
+    # -- supernet scoring ----------------------------------------------------------------
     eval_times = []
-    for a in archs:
+    w1 = time.perf_counter()
+    for a, row in zip(archs, rows, strict=True):
         c = _cpu()
         acc, lat, _ = st.score(a)
         eval_times.append(_cpu() - c)
-        rows.append({"arch": a.encode(), "supernet_accuracy": acc, "latency_estimate_ms": lat,
-                     "supernet_cpu_s": eval_times[-1]})
+        row.update({"supernet_accuracy": acc, "latency_estimate_ms": lat,
+                    "supernet_cpu_s": eval_times[-1]})
+    t_eval_wall = (time.perf_counter() - w1) / len(archs)
     t_eval_total = sum(eval_times)
     t_eval = t_eval_total / len(archs)
     print(f"supernet: trained in {t_train:.1f} CPU-s ({st.shared_steps_done} shared, "
           f"{st.controller_steps_done} controller steps); scored {len(archs)} children on "
-          f"{len(st.rank_y)} validation images in {t_eval * 1000:.0f} CPU-ms each", flush=True)
+          f"{len(st.rank_y)} validation images in {t_eval * 1000:.0f} CPU-ms each (wall: "
+          f"{t_train_wall:.1f} s, {t_eval_wall * 1000:.0f} ms; device {st.device})", flush=True)
 
-    proxy = ProxyAccuracy()
-    for i, row in enumerate(rows[: args.children]):
-        c = _cpu()
-        row["proxy_accuracy"] = proxy(space, space.decode(row["arch"]))
-        row["proxy_cpu_s"] = _cpu() - c
-        print(f"  child {i + 1}/{args.children}: supernet {row['supernet_accuracy']:.3f}, "
-              f"proxy {row['proxy_accuracy']:.3f} ({row['proxy_cpu_s']:.1f} CPU-s)", flush=True)
-    t_proxy = sum(r["proxy_cpu_s"] for r in rows[: args.children]) / args.children
+    timed = [r["proxy_cpu_s"] for r in rows[: args.children] if r["proxy_cpu_s"] == r["proxy_cpu_s"]]
+    t_proxy = sum(timed) / len(timed) if timed else float("nan")
     if args.proxy_epochs:       # what the short proxy is a proxy for
         longer = ProxyAccuracy(epochs=args.proxy_epochs)
         for i, row in enumerate(rows[: args.children]):
@@ -160,7 +209,6 @@ def main() -> None:
                   f"{row['long_accuracy']:.3f}", flush=True)
 
     sup = [r["supernet_accuracy"] for r in rows[: args.children]]
-    prx = [r["proxy_accuracy"] for r in rows[: args.children]]
     rho, p_rho = spearmanr(sup, prx)
     tau, _ = kendalltau(sup, prx)
     longer_stats: dict[str, Any] = {}
@@ -182,7 +230,10 @@ def main() -> None:
         "space": args.space, "seed": args.seed, "options": st.config(),
         "rounds": args.rounds, "children_compared": args.children, "children_scored": n,
         "validation_images": len(st.rank_y),
+        "rounds_done": rounds_done, "shared_steps": st.shared_steps_done,
         "supernet_train_cpu_s": t_train, "supernet_eval_cpu_s_per_child": t_eval,
+        "supernet_train_wall_s": t_train_wall, "supernet_eval_wall_s_per_child": t_eval_wall,
+        "curve": curve,
         "proxy_cpu_s_per_child": t_proxy,
         "enas_children_per_cpu_min_amortised": amortised,
         "enas_children_per_cpu_min_marginal": marginal,

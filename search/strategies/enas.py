@@ -40,7 +40,11 @@ private ``torch.Generator`` streams, and dropout draws from a private copy of to
 RNG state (seeded with ``torch.manual_seed(seed)``; the process's global RNG is left as
 it was). ``state_dict`` holds all of it with the supernet, both optimisers and the
 baseline, so a resumed strategy asks exactly what the uninterrupted one would.
-``threads`` (default 1) sets torch's threads during ``ask``. ``optimizer`` (``sgd``
+``threads`` (default 1) sets torch's threads during ``ask``. ``device`` (default
+``cpu``; ``cuda``, ``cuda:1``) holds the supernet and its minibatches, the controller
+stays on the CPU; checkpoints hold CPU tensors, so they load on any machine. On CUDA a
+run is not bit-for-bit repeatable (cuDNN's kernels; dropout draws from the device's
+generator). ``optimizer`` (``sgd``
 | ``adam``), ``private_bn`` (comma list of ``op,kernel,se,skip``) and ``zero_gamma``
 are the shared-weight training variants recorded below (``mnasnet`` only for the last
 two; off by default).
@@ -66,47 +70,11 @@ supernet accuracies 0.06–0.75 against the proxy's 0.10–0.96; scoring 76–83
 child against 10–11 CPU-s for the proxy: **132–134× marginal**, 3.6–3.8× amortised over
 120 children (100× would take ≈ 13,000 children per supernet).
 
-**Known limitation — the shared weights do not learn the full ``mnasnet`` space (nor
-``nasnet``: after 1,100 steps its loss is 2.32–2.43 and uniform children score
-0.06–0.20, Spearman with the proxy 0.18 / 0.35 over 20 children at seeds 0 / 1 —
-:mod:`search.supernet.nasnet`) in this budget.**
-On ``mnasnet`` uniformly sampled children stay near chance (0.10) and their supernet
-accuracy does not rank the proxy's. Record (digits 32×32, width 0.5, 40
-uniform children scored on the 359 validation images; details in
-:mod:`search.supernet.mnasnet`):
-
-* what works: one fixed child (0.94–0.97 after 240 steps); children varying only
-  kernel, SE, expansion, filters or layers, entangled (0.93–0.96); a fixed pool of 2
-  children differing in one block's family (0.94–0.96 after 200 steps), of 4 random
-  children (0.75–0.93 after 400), of 8 (0.24–0.87 after 400, Spearman with the proxy
-  0.07 over the 8). What fails is *generalising* to children never trained: uniform
-  sampling over ConvOp families and skip ops (each block's first layer has no
-  residual, so the next shared layer sees a different feature basis per alternative)
-  — the training loss rises above chance (2.41 → 2.6 over the first 800 steps).
-* gradient norms of 20–475 at initialisation (``grad_clip`` 5 clips every step) are
-  not a supernet bug: the standalone build of the same child with the same weights
-  has the same (27 vs 29, 181 vs 205, 57 vs 63 on three children); they grow towards
-  the input through the layers without a residual (stem 78, block-2 depthwise 131,
-  head 0.4–2) — the plain-BatchNorm-network gradient growth with MobileNetV2's init.
-* tried, 1,100 / 2,200 uniform steps, mean supernet accuracy (chance 0.10), none with
-  a Spearman against the 2- or 8-epoch standalone accuracy significant over 40
-  children (|ρ| ≤ 0.33): defaults 0.10 / 0.17; no clipping 0.10 / 0.11 (lr 0.02:
-  0.12 / 0.14); Adam (``optimizer=adam``) lr 1e-3 0.12 / 0.13, 3e-3 0.15 / 0.17;
-  private BatchNorm per position and (op, skip) (``private_bn=op,skip``) 0.12 / 0.17,
-  with zero-initialised last gamma on residual branches (``zero_gamma``) 0.12 / 0.16,
-  per (op, kernel, SE, skip) 0.12 / 0.14; with Adam 3e-3 0.13 / 0.16. Earlier: one
-  module per (op, kernel, SE) (Spearman 0.04), lr 0.01–0.2, clip 20, 4 children per
-  update, the largest child trained first (OFA's progressive shrinking; one block
-  changed to ``pool``/``none`` 0.42–0.67, ``dsconv`` 0.19–0.26, ``conv`` 0.06–0.11),
-  distillation from the largest child (chance) and block-wise feature distillation
-  (DNA-like; uniform children 0.01–0.48 after 600 steps, Spearman −0.09…0.04).
-
-The controller then optimises the latency estimate and ``ask`` ranks by it. The
-proxy's own accuracies are explained mostly by the number of layers without a skip
-(Spearman −0.81 over 40 children) and of regular convs (+0.49): trainability in 44
-steps; over the benchmark's first 40 children it still ranks like an 8-epoch
-standalone training (Spearman 0.73, p < 1e-7; ``benchmarks/enas_speed.py
---proxy-epochs``)."""
+**Known limitation — on ``mnasnet`` and ``nasnet`` the shared weights do not rank
+children** in this host's budget (1,100 shared steps): uniformly sampled children stay
+near chance and their supernet accuracy does not rank the standalone proxy's. Every
+training variant tried, with its numbers, is recorded in ``docs/strategies.md``
+("ENAS: supernet ranking and speed")."""
 
 from __future__ import annotations
 
@@ -126,8 +94,10 @@ from search.base import Candidate, Strategy, register_strategy
 from search.controller import Controller
 from search.supernet import key_seed, make_supernet
 from search.supernet.data import Stream as _Stream
+from search.supernet.data import check_device as _check_device
 from search.supernet.data import check_float as _check_float
 from search.supernet.data import check_int as _check_int
+from search.supernet.data import cpu_copy as _cpu_copy
 from search.supernet.data import datasets as _datasets
 from search.supernet.data import fetch as _fetch
 from search.supernet.latency import DEFAULT_MS_PER_MMAC, FastLatency
@@ -159,7 +129,7 @@ class Enas(Strategy):
                  target_ms: float = 0.0, alpha: float = -0.07, beta: float = -0.07,
                  lut: str = "", ms_per_mmac: float = DEFAULT_MS_PER_MMAC,
                  threads: int = 1, optimizer: str = "sgd", private_bn: str = "",
-                 zero_gamma: bool = False) -> None:
+                 zero_gamma: bool = False, device: str = "cpu") -> None:
         super().__init__(space, seed)
         from mnas.train.data import make_datamodule
 
@@ -195,7 +165,9 @@ class Enas(Strategy):
             "optimizer": str(optimizer),
             "private_bn": str(private_bn or ""),
             "zero_gamma": bool(zero_gamma),
+            "device": str(device),
         }
+        self.device = _check_device(device)
         if self.options["optimizer"] not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         o = self.options
@@ -222,7 +194,7 @@ class Enas(Strategy):
         n_rank = o["rank_examples"] or len(self.val_set)
         order = torch.randperm(len(self.val_set), generator=torch.Generator().manual_seed(
             o["data_seed"]))[: min(n_rank, len(self.val_set))]
-        self.rank_x, self.rank_y = _fetch(self.val_set, order.sort().values)
+        self.rank_x, self.rank_y = self._fetch(self.val_set, order.sort().values)
         in_channels = int(self.rank_x.shape[1])
 
         # the supernet and its optimiser (param groups grow with the supernet)
@@ -296,6 +268,10 @@ class Enas(Strategy):
         finally:
             torch.set_num_threads(saved)
 
+    def _fetch(self, ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = _fetch(ds, idx)
+        return x.to(self.device), y.to(self.device)
+
     def _sample(self) -> tuple[tuple[int, ...], Any]:
         choices, _, _ = self.controller.sample(self.decisions, self.gen)
         return choices, self.space.from_choices(choices)
@@ -304,7 +280,7 @@ class Enas(Strategy):
     def shared_step(self) -> float:
         """Train the shared weights of one sampled child on one training minibatch."""
         _, arch = self._sample()
-        x, y = _fetch(self.train_set, self.train_stream.next())
+        x, y = self._fetch(self.train_set, self.train_stream.next())
         loss = F.cross_entropy(self.supernet(x, arch), y)
         params = self.supernet.path_parameters(arch)
         self.shared_steps_done += 1
@@ -347,7 +323,7 @@ class Enas(Strategy):
     def controller_step(self) -> float:
         """One REINFORCE update from ``controller_batch`` children scored on one
         validation minibatch; returns their mean reward."""
-        x, y = _fetch(self.val_set, self.val_stream.next())
+        x, y = self._fetch(self.val_set, self.val_stream.next())
         batch, rewards = [], []
         for _ in range(self.options["controller_batch"]):
             choices, arch = self._sample()
@@ -458,7 +434,7 @@ class Enas(Strategy):
         return {**super().state_dict(),
                 "config": self.config(),
                 "supernet": self.supernet.checkpoint(),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "optimizer": _cpu_copy(self.optimizer.state_dict()),
                 "controller": self.controller.checkpoint(),
                 "controller_optimizer": copy.deepcopy(self.controller_optimizer.state_dict()),
                 "gen": copy.deepcopy(self.gen.bit_generator.state),

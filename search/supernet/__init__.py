@@ -79,6 +79,8 @@ class Supernet(nn.Module):
         self.num_classes, self.width_mult = num_classes, float(width_mult)
         self.in_channels, self.seed = in_channels, int(seed)
         self.channels_last = bool(channels_last)
+        #: where modules created from now on are placed (set by :meth:`place`)
+        self.device = torch.device("cpu")
         self.shared = nn.ModuleDict()
         self.created: list[tuple[str, Spec]] = []
         self.new_params_hook: Callable[[list[nn.Parameter]], None] | None = None
@@ -94,7 +96,13 @@ class Supernet(nn.Module):
             m = factory()
         if self.channels_last:
             m = m.to(memory_format=torch.channels_last)
-        return m
+        # initialised on the CPU generator, then moved: the same weights on every device
+        return m if self.device.type == "cpu" else m.to(self.device)
+
+    def place(self, device: torch.device | str) -> Supernet:
+        """Move the supernet, and every module it creates later, to ``device``."""
+        self.device = torch.device(device)
+        return self.to(self.device)
 
     def module(self, key: str, spec: Spec) -> nn.Module:
         """The shared module ``key``, created from ``spec`` on first use."""
@@ -202,9 +210,10 @@ class Supernet(nn.Module):
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint(self) -> dict[str, Any]:
-        """Picklable copy: the creation history and every weight and buffer."""
+        """Picklable copy: the creation history and every weight and buffer (on the CPU)."""
         return {"created": list(self.created),
-                "params": {k: v.detach().clone() for k, v in self.state_dict().items()}}
+                "params": {k: v.detach().to("cpu", copy=True)
+                           for k, v in self.state_dict().items()}}
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
         """Create the checkpoint's modules in its order (announcing each through

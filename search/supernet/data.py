@@ -3,6 +3,7 @@ and vectorised fetching from the proxy's in-memory datasets."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -77,3 +78,28 @@ def fetch(ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     x, y = default_collate([ds[int(i)] for i in idx])[:2]
     return x, y
+
+
+def check_device(value: Any) -> torch.device:
+    """``value`` as a torch device that exists here; ValueError naming the choices."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    valid = ", ".join(["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(n)] if n else []))
+    try:
+        dev = torch.device(str(value))
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {value!r} is not a torch device; valid here: {valid}") from None
+    if dev.type == "cpu" or (dev.type == "cuda" and n and (dev.index or 0) < n):
+        return dev
+    raise ValueError(f"device {value!r} is not available on this machine; valid here: {valid}")
+
+
+def cpu_copy(obj: Any) -> Any:
+    """Deep copy of ``obj`` (dicts, lists, tuples, tensors) with every tensor on the CPU,
+    so a checkpoint written on an accelerator loads on a machine without one."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)

@@ -393,6 +393,52 @@ def test_options_are_validated_and_listed_and_spaces_checked():
         other.load_state_dict(pickle.loads(blob))
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _tensors(obj, out: list) -> list:
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _tensors(v, out)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            _tensors(v, out)
+    return out
+
+
+def test_device_option_is_checked_against_this_machine():
+    space = _space("nb201")
+    for bad, why in (("tpu:0", "not a torch device"), ("cuda:99", "not available"),
+                     ("warp", "not a torch device")):
+        with pytest.raises(ValueError, match=f"device '{bad}' is {why}.*valid here: cpu"):
+            Enas(space, seed=0, **{**TINY, "device": bad})
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_supernet_runs_on_the_device_and_its_checkpoint_loads_on_the_cpu(device):
+    space = _space("nb201")
+    st = Enas(space, seed=0, **{**TINY, "device": device})
+    st.ask(2)
+    params = list(st.supernet.parameters())
+    assert params and all(p.device.type == device for p in params)
+    assert st.optimizer.state and all(t.device.type == device for t in
+                                      _tensors(list(st.optimizer.state.values()), []))
+    state = pickle.loads(pickle.dumps(st.state_dict()))
+    assert all(t.device.type == "cpu" for t in _tensors(state, []))
+    # a checkpoint from any device resumes on the CPU: the same weights, and it goes on
+    cpu = Enas(space, seed=0, **TINY)
+    cpu.load_state_dict(state)
+    for (k, a), (_, b) in zip(st.supernet.state_dict().items(),
+                              cpu.supernet.state_dict().items(), strict=True):
+        assert torch.equal(a.cpu(), b), k
+    resumed = [c.arch.encode() for c in cpu.ask(2)]
+    assert len(resumed) == 2
+    if device == "cpu":   # same device: it asks exactly what the original asks next
+        assert resumed == [c.arch.encode() for c in st.ask(2)]
+
+
 def test_shared_step_trains_exactly_the_sampled_child():
     space = get_space("mnasnet")
     st = get_strategy("enas", space, seed=0, **TINY)
