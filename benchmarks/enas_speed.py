@@ -51,6 +51,13 @@ space rather than what the controller prefers. Run::
     .venv/bin/python benchmarks/enas_speed.py                      # mnasnet, 20 children
     .venv/bin/python benchmarks/enas_speed.py --rounds 40 --opt shared_steps=50
     .venv/bin/python benchmarks/enas_speed.py --proxy-epochs 8     # + an 8-epoch reference
+    # fidelity vs steps, reusing an earlier run's proxy accuracies, on a GPU:
+    .venv/bin/python benchmarks/enas_speed.py --children 40 --extra 0 --rounds 100000 \
+        --curve 20 --max-minutes 5 --proxy-from runs/bench-enas/children.csv \
+        --opt torch_device=cuda --out runs/bench-enas-gpu
+
+Wall-clock seconds are reported next to CPU seconds (on a GPU the CPU time is the
+launching). What the GPU runs showed is in ``docs/strategies.md``.
 
 Writes ``children.csv`` and ``summary.json`` to ``--out``.
 """

@@ -40,7 +40,7 @@ private ``torch.Generator`` streams, and dropout draws from a private copy of to
 RNG state (seeded with ``torch.manual_seed(seed)``; the process's global RNG is left as
 it was). ``state_dict`` holds all of it with the supernet, both optimisers and the
 baseline, so a resumed strategy asks exactly what the uninterrupted one would.
-``threads`` (default 1) sets torch's threads during ``ask``. ``device`` (default
+``threads`` (default 1) sets torch's threads during ``ask``. ``torch_device`` (default
 ``cpu``; ``cuda``, ``cuda:1``) holds the supernet and its minibatches, the controller
 stays on the CPU; checkpoints hold CPU tensors, so they load on any machine. On CUDA a
 run is not bit-for-bit repeatable (cuDNN's kernels; dropout draws from the device's
@@ -129,7 +129,7 @@ class Enas(Strategy):
                  target_ms: float = 0.0, alpha: float = -0.07, beta: float = -0.07,
                  lut: str = "", ms_per_mmac: float = DEFAULT_MS_PER_MMAC,
                  threads: int = 1, optimizer: str = "sgd", private_bn: str = "",
-                 zero_gamma: bool = False, device: str = "cpu") -> None:
+                 zero_gamma: bool = False, torch_device: str = "cpu") -> None:
         super().__init__(space, seed)
         from mnas.train.data import make_datamodule
 
@@ -165,9 +165,9 @@ class Enas(Strategy):
             "optimizer": str(optimizer),
             "private_bn": str(private_bn or ""),
             "zero_gamma": bool(zero_gamma),
-            "device": str(device),
+            "torch_device": str(torch_device),
         }
-        self.device = _check_device(device)
+        self.device = _check_device(torch_device)
         if self.options["optimizer"] not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         o = self.options
@@ -203,7 +203,7 @@ class Enas(Strategy):
             extra = {"private_bn": tuple(f for f in o["private_bn"].split(",") if f),
                      "zero_gamma": o["zero_gamma"]}
         self.supernet = make_supernet(space, self.num_classes, o["width_mult"], in_channels,
-                                      seed=seed, **extra)
+                                      seed=seed, **extra).place(self.device)
         groups = self._groups(list(self.supernet.parameters()))
         if o["optimizer"] == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=o["lr"])

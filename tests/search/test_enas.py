@@ -412,14 +412,15 @@ def test_device_option_is_checked_against_this_machine():
     space = _space("nb201")
     for bad, why in (("tpu:0", "not a torch device"), ("cuda:99", "not available"),
                      ("warp", "not a torch device")):
-        with pytest.raises(ValueError, match=f"device '{bad}' is {why}.*valid here: cpu"):
-            Enas(space, seed=0, **{**TINY, "device": bad})
+        with pytest.raises(ValueError, match=f"torch_device '{bad}' is {why}.*valid here: cpu"):
+            Enas(space, seed=0, **{**TINY, "torch_device": bad})
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_supernet_runs_on_the_device_and_its_checkpoint_loads_on_the_cpu(device):
     space = _space("nb201")
-    st = Enas(space, seed=0, **{**TINY, "device": device})
+    st = Enas(space, seed=0, **{**TINY, "torch_device": device})
+    assert st.supernet.device == torch.device(device)   # modules created later go there too
     st.ask(2)
     params = list(st.supernet.parameters())
     assert params and all(p.device.type == device for p in params)
