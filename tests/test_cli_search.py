@@ -106,6 +106,41 @@ def test_train_command_exports_the_trained_child(tiny_run):
     assert "no trial 99" in r.stderr and f"complete trials: {done[0]['number']}" in r.stderr
 
 
+def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run):
+    out, cache, _ = tiny_run
+    folder = out / "trained"
+    with open(out / "trials.csv") as f:
+        n = next(row["number"] for row in csv.DictReader(f) if row["state"] == "complete")
+    r = mnas("train", str(out), "--trial", n, "--resume", "--no-measure", cache=cache)
+    assert r.returncode == 2 and "no checkpoint" in r.stderr and "Traceback" not in r.stderr
+    flags = ["--trial", n, "--epochs", "3", "--batch-limit", "10", "--no-measure",
+             "--no-progress"]
+    env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mnas", "train", str(out), *flags],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = folder / f"trial-{n}.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not ckpt.is_file():
+        time.sleep(0.2)
+    time.sleep(0.5)                      # the first epoch's checkpoint is written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.is_file() and ckpt.with_suffix(".ckpt.json").is_file()
+    # other settings would change the recipe: refused, the checkpoint kept
+    r = mnas("train", str(out), *flags[:2], "--epochs", "4", *flags[4:], "--resume",
+             cache=cache)
+    assert r.returncode == 2 and "epochs=3" in r.stderr and "epochs=4" in r.stderr
+    assert ckpt.is_file()
+    r = mnas("train", str(out), *flags, "--resume", cache=cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((folder / f"trial-{n}.json").read_text())
+    assert doc["epochs"] == 3 and 1 <= doc["resumed_from_epoch"] < 3
+    assert doc["val_accuracy"] > 0.2       # 10 classes: trained, not chance
+    assert (out / doc["model"]).is_file()
+    assert not ckpt.exists() and not ckpt.with_suffix(".ckpt.json").exists()
+
+
 def test_existing_run_is_not_overwritten(tiny_run):
     out, cache, _ = tiny_run
     before = (out / "study.db").read_bytes()

@@ -10,6 +10,14 @@ input size, trains it with PyTorch Lightning (SGD + cosine, the proxy's recipe) 
 format) and ``trial-N.json`` (validation accuracy, the latency of that very file on the
 run's device, the settings). The validation split is the search's (same data spec,
 fraction and seed), so the accuracy is comparable with the proxy's.
+
+Training writes ``trained/trial-N.ckpt`` (Lightning's checkpoint: weights, optimiser,
+schedule, epoch) at the end of every epoch, and ``trial-N.ckpt.json`` (the settings it
+was started with). ``--resume`` continues an interrupted training from that checkpoint;
+it refuses different settings, which would silently change the recipe. It goes on from
+the last finished epoch with its weights, optimiser and schedule; the data order and
+dropout draws after that differ from an uninterrupted run's. Both files are removed
+once the model is exported.
 """
 
 from __future__ import annotations
@@ -49,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training of this trial from its checkpoint "
+                        "(trained/trial-N.ckpt; same settings)")
     p.add_argument("--no-measure", action="store_true",
                    help="export only; do not measure the file on the run's device")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -79,6 +90,31 @@ def _numbers(trials: list[Any]) -> str:
         return "none"
     more = f", … ({len(nums)} in all)" if len(nums) > 20 else ""
     return ", ".join(nums[:20]) + more
+
+
+def _checkpoint(folder: Path, number: int, settings: dict[str, Any], resume: bool) -> Path:
+    """The trial's checkpoint path. Resuming: it must exist and have been started with
+    ``settings``. Starting: any old checkpoint goes, and ``settings`` are written."""
+    ckpt = folder / f"trial-{number}.ckpt"
+    meta = folder / f"trial-{number}.ckpt.json"
+    if resume:
+        if not ckpt.is_file():
+            raise ValueError(f"no checkpoint {ckpt} to resume; run without --resume")
+        try:
+            saved = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"{meta} is missing or unreadable: cannot check the settings "
+                             "the checkpoint was started with; run without --resume") from None
+        for key, value in settings.items():
+            if saved.get(key) != value:
+                raise ValueError(f"checkpoint {ckpt.name} was started with {key}="
+                                 f"{saved.get(key)!r}, this run has {key}={value!r}: pass "
+                                 "the same flags, or run without --resume to start over")
+        return ckpt
+    folder.mkdir(exist_ok=True)
+    ckpt.unlink(missing_ok=True)
+    meta.write_text(json.dumps(settings, indent=2) + "\n")
+    return ckpt
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -121,18 +157,41 @@ def run(args: argparse.Namespace) -> int:
         dm.setup("fit")
     classes, channels = int(dm.num_classes), int(getattr(dm, "in_channels", 3))
 
+    folder = out / TRAINED
+    settings = {"trial": trial.number, "arch": trial.arch, "data": data,
+                "resolution": resolution, "width_mult": args.width, "epochs": args.epochs,
+                "batch_size": args.batch_size, "batch_limit": args.batch_limit,
+                "lr": args.lr, "seed": seed}
+    ckpt = _checkpoint(folder, trial.number, settings, args.resume)
+
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class StartEpoch(Callback):
+        """The epoch training starts at: 0, or where a resumed checkpoint left off."""
+
+        epoch = 0
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            self.epoch = int(trainer.current_epoch)
+
+    start = StartEpoch()
+
     t0 = time.perf_counter()
     with quiet_lightning():
         L.seed_everything(seed, workers=True, verbose=False)
         model = space.build(arch, num_classes=classes, width_mult=args.width,
                             in_channels=channels)
         module = ClassifierModule(model, lr=args.lr, epochs=args.epochs)
+        every_epoch = ModelCheckpoint(dirpath=folder, filename=ckpt.stem, save_top_k=1,
+                                      enable_version_counter=False)
         trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs,
                             limit_train_batches=args.batch_limit, logger=False,
-                            enable_checkpointing=False, enable_model_summary=False,
+                            callbacks=[every_epoch, start], enable_model_summary=False,
                             enable_progress_bar=not args.no_progress, num_sanity_val_steps=0,
                             deterministic=True)
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt if args.resume else None)
+        if module.val_accuracy is None and args.resume:   # resumed after its last epoch
+            trainer.validate(module, datamodule=dm, verbose=False)
     if module.val_accuracy is None:
         raise CliError("training ended without a validation result")
     train_seconds = time.perf_counter() - t0
@@ -142,8 +201,6 @@ def run(args: argparse.Namespace) -> int:
     fmt = device.model_format if device is not None else "onnx"
     from latency.export import file_sha256, get_exporter
 
-    folder = out / TRAINED
-    folder.mkdir(exist_ok=True)
     path = folder / f"trial-{trial.number}.{fmt}"
     net = module.model.eval().to(memory_format=torch.contiguous_format)
     try:
@@ -170,9 +227,13 @@ def run(args: argparse.Namespace) -> int:
             device.close()
         doc["latency_ms"] = m.median_ms
         doc["measurement"] = {k: v for k, v in m.to_dict().items() if k != "samples_ms"}
+    doc["resumed_from_epoch"] = start.epoch if args.resume else None
     (folder / f"trial-{trial.number}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    ckpt.unlink(missing_ok=True)           # exported: the training state has done its job
+    ckpt.with_suffix(".ckpt.json").unlink(missing_ok=True)
     lat = "not measured" if doc["latency_ms"] is None else f"{doc['latency_ms']:.3f} ms"
-    print(f"trial {trial.number} {trial.arch}\n  trained {args.epochs} epochs on {data} "
+    resumed = f" (resumed at epoch {start.epoch})" if args.resume else ""
+    print(f"trial {trial.number} {trial.arch}\n  trained {args.epochs} epochs{resumed} on {data} "
           f"({classes} classes, {resolution}x{resolution}): val accuracy "
           f"{doc['val_accuracy']:.4f} (proxy {trial.accuracy:.4f})\n  {doc['model']} "
           f"(1x{channels}x{resolution}x{resolution}): {lat} on {cfg['device']}")
