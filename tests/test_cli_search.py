@@ -118,14 +118,16 @@ def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run):
     env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mnas", "train", str(out), *flags],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True)
     ckpt = folder / f"trial-{n}.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not ckpt.is_file():
         time.sleep(0.2)
     time.sleep(0.5)                      # the first epoch's checkpoint is written
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signal.SIGINT)      # Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
     assert ckpt.is_file() and ckpt.with_suffix(".ckpt.json").is_file()
     # other settings would change the recipe: refused, the checkpoint kept
     r = mnas("train", str(out), *flags[:2], "--epochs", "4", *flags[4:], "--resume",
@@ -139,6 +141,43 @@ def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run):
     assert doc["val_accuracy"] > 0.2       # 10 classes: trained, not chance
     assert (out / doc["model"]).is_file()
     assert not ckpt.exists() and not ckpt.with_suffix(".ckpt.json").exists()
+
+
+class _Planted:
+    """Unpickling this runs code: creates the file it names."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_train_resume_refuses_a_checkpoint_that_would_run_code(tiny_run, tmp_path, capsys):
+    import torch
+
+    from mnas.cli import main
+
+    out, _, _ = tiny_run
+    with open(out / "trials.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["state"] == "complete")
+    folder = out / "trained"
+    folder.mkdir(exist_ok=True)
+    seed = json.loads((out / "config.json").read_text())["seed"]
+    settings = {"trial": int(row["number"]), "arch": row["arch"], "data": "digits",
+                "resolution": 32, "width_mult": 1.0, "epochs": 1, "batch_size": 64,
+                "batch_limit": 2, "lr": 0.05, "seed": seed}
+    ckpt = folder / f"trial-{row['number']}.ckpt"
+    ckpt.with_suffix(".ckpt.json").write_text(json.dumps(settings))
+    marker = tmp_path / "planted-code-ran"
+    torch.save({"epoch": 0, "state_dict": {}, "x": _Planted(marker)}, ckpt)
+    rc = main(["train", str(out), "--trial", row["number"], "--epochs", "1",
+               "--batch-limit", "2", "--no-measure", "--no-progress", "--resume"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "refused unread" in err and len(err.strip().splitlines()) == 1, err
+    assert not marker.exists()
+    ckpt.unlink()
+    ckpt.with_suffix(".ckpt.json").unlink()
 
 
 def test_existing_run_is_not_overwritten(tiny_run):

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -189,7 +191,24 @@ def run(args: argparse.Namespace) -> int:
                             callbacks=[every_epoch, start], enable_model_summary=False,
                             enable_progress_bar=not args.no_progress, num_sanity_val_steps=0,
                             deterministic=True)
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt if args.resume else None)
+        try:
+            # weights_only: the checkpoint is a file in a folder, so unpickle no code from it
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt if args.resume else None,
+                        weights_only=True)
+        except pickle.UnpicklingError:
+            raise CliError(f"checkpoint {ckpt} is not plain weights and training state "
+                           "(refused unread, none of it run); run without --resume") from None
+        except (KeyError, EOFError) as e:       # loading a checkpoint of another shape
+            raise CliError(f"checkpoint {ckpt} is not one `mnas train` wrote ({e!r}); run "
+                           "without --resume") from None
+        except RuntimeError as e:               # a corrupt file, or the training failed
+            raise CliError(f"trial {trial.number}: {str(e).splitlines()[0] if str(e) else e!r}"
+                           ) from None
+        except SystemExit:      # Lightning's answer to Ctrl-C: shut down, then exit(1)
+            if ckpt.is_file():
+                print(f"mnas: the same command with --resume goes on from {ckpt}",
+                      file=sys.stderr)
+            raise KeyboardInterrupt from None
         if module.val_accuracy is None and args.resume:   # resumed after its last epoch
             trainer.validate(module, datamodule=dm, verbose=False)
     if module.val_accuracy is None:

@@ -44,10 +44,9 @@ baseline, so a resumed strategy asks exactly what the uninterrupted one would.
 ``cpu``; ``cuda``, ``cuda:1``) holds the supernet and its minibatches, the controller
 stays on the CPU; checkpoints hold CPU tensors, so they load on any machine. On CUDA a
 run is not bit-for-bit repeatable (cuDNN's kernels; dropout draws from the device's
-generator). ``optimizer`` (``sgd``
-| ``adam``), ``private_bn`` (comma list of ``op,kernel,se,skip``) and ``zero_gamma``
-are the shared-weight training variants recorded below (``mnasnet`` only for the last
-two; off by default).
+generator). ``optimizer`` (``sgd`` | ``adam``), ``private_bn`` (comma list of
+``op,kernel,se,skip``) and ``zero_gamma`` are shared-weight training variants recorded
+in ``docs/strategies.md`` (``mnasnet`` only for the last two; off by default).
 
 Cost and what was measured (this 2-core host, one thread, ``mnasnet``, defaults:
 digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms
