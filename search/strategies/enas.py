@@ -70,10 +70,11 @@ child against 10–11 CPU-s for the proxy: **132–134× marginal**, 3.6–3.8×
 120 children (100× would take ≈ 13,000 children per supernet).
 
 **Known limitation — on ``mnasnet`` and ``nasnet`` the shared weights do not rank
-children** in this host's budget (1,100 shared steps): uniformly sampled children stay
-near chance and their supernet accuracy does not rank the standalone proxy's. Every
-training variant tried, with its numbers, is recorded in ``docs/strategies.md``
-("ENAS: supernet ranking and speed")."""
+children**: after 1,100 shared steps (this host's budget), and still after 2,550–4,300 on
+a GPU or 10,650 at 16 px, uniformly sampled children stay near chance and their
+supernet accuracy does not rank the standalone proxy's. Every training variant tried,
+with its numbers, is recorded in ``docs/strategies.md`` ("ENAS: supernet ranking and
+speed")."""
 
 from __future__ import annotations
 
