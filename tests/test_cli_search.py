@@ -116,9 +116,11 @@ def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run):
     flags = ["--trial", n, "--epochs", "3", "--batch-limit", "10", "--no-measure",
              "--no-progress"]
     env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    # SIGINT handled as a terminal would (a shell's background jobs inherit it ignored)
     proc = subprocess.Popen([sys.executable, "-m", "mnas", "train", str(out), *flags],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = folder / f"trial-{n}.ckpt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not ckpt.is_file():
@@ -234,6 +236,32 @@ def test_train_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert needle in err
+
+
+def test_ctrl_c_stops_a_search_with_a_resume_hint(tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["--strategy", "random", "--out", str(out), *TINY[2:], "--budget", "50"]
+    env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mnas", "search", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    from search.ledger import Ledger
+
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:   # Ctrl-C after the first child
+        time.sleep(0.3)
+        if (out / "study.db").exists():
+            try:
+                if Ledger(out / "study.db", study_name="run").finished_count() >= 1:
+                    break
+            except Exception:  # noqa: BLE001 — the DB may be mid-creation
+                continue
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "mnas: interrupted" in err
+    assert f"--out {out} --resume" in err and "children are saved" in err
 
 
 def test_kill_and_resume_cli(tmp_path):

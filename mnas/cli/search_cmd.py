@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -194,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
                       callbacks=[bar.update])
     try:
         trials = loop.run()
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"mnas: {ledger.finished_count()} of {cfg['budget']} children are saved; "
+              f"`mnas search --out {shlex.quote(str(out))} --resume` goes on",
+              file=sys.stderr)
+        raise
     finally:
         bar.close()
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     import lightning as L
     import torch
 
-    from mnas.evaluators.proxy import quiet_lightning
+    from mnas.evaluators.proxy import lightning_interrupts, quiet_lightning
     from mnas.spaces import get_space
     from mnas.train.data import make_datamodule
     from mnas.train.module import ClassifierModule
@@ -193,8 +193,9 @@ def run(args: argparse.Namespace) -> int:
                             deterministic=True)
         try:
             # weights_only: the checkpoint is a file in a folder, so unpickle no code from it
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt if args.resume else None,
-                        weights_only=True)
+            with lightning_interrupts():
+                trainer.fit(module, datamodule=dm, ckpt_path=ckpt if args.resume else None,
+                            weights_only=True)
         except pickle.UnpicklingError:
             raise CliError(f"checkpoint {ckpt} is not plain weights and training state "
                            "(refused unread, none of it run); run without --resume") from None
@@ -204,11 +205,11 @@ def run(args: argparse.Namespace) -> int:
         except RuntimeError as e:               # a corrupt file, or the training failed
             raise CliError(f"trial {trial.number}: {str(e).splitlines()[0] if str(e) else e!r}"
                            ) from None
-        except SystemExit:      # Lightning's answer to Ctrl-C: shut down, then exit(1)
+        except KeyboardInterrupt:
             if ckpt.is_file():
                 print(f"mnas: the same command with --resume goes on from {ckpt}",
                       file=sys.stderr)
-            raise KeyboardInterrupt from None
+            raise
         if module.val_accuracy is None and args.resume:   # resumed after its last epoch
             trainer.validate(module, datamodule=dm, verbose=False)
     if module.val_accuracy is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -44,6 +45,22 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for n, level in saved.items():
             logging.getLogger(n).setLevel(level)
+
+
+@contextlib.contextmanager
+def lightning_interrupts() -> Iterator[None]:
+    """Ctrl-C inside ``Trainer.fit`` goes on as a ``KeyboardInterrupt``.
+
+    Lightning catches the interrupt, shuts down, leaves SIGINT ignored and calls
+    ``sys.exit(1)``: a search would end with exit code 1, no word and no way to press
+    Ctrl-C again. Here SIGINT's handler comes back and the interruption propagates as
+    what it is (the CLI prints it and exits 130)."""
+    try:
+        yield
+    except SystemExit:
+        with contextlib.suppress(ValueError):      # not the main thread: nothing to restore
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
 
 
 class ProxyAccuracy:
@@ -134,7 +151,8 @@ class ProxyAccuracy:
                 enable_model_summary=False, deterministic=True,
                 num_sanity_val_steps=0, check_val_every_n_epoch=self.epochs,
             )
-            trainer.fit(module, datamodule=self.datamodule)
+            with lightning_interrupts():
+                trainer.fit(module, datamodule=self.datamodule)
         if module.val_accuracy is None:
             raise RuntimeError("proxy training ended without a validation result")
         return float(module.val_accuracy)

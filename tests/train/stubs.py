@@ -16,6 +16,7 @@ from mnas.spaces.base import SearchSpace
 class TinyArch:
     width: int          # channels of the first conv
     kind: str = "ok"    # "ok" | "nan" (logits are NaN) | "progress" (records progress)
+    #                     | "interrupt" (Ctrl-C arrives in the first forward)
 
     def encode(self) -> str:
         return f"w{self.width}_{self.kind}"
@@ -33,6 +34,8 @@ class TinyCNN(nn.Module):
         self.fc = nn.Linear(32 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "interrupt":
+            raise KeyboardInterrupt
         y = self.fc(self.features(x))
         return y * float("nan") if self.kind == "nan" else y
 

@@ -59,6 +59,17 @@ def test_nan_child_fails_with_runtime_error(evaluator):
         evaluator(TinySpace(), TinyArch(4, "nan"))
 
 
+def test_ctrl_c_in_training_is_an_interruption_not_an_exit(evaluator):
+    """Lightning turns Ctrl-C into sys.exit(1) with SIGINT left ignored; the proxy hands
+    it on as KeyboardInterrupt (a search stops and says so) with the handler back."""
+    import signal
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluator(TinySpace(), TinyArch(4, "interrupt"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert 0.6 < evaluator(TinySpace(), TinyArch(8)) <= 1.0     # still usable after
+
+
 def test_threads_restored(evaluator):
     torch.set_num_threads(2)
     try:
