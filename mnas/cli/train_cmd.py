@@ -196,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
             with lightning_interrupts():
                 trainer.fit(module, datamodule=dm, ckpt_path=ckpt if args.resume else None,
                             weights_only=True)
+                if module.val_accuracy is None and args.resume:  # resumed after the last epoch
+                    trainer.validate(module, datamodule=dm, verbose=False)
         except pickle.UnpicklingError:
             raise CliError(f"checkpoint {ckpt} is not plain weights and training state "
                            "(refused unread, none of it run); run without --resume") from None
@@ -210,8 +212,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"mnas: the same command with --resume goes on from {ckpt}",
                       file=sys.stderr)
             raise
-        if module.val_accuracy is None and args.resume:   # resumed after its last epoch
-            trainer.validate(module, datamodule=dm, verbose=False)
     if module.val_accuracy is None:
         raise CliError("training ended without a validation result")
     train_seconds = time.perf_counter() - t0
