@@ -182,6 +182,27 @@ def test_train_resume_refuses_a_checkpoint_that_would_run_code(tiny_run, tmp_pat
     ckpt.with_suffix(".ckpt.json").unlink()
 
 
+def test_train_resumed_after_its_last_epoch_validates_and_exports(tiny_run, monkeypatch,
+                                                                   capsys):
+    from mnas.cli import main
+
+    out, _, _ = tiny_run
+    with open(out / "trials.csv") as f:
+        n = next(r["number"] for r in csv.DictReader(f) if r["state"] == "complete")
+    flags = ["train", str(out), "--trial", n, "--epochs", "1", "--batch-limit", "2",
+             "--no-measure", "--no-progress"]
+    with monkeypatch.context() as m:     # keep the checkpoint, as a crash in export would
+        m.setattr(Path, "unlink", lambda self, missing_ok=False: None)
+        assert main(flags) == 0
+    done = json.loads((out / "trained" / f"trial-{n}.json").read_text())
+    assert (out / "trained" / f"trial-{n}.ckpt").is_file()
+    assert main([*flags, "--resume"]) == 0
+    doc = json.loads((out / "trained" / f"trial-{n}.json").read_text())
+    assert doc["resumed_from_epoch"] == 1 and "resumed at epoch 1" in capsys.readouterr().out
+    assert doc["val_accuracy"] == done["val_accuracy"]      # the same weights, validated
+    assert not (out / "trained" / f"trial-{n}.ckpt").exists()
+
+
 def test_existing_run_is_not_overwritten(tiny_run):
     out, cache, _ = tiny_run
     before = (out / "study.db").read_bytes()

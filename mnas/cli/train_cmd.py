@@ -169,9 +169,10 @@ def run(args: argparse.Namespace) -> int:
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
     class StartEpoch(Callback):
-        """The epoch training starts at: 0, or where a resumed checkpoint left off."""
+        """The epoch training starts at: 0, or where a resumed checkpoint left off (None:
+        no epoch was left, so training never started)."""
 
-        epoch = 0
+        epoch: int | None = None
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             self.epoch = int(trainer.current_epoch)
@@ -247,12 +248,13 @@ def run(args: argparse.Namespace) -> int:
             device.close()
         doc["latency_ms"] = m.median_ms
         doc["measurement"] = {k: v for k, v in m.to_dict().items() if k != "samples_ms"}
-    doc["resumed_from_epoch"] = start.epoch if args.resume else None
+    doc["resumed_from_epoch"] = (args.epochs if start.epoch is None else start.epoch
+                                 ) if args.resume else None
     (folder / f"trial-{trial.number}.json").write_text(json.dumps(doc, indent=2) + "\n")
     ckpt.unlink(missing_ok=True)           # exported: the training state has done its job
     ckpt.with_suffix(".ckpt.json").unlink(missing_ok=True)
     lat = "not measured" if doc["latency_ms"] is None else f"{doc['latency_ms']:.3f} ms"
-    resumed = f" (resumed at epoch {start.epoch})" if args.resume else ""
+    resumed = f" (resumed at epoch {doc['resumed_from_epoch']})" if args.resume else ""
     print(f"trial {trial.number} {trial.arch}\n  trained {args.epochs} epochs{resumed} on {data} "
           f"({classes} classes, {resolution}x{resolution}): val accuracy "
           f"{doc['val_accuracy']:.4f} (proxy {trial.accuracy:.4f})\n  {doc['model']} "
