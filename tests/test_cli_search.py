@@ -259,6 +259,21 @@ def test_train_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     assert needle in err
 
 
+def _wait_for_first_child(proc: subprocess.Popen, out: Path) -> None:
+    """Return once the search in ``out`` has finished a child (or ended, or 300 s)."""
+    from search.ledger import Ledger
+
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        if (out / "study.db").exists():
+            try:
+                if Ledger(out / "study.db", study_name="run").finished_count() >= 1:
+                    return
+            except Exception:  # noqa: BLE001 — the DB may be mid-creation
+                continue
+
+
 def test_ctrl_c_stops_a_search_with_a_resume_hint(tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     args = ["--strategy", "random", "--out", str(out), *TINY[2:], "--budget", "50"]
@@ -267,17 +282,7 @@ def test_ctrl_c_stops_a_search_with_a_resume_hint(tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    from search.ledger import Ledger
-
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:   # Ctrl-C after the first child
-        time.sleep(0.3)
-        if (out / "study.db").exists():
-            try:
-                if Ledger(out / "study.db", study_name="run").finished_count() >= 1:
-                    break
-            except Exception:  # noqa: BLE001 — the DB may be mid-creation
-                continue
+    _wait_for_first_child(proc, out)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -292,22 +297,14 @@ def test_kill_and_resume_cli(tmp_path):
     env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mnas", "search", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from search.ledger import Ledger
-
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill once the first child is finished
-        time.sleep(0.5)
-        if (out / "study.db").exists() and proc.poll() is None:
-            try:
-                if Ledger(out / "study.db", study_name="run").finished_count() >= 1:
-                    break
-            except Exception:  # noqa: BLE001 — the DB may be mid-creation
-                continue
+    _wait_for_first_child(proc, out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "pareto.json").exists(), "killed before the end"
     r = mnas("search", "--out", str(out), "--resume", "--no-progress", cache=cache)
     assert r.returncode == 0, r.stderr[-3000:]
+    from search.ledger import Ledger
+
     led = Ledger(out / "study.db", study_name="run")
     trials = led.study.get_trials()
     assert len(trials) == 4 and all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
