@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import random
 import sys
 import time
@@ -206,7 +207,7 @@ def main() -> None:
           f"{len(st.rank_y)} validation images in {t_eval * 1000:.0f} CPU-ms each (wall: "
           f"{t_train_wall:.1f} s, {t_eval_wall * 1000:.0f} ms; device {st.device})", flush=True)
 
-    timed = [r["proxy_cpu_s"] for r in rows[: args.children] if r["proxy_cpu_s"] == r["proxy_cpu_s"]]
+    timed = [r["proxy_cpu_s"] for r in rows[: args.children] if not math.isnan(r["proxy_cpu_s"])]
     t_proxy = sum(timed) / len(timed) if timed else float("nan")
     if args.proxy_epochs:       # what the short proxy is a proxy for
         longer = ProxyAccuracy(epochs=args.proxy_epochs)
