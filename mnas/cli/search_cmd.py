@@ -194,15 +194,15 @@ def run(args: argparse.Namespace) -> int:
                       batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
                       callbacks=[bar.update])
     try:
-        trials = loop.run()
+        try:
+            trials = loop.run()
+        finally:
+            bar.close()
     except KeyboardInterrupt:
-        bar.close()
         print(f"mnas: {ledger.finished_count()} of {cfg['budget']} children are saved; "
               f"`mnas search --out {shlex.quote(str(out))} --resume` goes on",
               file=sys.stderr)
         raise
-    finally:
-        bar.close()
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
                                    latency=latency)
     if hasattr(strategy, "report"):  # e.g. PNAS's surrogate Spearman per stage
