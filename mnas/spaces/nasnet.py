@@ -233,8 +233,7 @@ class NasNetNetwork(nn.Module):
             for reduction in kinds:
                 if reduction:
                     c *= 2
-                cell = CellModule(arch.reduce if reduction else arch.normal, c_pp, c_p, c,
-                                  reduction, prev_was_reduction)
+                cell = self.make_cell(arch, c_pp, c_p, c, reduction, prev_was_reduction)
                 cells.append(cell)
                 c_pp, c_p = c_p, cell.out_channels
                 prev_was_reduction = reduction
@@ -242,6 +241,13 @@ class NasNetNetwork(nn.Module):
         self.classifier = nn.Linear(c_p, num_classes)
         self.drop_path = drop_path
         self.training_progress = 0.0
+
+    @staticmethod
+    def make_cell(arch: NasNetArch, c_pp: int, c_p: int, c: int, reduction: bool,
+                  prev_was_reduction: bool) -> nn.Module:
+        """One cell of the skeleton (subclasses build their own cells)."""
+        return CellModule(arch.reduce if reduction else arch.normal, c_pp, c_p, c,
+                          reduction, prev_was_reduction)
 
     def set_training_progress(self, p: float) -> None:
         """ScheduledDropPath: cell c of C drops paths with ``drop_path · p · (c+1)/C``."""

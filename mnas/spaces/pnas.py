@@ -119,27 +119,10 @@ class PnasCellModule(CellModule):
 class PnasNetwork(NasNetNetwork):
     """PNAS cells in the NASNet CIFAR skeleton (see the module docstring)."""
 
-    def __init__(self, arch: PnasArch, num_classes: int, filters: int, cells_per_stage: int,
-                 stem_multiplier: int, in_channels: int, drop_path: float) -> None:
-        nn.Module.__init__(self)  # NasNetNetwork's own init builds NASNet cells
-        c_stem = stem_multiplier * filters
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c_stem))
-        c_pp, c_p, c = c_stem, c_stem, filters
-        prev_was_reduction = False
-        cells = []
-        for stage in range(3):
-            for reduction in ([] if stage == 0 else [True]) + [False] * cells_per_stage:
-                if reduction:
-                    c *= 2
-                cell = PnasCellModule(arch.cell, c_pp, c_p, c, reduction, prev_was_reduction)
-                cells.append(cell)
-                c_pp, c_p = c_p, cell.out_channels
-                prev_was_reduction = reduction
-        self.cells = nn.ModuleList(cells)
-        self.classifier = nn.Linear(c_p, num_classes)
-        self.drop_path = drop_path
-        self.training_progress = 0.0
+    @staticmethod
+    def make_cell(arch: PnasArch, c_pp: int, c_p: int, c: int, reduction: bool,
+                  prev_was_reduction: bool) -> nn.Module:
+        return PnasCellModule(arch.cell, c_pp, c_p, c, reduction, prev_was_reduction)
 
 
 # slim's PNasNetNormalCell: operations and hiddenstate_indices, pairwise per block
