@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-import warnings
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,6 +13,7 @@ from hypothesis import strategies as st
 from mnas.decisions import Subset
 from mnas.spaces import get_space, space_names
 from mnas.spaces.nasrl import ConvLayer, NasRLArch, NasRLSpace, _pad_cat
+from tests.onnx_check import assert_onnx_matches
 
 
 @pytest.fixture(scope="module")
@@ -182,21 +181,8 @@ def test_200_random_children_build_and_run_at_proxy_and_deploy_size():
 
 
 def test_onnx_export_matches_torch(strided, tmp_path):
-    import onnxruntime as ort
-
     arch = strided.decode("L0:fh3fw5f24s2|L1:fh1fw3f24s1in-|L2:fh3fw3f48s3in0+1|L3:fh7fw1f24s1in0+2")
-    model = strided.build(arch, width_mult=0.5).eval()
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        ref = model(x).numpy()
-    path = tmp_path / "nasrl.onnx"
-    with warnings.catch_warnings():  # the tracer warns that shapes become constants
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["output"])
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"input": x.numpy()})[0]
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    assert_onnx_matches(strided.build(arch, width_mult=0.5), tmp_path / "nasrl.onnx")
 
 
 def test_arch_value_validation():

@@ -6,12 +6,12 @@ import csv
 import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from mnas.spaces import get_space, space_names
 from mnas.spaces.nb201 import EDGES, OPS, NB201Arch
+from tests.onnx_check import assert_onnx_matches
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201_dev.csv"
 
@@ -105,16 +105,7 @@ def test_degenerate_cell_output_ignores_the_input(space):
 
 
 def test_onnx_export_matches_torch(tmp_path):
-    import onnxruntime as ort
-
     space = get_space("nb201", C=8, N=1)  # same ops and blocks, smaller: faster export
     arch = space.from_choices((3, 4, 2, 1, 0, 3))  # every op appears
-    net = space.build(arch).eval()
-    x = torch.randn(1, 3, space.deploy_resolution, space.deploy_resolution)
-    path = tmp_path / "nb201.onnx"
-    torch.onnx.export(net, (x,), str(path))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        want = net(x).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_onnx_matches(space.build(arch), tmp_path / "nb201.onnx",
+                        space.deploy_resolution, atol=1e-4)
