@@ -44,6 +44,9 @@ class Strategy(ABC):
     variant_option: str = ""
     #: the variants :func:`strategy_names` lists (others may still be accepted by name)
     variants: tuple[str, ...] = ()
+    #: space name → what a user should know before searching it with this strategy
+    #: (a measured limitation); ``mnas search`` prints it once
+    caveats: dict[str, str] = {}
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         for cap in self.requires:

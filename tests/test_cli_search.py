@@ -244,6 +244,32 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
     assert needle in err
 
 
+ENAS_TINY = [f"--opt={k}={v}" for k, v in (("resolution", 8), ("width_mult", 0.25),
+                                            ("batch_size", 16), ("warmup_steps", 0),
+                                            ("shared_steps", 1), ("controller_steps", 1),
+                                            ("controller_batch", 2), ("candidates", 2))]
+
+
+@pytest.mark.parametrize("space, told", [("mnasnet", True), ("nb201", False)])
+def test_a_search_names_a_measured_limitation_of_its_strategy_once(tmp_path, monkeypatch,
+                                                                     capsys, space, told):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    table = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_dev.csv"
+    evaluators = ["--accuracy", f"table:{table}#cifar100_acc", "--latency",
+                  f"table:{table}#raspi4_ms"] if space == "nb201" else []
+    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, "--budget", "1",
+               "--space", space, "--strategy", "enas", "--target-ms", "10", *ENAS_TINY,
+               *evaluators])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-2000:]
+    notes = [line for line in err.splitlines() if line.startswith("mnas: note:")]
+    assert len(notes) == told, err[-2000:]
+    if told:
+        assert "enas" in notes[0] and space in notes[0] and "latency estimate" in notes[0]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["nope"], "does not exist"),
     (["{tmp}", "--epochs", "0"], "--epochs must be >= 1"),

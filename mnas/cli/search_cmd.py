@@ -189,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
           f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
           f"budget {cfg['budget']} -> {out}", file=sys.stderr)
+    caveat = type(strategy).caveats.get(cfg["space"])
+    if caveat:
+        print(f"mnas: note: {caveat}", file=sys.stderr)
     bar = _Progress(cfg["budget"], ledger.finished_count(), disable=args.no_progress)
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
                       batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
