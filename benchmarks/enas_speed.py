@@ -51,6 +51,7 @@ space rather than what the controller prefers. Run::
     .venv/bin/python benchmarks/enas_speed.py                      # mnasnet, 20 children
     .venv/bin/python benchmarks/enas_speed.py --rounds 40 --opt shared_steps=50
     .venv/bin/python benchmarks/enas_speed.py --proxy-epochs 8     # + an 8-epoch reference
+    .venv/bin/python benchmarks/enas_speed.py --proxy-retest       # + the proxy's seed-to-seed Spearman
     # fidelity vs steps, reusing an earlier run's proxy accuracies, on a GPU:
     .venv/bin/python benchmarks/enas_speed.py --children 40 --extra 0 --rounds 100000 \
         --curve 20 --max-minutes 5 --proxy-from runs/bench-enas/children.csv \
@@ -103,6 +104,9 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0,
                     help="stop supernet training after this many wall-clock minutes "
                          "(0 = run every round)")
+    ap.add_argument("--proxy-retest", action="store_true",
+                    help="train the compared children again with another proxy seed and "
+                         "report the two proxies' Spearman: the most the supernet's could be")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="enas option, repeatable (e.g. shared_steps=50 lr=0.1)")
@@ -216,10 +220,18 @@ def main() -> None:
             print(f"  child {i + 1}/{args.children}: {args.proxy_epochs}-epoch standalone "
                   f"{row['long_accuracy']:.3f}", flush=True)
 
+    if args.proxy_retest:       # the proxy's own seed-to-seed agreement
+        again = ProxyAccuracy(seed=1)
+        for i, row in enumerate(rows[: args.children]):
+            row["proxy_accuracy_seed1"] = again(space, space.decode(row["arch"]))
+            print(f"  child {i + 1}/{args.children}: proxy, seed 1 "
+                  f"{row['proxy_accuracy_seed1']:.3f}", flush=True)
+
     sup = [r["supernet_accuracy"] for r in rows[: args.children]]
     rho, p_rho = spearmanr(sup, prx)
     tau, _ = kendalltau(sup, prx)
     longer_stats: dict[str, Any] = {}
+    retest: dict[str, float] = {}
     if args.proxy_epochs:
         lng = [r["long_accuracy"] for r in rows[: args.children]]
         r_l, p_l = spearmanr(sup, lng)
@@ -228,6 +240,12 @@ def main() -> None:
                         "spearman_long_p": float(p_l), "spearman_proxy_long": float(r_pl),
                         "spearman_proxy_long_p": float(p_pl),
                         "long_accuracy_range": [min(lng), max(lng)]}
+    if args.proxy_retest:
+        rt = [r["proxy_accuracy_seed1"] for r in rows[: args.children]]
+        r_rt, p_rt = spearmanr(prx, rt)
+        r_srt, _ = spearmanr(sup, rt)
+        retest = {"spearman_proxy_retest": float(r_rt), "spearman_proxy_retest_p": float(p_rt),
+                  "spearman_supernet_proxy_seed1": float(r_srt)}
     n = len(archs)
     amortised = 60.0 * n / (t_train + t_eval_total)
     marginal = 60.0 / t_eval
@@ -256,14 +274,15 @@ def main() -> None:
         "final_train_loss": (sum(st.losses[-20:]) / max(1, len(st.losses[-20:]))
                              if st.losses else None),
         "controller_reward_first_last": [st.rewards[0], st.rewards[-1]] if st.rewards else None,
-        **longer_stats,
+        **longer_stats, **retest,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "children.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["arch", "supernet_accuracy", "proxy_accuracy",
                                           "latency_estimate_ms", "supernet_cpu_s",
-                                          "proxy_cpu_s", "long_accuracy"])
+                                          "proxy_cpu_s", "long_accuracy",
+                                          "proxy_accuracy_seed1"])
         w.writeheader()
         w.writerows(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -282,6 +301,10 @@ def main() -> None:
               f"Spearman(2-epoch proxy, {args.proxy_epochs}-epoch): "
               f"{longer_stats['spearman_proxy_long']:.3f} "
               f"(p = {longer_stats['spearman_proxy_long_p']:.3f})")
+    if args.proxy_retest:
+        print(f"Spearman(proxy seed 0, proxy seed 1): {retest['spearman_proxy_retest']:.3f} "
+              f"(p = {retest['spearman_proxy_retest_p']:.3f}), the proxy's own agreement; "
+              f"Spearman(supernet, proxy seed 1): {retest['spearman_supernet_proxy_seed1']:.3f}")
     print(f"wrote {out / 'summary.json'} and {out / 'children.csv'}")
 
 
