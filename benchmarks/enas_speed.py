@@ -106,7 +106,7 @@ def main() -> None:
                          "(0 = run every round)")
     ap.add_argument("--proxy-retest", action="store_true",
                     help="train the compared children again with another proxy seed and "
-                         "report the two proxies' Spearman: the most the supernet's could be")
+                         "report the two proxies' Spearman: the yardstick for the supernet's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="enas option, repeatable (e.g. shared_steps=50 lr=0.1)")

@@ -118,9 +118,9 @@ class Enas(Strategy):
 
     name = "enas"
     spaces = ("mnasnet", "nasnet", "nb201")
-    caveats = {s: f"on {s} the shared weights were measured not to rank children (Spearman "
-                  f"with the standalone proxy near 0; docs/strategies.md): in effect enas "
-                  f"ranks them by the latency estimate alone"
+    caveats = {s: f"on {s} the shared weights were measured not to rank children (no "
+                  f"significant Spearman with standalone training; docs/strategies.md): in "
+                  f"effect enas ranks them by the latency estimate alone"
                for s in ("mnasnet", "nasnet")}
 
     def __init__(self, space: Any, seed: int = 0, data: str = "digits", resolution: int = 32,
