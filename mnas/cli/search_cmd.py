@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accuracy evaluator: proxy (default) or table:PATH#COLUMN")
     a.add_argument("--data", default=None,
                    help="dataset: digits (default), imagefolder:PATH, cifar10:PATH, "
-                        "module:pkg.mod:Class")
+                        "cifar100:PATH, module:pkg.mod:Class")
     a.add_argument("--epochs", type=int, default=None)
     a.add_argument("--batch-limit", type=int, default=None, help="train batches per epoch")
     a.add_argument("--width-mult", type=float, default=None, help="proxy width multiplier")

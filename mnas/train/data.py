@@ -7,6 +7,7 @@ Specs (``data_specs()`` lists them for the CLI):
   replicated to 3 channels. The embedded default.
 - ``imagefolder:PATH`` — ``PATH/<class>/<image>.png|jpg|jpeg``, read with Pillow.
 - ``cifar10:PATH`` — the standard CIFAR-10 python-pickle batches, read locally.
+- ``cifar100:PATH`` — the standard CIFAR-100 python version (``train``; fine labels).
 - ``module:pkg.mod:Class`` — any ``LightningDataModule`` class, instantiated with no
   arguments; it must expose ``num_classes``.
 
@@ -286,7 +287,7 @@ def _imagefolder(arg: str, **kw: Any) -> ImageFolderDataModule:
     return ImageFolderDataModule(arg, **kw)
 
 
-# -- CIFAR-10 -------------------------------------------------------------------------------
+# -- CIFAR-10 / CIFAR-100 -------------------------------------------------------------------
 class _ArrayUnpickler(pickle.Unpickler):
     """Only numpy arrays, dtypes and plain containers: refuses any other global, so a
     crafted batch file cannot run code when read."""
@@ -304,7 +305,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def load_cifar_pickle(path: Path) -> dict:
-    """Read one CIFAR-10 batch file (``encoding="bytes"``: keys are bytes).
+    """Read one CIFAR python batch file (``encoding="bytes"``: keys are bytes).
 
     Security: the format is Python pickle, which can execute code when loaded. Files
     are read only from the path the user gave, and with an unpickler that allows only
@@ -315,9 +316,9 @@ def load_cifar_pickle(path: Path) -> dict:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
             TypeError, ValueError) as e:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: {e}") from e
+        raise ValueError(f"{path} is not a CIFAR python batch: {e}") from e
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: holds {type(obj).__name__}")
+        raise ValueError(f"{path} is not a CIFAR python batch: holds {type(obj).__name__}")
     return obj
 
 
@@ -326,29 +327,31 @@ class Cifar10DataModule(InMemoryDataModule):
     ``data_batch_1..5`` (training; the validation split is held out from them),
     ``batches.meta`` (class names; optional). ``test_batch`` is not used for search.
     ``PATH`` may be the batch folder or its parent. See :func:`load_cifar_pickle` for
-    the pickle risk."""
+    the pickle risk. :class:`Cifar100DataModule` is the same reader with other names."""
 
-    TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+    TITLE = "CIFAR-10"
+    FOLDER = "cifar-10-batches-py"
+    TRAIN: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6))
+    META, NAMES_KEY, LABELS_KEY, NUM_CLASSES = "batches.meta", b"label_names", b"labels", 10
 
     def __init__(self, root: str | Path, **kw: Any) -> None:
         super().__init__(**kw)
         root = Path(root)
         if not root.exists():
-            raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
-        if not (root / self.TRAIN[0]).exists() and (root / "cifar-10-batches-py").is_dir():
-            root = root / "cifar-10-batches-py"
+            raise FileNotFoundError(f"{self.TITLE} folder not found: {root}")
+        if not (root / self.TRAIN[0]).exists() and (root / self.FOLDER).is_dir():
+            root = root / self.FOLDER
         for name in self.TRAIN:
             if not (root / name).is_file():
-                raise FileNotFoundError(f"CIFAR-10 batch missing: {root / name} (expected "
+                raise FileNotFoundError(f"{self.TITLE} batch missing: {root / name} (expected "
                                         f"{', '.join(self.TRAIN)} in {root})")
         self.root = root
 
     def load(self) -> tuple[torch.Tensor, np.ndarray, int]:
-        num_classes, names = 10, [str(i) for i in range(10)]
-        meta = self.root / "batches.meta"
+        num_classes, names = self.NUM_CLASSES, [str(i) for i in range(self.NUM_CLASSES)]
+        meta = self.root / self.META
         if meta.is_file():
-            m = load_cifar_pickle(meta)
-            raw = m.get(b"label_names")
+            raw = load_cifar_pickle(meta).get(self.NAMES_KEY)
             if raw is not None:
                 names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
                 num_classes = len(names)
@@ -356,13 +359,14 @@ class Cifar10DataModule(InMemoryDataModule):
         for name in self.TRAIN:
             path = self.root / name
             b = load_cifar_pickle(path)
-            data, labels = b.get(b"data"), b.get(b"labels")
+            data, labels = b.get(b"data"), b.get(self.LABELS_KEY)
             if not isinstance(data, np.ndarray) or data.dtype != np.uint8 \
                     or data.ndim != 2 or data.shape[1] != 3072:
                 raise ValueError(f"{path}: b'data' must be a uint8 array [N, 3072]")
             labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
             if labels.shape != (len(data),):
-                raise ValueError(f"{path}: {len(labels)} labels for {len(data)} images")
+                raise ValueError(f"{path}: {len(labels)} labels ({self.LABELS_KEY!r}) for "
+                                 f"{len(data)} images")
             if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
                 raise ValueError(f"{path}: labels outside 0..{num_classes - 1}")
             xs.append(data)
@@ -375,9 +379,26 @@ class Cifar10DataModule(InMemoryDataModule):
         return x, np.concatenate(ys), num_classes
 
 
+class Cifar100DataModule(Cifar10DataModule):
+    """CIFAR-100 from the standard python version (``cifar-100-python``): ``train``
+    (50,000 images; the validation split is held out from it) with its 100 *fine*
+    labels — the task NAS-Bench-201's CIFAR-100 accuracies are of — and ``meta`` (class
+    names; optional). ``test`` is not used for search."""
+
+    TITLE = "CIFAR-100"
+    FOLDER = "cifar-100-python"
+    TRAIN = ("train",)
+    META, NAMES_KEY, LABELS_KEY, NUM_CLASSES = "meta", b"fine_label_names", b"fine_labels", 100
+
+
 @register_data("cifar10", "cifar10:PATH", "CIFAR-10 python batches (data_batch_1..5) in PATH")
 def _cifar10(arg: str, **kw: Any) -> Cifar10DataModule:
     return Cifar10DataModule(arg, **kw)
+
+
+@register_data("cifar100", "cifar100:PATH", "CIFAR-100 python version (train, fine labels) in PATH")
+def _cifar100(arg: str, **kw: Any) -> Cifar100DataModule:
+    return Cifar100DataModule(arg, **kw)
 
 
 # -- any LightningDataModule ----------------------------------------------------------------

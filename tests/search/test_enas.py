@@ -27,6 +27,7 @@ from search.supernet.latency import MACS_LABEL, FastLatency
 from search.supernet.mnasnet import MnasnetMacs, unit_macs
 from search.supernet.nasnet import NasnetMacs
 from search.supernet.nb201 import Nb201Macs
+from tests.cifar_files import write_cifar100
 
 TINY = {"resolution": 8, "width_mult": 0.25, "batch_size": 16, "warmup_steps": 0,
         "shared_steps": 2, "controller_steps": 1, "controller_batch": 2, "val_batch": 16,
@@ -391,6 +392,22 @@ def test_options_are_validated_and_listed_and_spaces_checked():
     other = Enas(space, seed=0, **{**TINY, "width_mult": 0.5})
     with pytest.raises(ValueError, match="width_mult"):
         other.load_state_dict(pickle.loads(blob))
+
+
+def test_trains_on_cifar100_with_its_100_fine_classes(tmp_path):
+    """The nb201 table's accuracies are CIFAR-100's: ``data=cifar100:PATH`` gives the
+    supernet that task (100 logits) and the loop's ask/tell runs on it."""
+    root = write_cifar100(tmp_path / "cifar-100-python")
+    space = _space("nb201")
+    st = Enas(space, seed=0, data=f"cifar100:{tmp_path}", **TINY)
+    assert st.num_classes == 100
+    arch = space.sample(random.Random(0))
+    x = torch.zeros(2, 3, TINY["resolution"], TINY["resolution"])
+    assert st.supernet(x, arch).shape == (2, 100)
+    cands = st.ask(2)
+    assert len(cands) == 2 and st.shared_steps_done > 0
+    with pytest.raises(FileNotFoundError, match="CIFAR-100 batch missing"):
+        Enas(space, seed=0, data=f"cifar100:{root / 'meta'}", **TINY)
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -11,12 +11,14 @@ import torch
 from PIL import Image
 
 from mnas.train.data import data_specs, make_datamodule, split_indices
+from tests.cifar_files import write_cifar10 as _cifar
+from tests.cifar_files import write_cifar100 as _cifar100
 
 # -- registry and bad specs ---------------------------------------------------------
 
 
 def test_registry_lists_every_form():
-    assert data_specs() == ["digits", "imagefolder:PATH", "cifar10:PATH",
+    assert data_specs() == ["digits", "imagefolder:PATH", "cifar10:PATH", "cifar100:PATH",
                             "module:pkg.mod:Class"]
 
 
@@ -30,6 +32,7 @@ def test_unknown_spec_lists_valid_forms(spec):
 
 @pytest.mark.parametrize("spec, needle", [("imagefolder", "imagefolder:PATH"),
                                           ("cifar10:", "cifar10:PATH"),
+                                          ("cifar100:", "cifar100:PATH"),
                                           ("digits:extra", "takes no argument")])
 def test_spec_argument_checked(spec, needle):
     with pytest.raises(ValueError, match=needle):
@@ -43,7 +46,7 @@ def test_bad_knobs(kw):
         make_datamodule("digits", **kw)
 
 
-@pytest.mark.parametrize("scheme", ["imagefolder", "cifar10"])
+@pytest.mark.parametrize("scheme", ["imagefolder", "cifar10", "cifar100"])
 def test_missing_path_names_it(tmp_path, scheme):
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match=str(missing)):
@@ -157,30 +160,6 @@ def test_imagefolder_unreadable_image(tmp_path):
 # -- cifar10 ------------------------------------------------------------------------------
 
 
-def _cifar(root: Path, per_batch: int = 10) -> Path:
-    """A tiny CIFAR-10 in the exact python format: dicts with bytes keys, uint8
-    [N, 3072] rows (1024 red, 1024 green, 1024 blue, row-major), pickle protocol 2."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse",
-             b"ship", b"truck"]
-    for k, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
-        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        data = np.zeros((per_batch, 3072), dtype=np.uint8)
-        for j, lab in enumerate(labels):
-            data[j, :1024] = lab * 20          # red plane encodes the label
-            data[j, 1024:2048] = k             # green plane: which batch
-            data[j, 2048:2048 + 32] = 255      # blue plane: first row white
-        d = {b"batch_label": f"batch {k}".encode(), b"labels": labels, b"data": data,
-             b"filenames": [f"{k}_{j}.png".encode() for j in range(per_batch)]}
-        with open(root / name, "wb") as f:
-            pickle.dump(d, f, protocol=2)
-    with open(root / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch,
-                     b"num_vis": 3072}, f, protocol=2)
-    return root
-
-
 def test_cifar10_reads_train_batches_in_layout(tmp_path):
     root = _cifar(tmp_path / "cifar-10-batches-py")
     dm = make_datamodule(f"cifar10:{tmp_path}", resolution=32, batch_size=8, seed=0)  # parent
@@ -220,12 +199,13 @@ class _Evil:
         return (Path.touch, (self.marker,))
 
 
-def test_cifar10_refuses_code_in_pickle(tmp_path):
-    root = _cifar(tmp_path / "c")
+@pytest.mark.parametrize("scheme", ["cifar10", "cifar100"])
+def test_cifar_refuses_code_in_pickle(tmp_path, scheme):
+    root = (_cifar if scheme == "cifar10" else _cifar100)(tmp_path / "c")
     marker = tmp_path / "pwned"
-    with open(root / "data_batch_2", "wb") as f:
+    with open(root / ("data_batch_2" if scheme == "cifar10" else "train"), "wb") as f:
         pickle.dump({b"data": _Evil(marker), b"labels": []}, f, protocol=2)
-    dm = make_datamodule(f"cifar10:{root}")
+    dm = make_datamodule(f"{scheme}:{root}")
     with pytest.raises(ValueError, match="refusing to load global"):
         dm.setup("fit")
     assert not marker.exists()
@@ -237,6 +217,39 @@ def test_cifar10_wrong_shape(tmp_path):
         pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f, protocol=2)
     with pytest.raises(ValueError, match=r"uint8 array \[N, 3072\]"):
         make_datamodule(f"cifar10:{root}").setup("fit")
+
+
+# -- cifar100 -----------------------------------------------------------------------------
+
+
+def test_cifar100_reads_train_with_fine_labels(tmp_path):
+    root = _cifar100(tmp_path / "cifar-100-python")
+    dm = make_datamodule(f"cifar100:{tmp_path}", resolution=32, batch_size=8, seed=0)
+    dm.setup("fit")
+    assert dm.root == root
+    assert dm.num_classes == 100 and dm.class_names[99] == "fine99"
+    imgs = torch.cat([dm.train_set.images, dm.val_set.images])
+    labels = torch.cat([dm.train_set.labels, dm.val_set.labels])
+    assert imgs.shape == (300, 3, 32, 32)              # train only, test unused
+    assert (imgs[:, 1] == 0).all()
+    assert torch.equal(imgs[:, 0, 7, 3].long(), labels * 2)   # fine, not coarse, labels
+    assert labels.max() >= 20
+
+
+def test_cifar100_missing_train_named(tmp_path):
+    root = _cifar100(tmp_path / "c")
+    (root / "train").unlink()
+    with pytest.raises(FileNotFoundError, match="CIFAR-100 batch missing: .*train"):
+        make_datamodule(f"cifar100:{root}")
+
+
+def test_cifar100_without_fine_labels_is_refused(tmp_path):
+    """A CIFAR-10 batch renamed ``train`` has ``labels``, not ``fine_labels``."""
+    root = _cifar100(tmp_path / "c")
+    with open(root / "train", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, f, protocol=2)
+    with pytest.raises(ValueError, match="0 labels .*fine_labels.* for 2 images"):
+        make_datamodule(f"cifar100:{root}").setup("fit")
 
 
 # -- module:pkg.mod:Class -------------------------------------------------------------------

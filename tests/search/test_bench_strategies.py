@@ -1,0 +1,64 @@
+"""``benchmarks/strategies.py``: which specs run on the table, ENAS on the table's own
+images (``--images``), and a bad ``--images`` as one line, exit 2."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.strategies import TRAINS_ON_IMAGES, select_specs
+from mnas.spaces import get_space
+from tests.cifar_files import write_cifar100
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "strategies.py"
+TINY_ENAS = ("enas[resolution=8;width_mult=0.25;batch_size=16;warmup_steps=0;shared_steps=2;"
+             "controller_steps=1;controller_batch=2;val_batch=16;candidates=3;"
+             "rank_examples=32]")
+
+
+def test_images_go_to_the_strategies_that_train_on_them():
+    space = get_space("nb201")
+    raw = ["random", "enas", "enas[data='digits']", "pnas"]
+    specs, skipped = select_specs(raw, space, None, everything=True)
+    assert [s for s, _ in skipped] == ["enas"] and "--images" in skipped[0][1]
+    assert [s[0] for s in specs] == ["random", "enas[data='digits']", "pnas"]
+    specs, skipped = select_specs(raw, space, "cifar100:/data", everything=True)
+    opts = {spec: o for spec, _, o in specs}
+    assert opts["enas"] == {"data": "cifar100:/data"}
+    assert opts["enas[data='digits']"] == {"data": "digits"}      # the spec's own wins
+    assert "data" not in opts["random"]
+    # named explicitly, it runs without --images (on its default data)
+    specs, skipped = select_specs(["enas"], space, None, everything=False)
+    assert specs == [("enas", "enas", {})] and not skipped
+    assert set(TRAINS_ON_IMAGES) == {"enas"}
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def test_enas_runs_on_the_table_with_cifar100_images(tmp_path):
+    write_cifar100(tmp_path / "cifar-100-python")
+    out = tmp_path / "out"
+    r = _run("--strategies", TINY_ENAS, "--images", f"cifar100:{tmp_path}", "--budgets", "4",
+             "--seeds", "1", "--speed-children", "0", "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out / "runs.csv", newline="") as f:
+        rows = {row["strategy"]: row for row in csv.DictReader(f)}
+    assert 0 < float(rows[TINY_ENAS]["hv_ratio"]) <= 1
+    assert rows[TINY_ENAS]["budget"] == "4"
+
+
+def test_bad_images_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "nope"
+    r = _run("--images", f"cifar100:{missing}", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert f"--images: CIFAR-100 folder not found: {missing}" in r.stderr
+    r = _run("--images", "cifar1000:/x", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "cifar100:PATH" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
