@@ -24,7 +24,7 @@ score here; the unrestricted ranking quality). Then the best reward found by PNA
 random search at the same budget and seeds. ``--csv`` writes the per-seed stage rows.
 
     .venv/bin/python benchmarks/pnas_surrogate.py [--budget 100] [--seeds 3]
-        [--initial 32] [--beam 16] [--target 8] [--csv PATH]
+        [--initial 32] [--beam 16] [--target 8] [--predictor mlp|lstm] [--csv PATH]
 """
 
 from __future__ import annotations
@@ -151,6 +151,8 @@ def main() -> int:
     ap.add_argument("--initial", type=int, default=32)
     ap.add_argument("--beam", type=int, default=16)
     ap.add_argument("--latency-model", choices=("linear", "none"), default="linear")
+    ap.add_argument("--predictor", choices=("mlp", "lstm"), default="mlp",
+                    help="accuracy predictor: MLP ensemble (default) or LSTM ensemble")
     ap.add_argument("--target", type=float, default=8.0, help="T in ms of the proxy latency")
     ap.add_argument("--gmacs", type=float, default=10.0, help="proxy throughput, GMAC/s")
     ap.add_argument("--holdout", type=int, default=200)
@@ -168,10 +170,11 @@ def main() -> int:
     space = get_space("pnas", blocks=args.blocks)
     task = ProxyTask(space, args.task_seed, args.gmacs)
     options = {"initial": args.initial, "beam": args.beam,
-               "latency_model": args.latency_model}
+               "latency_model": args.latency_model, "predictor": args.predictor}
     print(f"pnas space B={args.blocks}; budget {args.budget}; seeds {args.seeds}; "
           f"initial {args.initial}, beam {args.beam}; T = {args.target} ms "
-          f"(MACs at {args.gmacs} GMAC/s); latency model {args.latency_model}")
+          f"(MACs at {args.gmacs} GMAC/s); latency model {args.latency_model}; "
+          f"predictor {args.predictor}")
     pnas, rand = [], []
     for seed in range(args.seeds):
         pnas.append(run_one(space, task, "pnas", seed, args.budget, args.target,

@@ -4,7 +4,7 @@ PNAS (Liu et al., 2018) ranks thousands of untrained cells with a predictor fit 
 few it trained; what matters is **rank** correlation with the truth, on cells one block
 larger than any it was fit on, from little data. The paper's predictors are an LSTM and
 an ensemble of MLPs; this module has the MLP ensemble (numpy, no torch: small, exactly
-reproducible, no thread pools). The LSTM is not implemented.
+reproducible, no thread pools), :mod:`search.surrogate_lstm` the LSTM.
 
 :class:`MLPEnsemble` — ``members`` two-hidden-layer ReLU MLPs, each fit with Adam on a
 bootstrap resample of the data (different init, different resample), targets

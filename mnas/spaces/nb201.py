@@ -258,6 +258,8 @@ class NB201Space(SearchSpace):
     #: the size-free columns of :meth:`vector`: op counts, (op, reads the cell input)
     #: counts and the number of nodes
     summary_columns = slice(len(EDGES) * len(OPS), len(EDGES) * len(OPS) + 3 * len(OPS) + 1)
+    #: columns of one token (one edge's one-hot op) of the slot part of :meth:`vector`
+    token_width = len(OPS)
 
     def _arch(self, arch: Any) -> NB201Arch:
         if not isinstance(arch, NB201Arch):

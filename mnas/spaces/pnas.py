@@ -344,6 +344,11 @@ class PnasSpace(SearchSpace):
                 + len(self.OPS) * (1 + _KINDS) + 1)
 
     @property
+    def token_width(self) -> int:
+        """Columns of one token (one block's slot) of the slot part of :meth:`vector`."""
+        return 2 * (self.blocks + 1 + len(self.OPS))
+
+    @property
     def summary_columns(self) -> slice:
         """The size-free columns of :meth:`vector`: op counts, (op, input kind) counts
         and the number of blocks (what a per-op cost model needs)."""

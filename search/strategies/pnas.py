@@ -10,8 +10,10 @@ Sequential model-based optimisation over cells of growing size:
 
 1. **Stage 1** scores 1-block cells: all 136 distinct ones (8 ops × 2 inputs per half,
    up to the symmetry of add) when ``initial`` is 0, else a random ``initial`` of them.
-2. When every child of a stage is told, the surrogate (:class:`search.surrogate.MLPEnsemble`
-   over ``space.vector``) is refit on **all** scored cells, and the latency model too.
+2. When every child of a stage is told, the surrogate (``predictor="mlp"``:
+   :class:`search.surrogate.MLPEnsemble` over ``space.vector``; ``"lstm"``:
+   :class:`search.surrogate_lstm.LSTMEnsemble`, the paper's other predictor, over the
+   cell's blocks as a sequence) is refit on **all** scored cells, and the latency model too.
 3. The top ``beam`` (K) cells of the stage by reward are each expanded by one block —
    every distinct expansion, or a random ``max_expand`` of each parent's — and the
    expansions are ranked by **predicted reward** = predicted accuracy × (predicted
@@ -47,10 +49,8 @@ grown by the factor ``refit_growth`` (default 1.25; 1 = after every round). A re
 full size is **warm** (``warm=True``, default): it goes on from the last fit's weights
 for the new rows' share of the epochs, ``ceil(epochs · (1 − n_last / n))`` steps, with
 fresh resamples (:meth:`MLPEnsemble.fit`'s ``warm_steps``). The latency model is refit
-every stage; it costs nothing. With cold refits after every round, fits were nearly
-all of a long table search's time (1,000 nb201 children: 40× Optuna's NSGA-II, now
-1.7×); the validation columns scored the warm schedule the same within noise
-(``docs/strategies.md``).
+every stage; it costs nothing. Cold refits after every round made a 1,000-child nb201
+search 40× Optuna's NSGA-II's time (``docs/strategies.md``).
 
 **Asks and tells.** ``ask(n)`` hands out the current stage's queue; a stage ends when its
 queue is handed out *and* all of it is told (in any order, failed trials included). Asks
@@ -63,11 +63,9 @@ children all failed is repeated with fresh cells of the same size.
 **Reporting.** When a stage ends, the Spearman correlation between the rewards (and
 accuracies, and latencies) predicted *before* its children were scored and the real ones
 is appended to ``stage_spearman`` and logged; ``report()`` returns it. These children
-are the top K of the ranking, a narrow range, so expect these correlations to be far
-below the surrogate's correlation on random cells (``benchmarks/pnas_surrogate.py``
-measures both). Candidate meta carries
-``stage``, ``blocks``, ``origin`` and the predictions (``pred_acc``, ``pred_std``,
-``pred_lat_ms``, ``pred_reward``).
+are the top K of the ranking, a narrow range: expect far less than on random cells
+(``benchmarks/pnas_surrogate.py`` measures both). Candidate meta carries ``stage``,
+``blocks``, ``origin`` and ``pred_acc``, ``pred_std``, ``pred_lat_ms``, ``pred_reward``.
 
 Defaults are sized for this project's budgets (≈100 children reach B = 5: 32 + 4 × 16);
 the paper trains all 136 one-block cells and uses K = 256. On nb201 they are above
@@ -88,11 +86,14 @@ from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
 from search.strategies._pnas_pool import Pool, best_per_target, fmt_stat, pos_int
 from search.surrogate import MLPEnsemble, RidgeLatency, spearman
+from search.surrogate_lstm import LSTMEnsemble
 
 log = logging.getLogger(__name__)
 
 LATENCY_MODELS = ("linear", "none")
 RANKINGS = ("reward", "targets")
+#: accuracy predictors: the MLP ensemble (default) or the paper's other, an LSTM ensemble
+PREDICTORS = ("mlp", "lstm")
 #: how many ranked-but-unqueued cells a stage keeps for overflow asks (bounds the state)
 RESERVE_PER_BEAM = 4
 
@@ -108,7 +109,7 @@ class ProgressiveNAS(Strategy):
                  max_expand: int = 0, members: int = 5, hidden: int = 32, epochs: int = 200,
                  latency_model: str = "linear", target_ms: float = 0.0,
                  alpha: float = -0.07, beta: float = -0.07, rank: str = "reward",
-                 refit_growth: float = 1.25, warm: bool = True) -> None:
+                 refit_growth: float = 1.25, warm: bool = True, predictor: str = "mlp") -> None:
         super().__init__(space, seed=seed)
         self.initial = pos_int("initial", initial, 0)
         self.beam = pos_int("beam", beam, 1)
@@ -131,7 +132,13 @@ class ProgressiveNAS(Strategy):
         self.warm = bool(warm)
         self.fit_size = self.fit_blocks = 0  # scored cells and cell size at the last fit
         self.targets_seen: list[float] = []  # every target told, sorted
-        self.surrogate = MLPEnsemble(members=members, hidden=hidden, epochs=epochs, seed=seed)
+        if predictor not in PREDICTORS:
+            raise ValueError(f"unknown predictor {predictor!r}; valid: {', '.join(PREDICTORS)}")
+        self.predictor = predictor
+        self.surrogate: MLPEnsemble | LSTMEnsemble = MLPEnsemble(
+            members=members, hidden=hidden, epochs=epochs, seed=seed) if predictor == "mlp" \
+            else LSTMEnsemble(space.token_width, space.summary_columns.start, members=members,
+                              hidden=hidden, epochs=epochs, seed=seed)
         self.latency = RidgeLatency()
         self.B = space.growth_stages
         self.target: float | None = self.target_opt or None
@@ -461,10 +468,14 @@ class ProgressiveNAS(Strategy):
             asked=sorted(self.asked), data=list(self.data.items()),
             results=[dict(r) for r in self.results],
             stage_spearman=[dict(r) for r in self.stage_spearman],
-            surrogate=self.surrogate.state_dict(), latency=self.latency.state_dict())
+            surrogate=self.surrogate.state_dict(), latency=self.latency.state_dict(),
+            predictor=self.predictor)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("predictor", "mlp") != self.predictor:
+            raise ValueError(f"checkpoint has predictor={state.get('predictor', 'mlp')!r}, "
+                             f"this strategy {self.predictor!r}: build it with the same options")
         super().load_state_dict(state)
         self.target = state["target"]
         self.targets_seen = list(state.get("targets_seen", []))
@@ -488,5 +499,6 @@ class ProgressiveNAS(Strategy):
                 "hidden": self.surrogate.hidden, "epochs": self.surrogate.epochs,
                 "latency_model": self.latency_model, "target_ms": self.target_opt,
                 "alpha": self.alpha, "beta": self.beta, "rank": self.rank,
-                "refit_growth": self.refit_growth, "warm": self.warm}
+                "refit_growth": self.refit_growth, "warm": self.warm,
+                "predictor": self.predictor}
 

@@ -233,18 +233,22 @@ def test_options_and_space_are_checked():
         get_strategy("pnas", SPACE, latency_model="lut")
 
 
-def test_conformance_drive_with_growing_cells(monkeypatch):
+def check_growing_candidate(space, cand, seen_before, seen_after):
+    """The conformance check for cells shorter than ``decisions()``: each candidate must
+    fit the decisions of its own size."""
+    arch = space.from_choices(cand.choices)
+    assert arch.encode() == cand.arch and space.decode(cand.arch) == arch
+    validate_choices(space.decisions_for_blocks(len(arch.blocks)), cand.choices)
+
+
+@pytest.mark.parametrize("predictor", ["mlp", "lstm"])
+def test_conformance_drive_with_growing_cells(monkeypatch, predictor):
     """The conformance suite's own async ask/tell schedule (failures, shuffled partial
     tells, pickled resume) on a 3-block space, where stage cells are shorter than
-    ``decisions()``: each candidate must fit the decisions of its own size."""
-    def check_candidate(space, cand, seen_before, seen_after):
-        arch = space.from_choices(cand.choices)
-        assert arch.encode() == cand.arch and space.decode(cand.arch) == arch
-        validate_choices(space.decisions_for_blocks(len(arch.blocks)), cand.choices)
-
-    monkeypatch.setattr(conformance, "check_candidate", check_candidate)
+    ``decisions()``, with either accuracy predictor."""
+    monkeypatch.setattr(conformance, "check_candidate", check_growing_candidate)
     space = PnasSpace(blocks=3)
-    opts = conformance.FAST_OPTIONS["pnas"]
+    opts = {**conformance.FAST_OPTIONS["pnas"], "predictor": predictor}
 
     def make():
         return get_strategy("pnas", space, seed=conformance.SEED, **opts)
@@ -254,6 +258,7 @@ def test_conformance_drive_with_growing_cells(monkeypatch):
     a = make()
     run_a = conformance.drive(a, space, scorer, checkpoint_at=mid)
     assert a.stage >= 3 and max(len(c) for b in run_a["log"] for c in b) > 7  # it grew
+    assert a.config()["predictor"] == predictor and a.surrogate.fitted
     run_b = conformance.drive(make(), space, scorer)
     assert run_a["log"] == run_b["log"]
     state, outstanding, number = pickle.loads(run_a["state"])
