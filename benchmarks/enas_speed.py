@@ -13,7 +13,8 @@ What is counted (all CPU seconds from ``time.process_time``, one torch thread):
   BatchNorm on batch statistics), plus its fast latency estimate;
 * **standalone proxy** ``t_proxy`` per child — ``ProxyAccuracy()`` at its defaults
   (digits 32×32, width 0.5, 2 epochs, BN recalibration, validation), the cost every
-  other strategy pays per child.
+  other strategy pays per child. It trains on the supernet's task: ``--opt data=…``
+  (and ``val_fraction``, ``data_seed``: the validation split) go to the proxy too.
 
 ENAS children per CPU-minute are reported two ways: *amortised* = ``N / (T_train + N ·
 t_eval)`` over the ``N`` children this run scored on the supernet (the ``--children``
@@ -97,7 +98,8 @@ def main() -> None:
                          "report the Spearman against that too (0 = only the 2-epoch proxy)")
     ap.add_argument("--proxy-from", default="", metavar="CSV",
                     help="reuse the proxy accuracies of children with the same arch string "
-                         "from an earlier run's children.csv (the rest are trained)")
+                         "from an earlier run's children.csv trained on the same data (the "
+                         "rest are trained)")
     ap.add_argument("--curve", type=int, default=0, metavar="K",
                     help="every K rounds, score the compared children on the supernet and "
                          "print their Spearman against the proxy (fidelity vs steps)")
@@ -136,17 +138,23 @@ def main() -> None:
     from search.strategies.enas import Enas
 
     space = get_space(args.space)
-    opts = typed_options(strategy_factory("enas"), parse_kv(args.opt, "enas"), "enas")
+    try:
+        opts = typed_options(strategy_factory("enas"), parse_kv(args.opt, "enas"), "enas")
+    except ValueError as e:
+        ap.error(f"--opt: {e}")
     import mnas.train.data  # noqa: F401  (import cost is not ENAS's)
 
     # -- children: uniform over the space; the standalone proxy first (curve needs it) --
     rng = random.Random(args.seed + 1)
     archs = [space.sample(rng) for _ in range(args.children + args.extra)]
     rows: list[dict[str, Any]] = [{"arch": a.encode()} for a in archs]
-    proxy = ProxyAccuracy()
+    # the yardstick trains on the supernet's task and split (its own resolution and width)
+    task = {"data": opts.get("data", "digits"), "val_fraction": opts.get("val_fraction", 0.2)}
+    proxy = ProxyAccuracy(seed=opts.get("data_seed", 0), **task)
     for i, row in enumerate(rows[: args.children]):
+        row["proxy_data"] = task["data"]
         old = known.get(row["arch"])
-        if old is not None:
+        if old is not None and (old.get("proxy_data") or "digits") == task["data"]:
             row["proxy_accuracy"] = float(old["proxy_accuracy"])
             row["proxy_cpu_s"] = float(old.get("proxy_cpu_s") or "nan")
             continue
@@ -214,14 +222,14 @@ def main() -> None:
     timed = [r["proxy_cpu_s"] for r in rows[: args.children] if not math.isnan(r["proxy_cpu_s"])]
     t_proxy = sum(timed) / len(timed) if timed else float("nan")
     if args.proxy_epochs:       # what the short proxy is a proxy for
-        longer = ProxyAccuracy(epochs=args.proxy_epochs)
+        longer = ProxyAccuracy(epochs=args.proxy_epochs, seed=opts.get("data_seed", 0), **task)
         for i, row in enumerate(rows[: args.children]):
             row["long_accuracy"] = longer(space, space.decode(row["arch"]))
             print(f"  child {i + 1}/{args.children}: {args.proxy_epochs}-epoch standalone "
                   f"{row['long_accuracy']:.3f}", flush=True)
 
     if args.proxy_retest:       # the proxy's own seed-to-seed agreement
-        again = ProxyAccuracy(seed=1)
+        again = ProxyAccuracy(seed=opts.get("data_seed", 0) + 1, **task)
         for i, row in enumerate(rows[: args.children]):
             row["proxy_accuracy_seed1"] = again(space, space.decode(row["arch"]))
             print(f"  child {i + 1}/{args.children}: proxy, seed 1 "
@@ -282,7 +290,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=["arch", "supernet_accuracy", "proxy_accuracy",
                                           "latency_estimate_ms", "supernet_cpu_s",
                                           "proxy_cpu_s", "long_accuracy",
-                                          "proxy_accuracy_seed1"])
+                                          "proxy_accuracy_seed1", "proxy_data"])
         w.writeheader()
         w.writerows(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -1,5 +1,6 @@
-"""``benchmarks/strategies.py``: which specs run on the table, ENAS on the table's own
-images (``--images``), and a bad ``--images`` as one line, exit 2."""
+"""The strategy benchmarks' own behaviour: ``benchmarks/strategies.py`` — which specs run
+on the table, ENAS on the table's own images (``--images``), a bad ``--images`` as one
+line, exit 2 — and ``benchmarks/enas_speed.py``'s bad ``--opt``."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def test_images_go_to_the_strategies_that_train_on_them():
     assert set(TRAINS_ON_IMAGES) == {"enas"}
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+def _run(*args: str, cwd: Path, script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True,
                           text=True, cwd=cwd, timeout=600)
 
 
@@ -62,3 +63,11 @@ def test_bad_images_is_one_line_and_exit_2(tmp_path):
     r = _run("--images", "cifar1000:/x", "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert r.returncode == 2 and "cifar100:PATH" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_enas_speed_bad_option_is_one_line_and_exit_2(tmp_path):
+    r = _run("--space", "nb201", "--opt", "shared_step=5", "--out", str(tmp_path / "o"),
+             cwd=tmp_path, script=ROOT / "benchmarks" / "enas_speed.py")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--opt: unknown enas option 'shared_step'; valid: " in r.stderr
+    assert "shared_steps" in r.stderr and not (tmp_path / "o").exists()
