@@ -112,6 +112,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="enas option, repeatable (e.g. shared_steps=50 lr=0.1)")
+    ap.add_argument("--space-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="space option, repeatable (e.g. ops=mbconv3,mbconv6 skips=identity)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-enas"))
     args = ap.parse_args()
     if args.children < 3 or args.extra < 0 or args.rounds < 0 or args.proxy_epochs < 0:
@@ -133,11 +135,15 @@ def main() -> None:
     torch.set_num_threads(1)
     from mnas.cli.options import parse_kv, typed_options
     from mnas.evaluators.proxy import ProxyAccuracy
-    from mnas.spaces import get_space
+    from mnas.spaces import SPACES, get_space
     from search.base import strategy_factory
     from search.strategies.enas import Enas
 
-    space = get_space(args.space)
+    try:
+        space = get_space(args.space, **typed_options(
+            SPACES[args.space], parse_kv(args.space_opt, "space"), "space", skip=("self",)))
+    except ValueError as e:
+        ap.error(f"--space-opt: {e}")
     try:
         opts = typed_options(strategy_factory("enas"), parse_kv(args.opt, "enas"), "enas")
     except ValueError as e:
@@ -261,7 +267,8 @@ def main() -> None:
     goal = t_proxy / 100.0
     n_goal = t_train / (goal - t_eval) if goal > t_eval else None
     summary = {
-        "space": args.space, "seed": args.seed, "options": st.config(),
+        "space": args.space, "space_options": list(args.space_opt), "seed": args.seed,
+        "options": st.config(),
         "rounds": args.rounds, "children_compared": args.children, "children_scored": n,
         "validation_images": len(st.rank_y),
         "rounds_done": rounds_done, "shared_steps": st.shared_steps_done,

@@ -315,7 +315,8 @@ class LatencyTable:
         self._tables = None
 
     def predict_choices(self, choices: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        """Predicted latency (ms) of each row of decision indices (``[n, 42]``), in NumPy:
+        """Predicted latency (ms) of each row of decision indices of the *full* ``mnasnet``
+        space (``[n, 42]``; a subspace's indices differ: use :meth:`predict`), in NumPy:
         one gather per block from precomputed per-block sums."""
         t = self._compile()
         c = np.asarray(choices, dtype=np.int64)

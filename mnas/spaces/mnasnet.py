@@ -252,22 +252,28 @@ def scale_channels(channels: int, width_mult: float) -> int:
 class MnasNetSpace(SearchSpace):
     """MnasNet's factorized hierarchical space (see the module docstring).
 
-    ``dropout`` is the classifier dropout of built models (MobileNetV2's 0.2).
+    ``dropout`` is the classifier dropout of built models (MobileNetV2's 0.2). ``ops`` and
+    ``skips`` (comma-separated, default: all) restrict every block's ConvOp and skip op to
+    a subset — e.g. ``ops="mbconv3,mbconv6", skips="identity"``, the MBConv-only space of
+    ProxylessNAS / Once-for-All, or what a target's accelerator runs well. Arch strings are
+    the full space's; an architecture outside the subset is refused by ``to_choices``.
     """
 
     name = "mnasnet"
     deploy_resolution = 224
     deploy_classes = 1000
 
-    def __init__(self, dropout: float = 0.2) -> None:
+    def __init__(self, dropout: float = 0.2, ops: str = ",".join(CONV_OPS),
+                 skips: str = ",".join(SKIPS)) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = dropout
+        self.ops, self.skips = _subset("ops", ops, CONV_OPS), _subset("skips", skips, SKIPS)
         ds = []
         for i in range(NUM_BLOCKS):
             b = f"b{i + 1}"
-            ds += [Categorical(f"{b}_op", CONV_OPS), Categorical(f"{b}_kernel", KERNELS),
-                   Categorical(f"{b}_se", SE_RATIOS), Categorical(f"{b}_skip", SKIPS),
+            ds += [Categorical(f"{b}_op", self.ops), Categorical(f"{b}_kernel", KERNELS),
+                   Categorical(f"{b}_se", SE_RATIOS), Categorical(f"{b}_skip", self.skips),
                    Categorical(f"{b}_filters", filter_options(i)),
                    Categorical(f"{b}_layers", layer_options(i))]
         self._decisions = tuple(ds)
@@ -291,6 +297,9 @@ class MnasNetSpace(SearchSpace):
         for i, b in enumerate(arch.blocks):
             values = (b.op, b.kernel, b.se, b.skip, b.filters, b.layers)
             for d, v in zip(self._decisions[6 * i: 6 * i + 6], values, strict=True):
+                if v not in d.options:      # only ops and skips can be restricted
+                    raise ValueError(f"block {i + 1} uses {d.name.split('_')[1]} {v!r}, outside "
+                                     f"this space's ({', '.join(map(str, d.options))})")
                 out.append(d.options.index(v))
         return tuple(out)
 
@@ -351,6 +360,16 @@ class MnasNetSpace(SearchSpace):
         if not isinstance(arch, MnasArch):
             raise TypeError(f"expected an MnasArch, got {type(arch).__name__}")
         return arch
+
+
+def _subset(name: str, text: str | Sequence[str], valid: tuple[str, ...]) -> tuple[str, ...]:
+    """A non-empty subset of ``valid`` from ``"a,b"`` (or a sequence), in ``valid``'s order."""
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text)]
+    bad = [t for t in items if t not in valid]
+    if bad or not any(items):
+        raise ValueError(f"{name} must be a comma-separated subset of {', '.join(valid)}; "
+                         f"got {text!r}")
+    return tuple(v for v in valid if v in items)
 
 
 def _make_layer(b: BlockSpec, in_ch: int, out_ch: int, stride: int) -> nn.Module:

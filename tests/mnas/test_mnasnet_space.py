@@ -244,3 +244,29 @@ def test_onnx_export_matches_torch(tmp_path) -> None:  # noqa: ANN001
         want = model(x).numpy()
     assert np.abs(want).max() > 1e-3
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
+def test_ops_and_skips_restrict_every_block() -> None:
+    sub = get_space("mnasnet", ops="mbconv6, mbconv3", skips="identity")
+    assert sub.ops == ("mbconv3", "mbconv6") and sub.skips == ("identity",)
+    assert [d.size for d in sub.decisions()[:6]] == [2, 2, 2, 1, 3, 3]
+    rng = random.Random(0)
+    for _ in range(20):
+        arch = sub.sample(rng)
+        assert {b.op for b in arch.blocks} <= {"mbconv3", "mbconv6"}
+        assert {b.skip for b in arch.blocks} == {"identity"}
+        text = arch.encode()
+        assert sub.decode(text) == arch and sub.to_choices(sub.decode(text)) == sub.to_choices(arch)
+        # the same architecture is the same network in the full space
+        assert SPACE.from_choices(SPACE.to_choices(arch)) == arch
+        assert SPACE.key(arch) == sub.key(arch)
+    with pytest.raises(ValueError, match="block 1 uses op 'dsconv', outside this space's "
+                                         r"\(mbconv3, mbconv6\)"):
+        sub.to_choices(MBV2)
+    for bad in ("mbconv9", "", "mbconv6,,x"):
+        with pytest.raises(ValueError, match="ops must be a comma-separated subset of "
+                                             "conv, dsconv, mbconv3, mbconv6"):
+            get_space("mnasnet", ops=bad)
+    with pytest.raises(ValueError, match="skips must be a comma-separated subset of "
+                                         "pool, identity, none"):
+        get_space("mnasnet", skips="residual")

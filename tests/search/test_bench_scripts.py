@@ -65,9 +65,13 @@ def test_bad_images_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_enas_speed_bad_option_is_one_line_and_exit_2(tmp_path):
+def test_enas_speed_bad_options_are_one_line_and_exit_2(tmp_path):
     r = _run("--space", "nb201", "--opt", "shared_step=5", "--out", str(tmp_path / "o"),
              cwd=tmp_path, script=ROOT / "benchmarks" / "enas_speed.py")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--opt: unknown enas option 'shared_step'; valid: " in r.stderr
     assert "shared_steps" in r.stderr and not (tmp_path / "o").exists()
+    r = _run("--space-opt", "ops=mbconv9", "--out", str(tmp_path / "o"), cwd=tmp_path,
+             script=ROOT / "benchmarks" / "enas_speed.py")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--space-opt: ops must be a comma-separated subset of conv, dsconv" in r.stderr
