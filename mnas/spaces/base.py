@@ -164,11 +164,14 @@ class Progressive(Protocol):
     canonical cells one token away at the same size; ``random_cell`` a random canonical
     cell of a size. ``vector`` is fixed-length for every size, and its
     ``summary_columns`` are size-free counts (how often each op occurs, …) on which a
-    linear latency model extrapolates to larger cells.
+    linear latency model extrapolates to larger cells; the columns before them are the
+    cell's slots, ``token_width`` columns each (a block, an edge), filled in order, which a
+    sequence model reads one token per step.
     """
 
     growth_stages: int
     summary_columns: slice
+    token_width: int
 
     def cell_size(self, arch: Any) -> int: ...
 
