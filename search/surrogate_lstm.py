@@ -25,7 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from search.surrogate import _check_xy
+from search.surrogate import MLPEnsemble, _check_xy
+
+#: accuracy predictors: the MLP ensemble (default) or the paper's other, an LSTM ensemble
+PREDICTORS = ("mlp", "lstm")
+
+
+def make_predictor(kind: str, space: Any, **options: Any) -> MLPEnsemble | LSTMEnsemble:
+    """The ``kind`` predictor for ``space``'s encodings (``options``: members, hidden,
+    epochs, seed); ValueError naming the valid kinds."""
+    if kind not in PREDICTORS:
+        raise ValueError(f"unknown predictor {kind!r}; valid: {', '.join(PREDICTORS)}")
+    if kind == "mlp":
+        return MLPEnsemble(**options)
+    return LSTMEnsemble(space.token_width, space.summary_columns.start, **options)
 
 
 class LSTMEnsemble:

@@ -86,14 +86,12 @@ from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
 from search.strategies._pnas_pool import Pool, best_per_target, fmt_stat, pos_int
 from search.surrogate import MLPEnsemble, RidgeLatency, spearman
-from search.surrogate_lstm import LSTMEnsemble
+from search.surrogate_lstm import LSTMEnsemble, make_predictor
 
 log = logging.getLogger(__name__)
 
 LATENCY_MODELS = ("linear", "none")
 RANKINGS = ("reward", "targets")
-#: accuracy predictors: the MLP ensemble (default) or the paper's other, an LSTM ensemble
-PREDICTORS = ("mlp", "lstm")
 #: how many ranked-but-unqueued cells a stage keeps for overflow asks (bounds the state)
 RESERVE_PER_BEAM = 4
 
@@ -132,13 +130,9 @@ class ProgressiveNAS(Strategy):
         self.warm = bool(warm)
         self.fit_size = self.fit_blocks = 0  # scored cells and cell size at the last fit
         self.targets_seen: list[float] = []  # every target told, sorted
-        if predictor not in PREDICTORS:
-            raise ValueError(f"unknown predictor {predictor!r}; valid: {', '.join(PREDICTORS)}")
         self.predictor = predictor
-        self.surrogate: MLPEnsemble | LSTMEnsemble = MLPEnsemble(
-            members=members, hidden=hidden, epochs=epochs, seed=seed) if predictor == "mlp" \
-            else LSTMEnsemble(space.token_width, space.summary_columns.start, members=members,
-                              hidden=hidden, epochs=epochs, seed=seed)
+        self.surrogate: MLPEnsemble | LSTMEnsemble = make_predictor(
+            predictor, space, members=members, hidden=hidden, epochs=epochs, seed=seed)
         self.latency = RidgeLatency()
         self.B = space.growth_stages
         self.target: float | None = self.target_opt or None
