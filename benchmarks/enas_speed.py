@@ -156,7 +156,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = [{"arch": a.encode()} for a in archs]
     # the yardstick trains on the supernet's task and split (its own resolution and width)
     task = {"data": opts.get("data", "digits"), "val_fraction": opts.get("val_fraction", 0.2)}
-    proxy = ProxyAccuracy(seed=opts.get("data_seed", 0), **task)
+    split_seed = opts.get("data_seed", 0)        # the proxy's seed also draws its split
+    proxy = ProxyAccuracy(seed=split_seed, **task)
     for i, row in enumerate(rows[: args.children]):
         row["proxy_data"] = task["data"]
         old = known.get(row["arch"])
@@ -228,14 +229,14 @@ def main() -> None:
     timed = [r["proxy_cpu_s"] for r in rows[: args.children] if not math.isnan(r["proxy_cpu_s"])]
     t_proxy = sum(timed) / len(timed) if timed else float("nan")
     if args.proxy_epochs:       # what the short proxy is a proxy for
-        longer = ProxyAccuracy(epochs=args.proxy_epochs, seed=opts.get("data_seed", 0), **task)
+        longer = ProxyAccuracy(epochs=args.proxy_epochs, seed=split_seed, **task)
         for i, row in enumerate(rows[: args.children]):
             row["long_accuracy"] = longer(space, space.decode(row["arch"]))
             print(f"  child {i + 1}/{args.children}: {args.proxy_epochs}-epoch standalone "
                   f"{row['long_accuracy']:.3f}", flush=True)
 
     if args.proxy_retest:       # the proxy's own seed-to-seed agreement
-        again = ProxyAccuracy(seed=opts.get("data_seed", 0) + 1, **task)
+        again = ProxyAccuracy(seed=split_seed + 1, **task)
         for i, row in enumerate(rows[: args.children]):
             row["proxy_accuracy_seed1"] = again(space, space.decode(row["arch"]))
             print(f"  child {i + 1}/{args.children}: proxy, seed 1 "

@@ -14,9 +14,9 @@ slot the predictor has never seen filled. The size-free summary columns are not 
 The final hidden state goes through a linear head to the standardised accuracy (squared
 error, full-batch Adam, weight decay on weights), as in the MLP ensemble, so the two
 differ only in how they read a cell. Hidden size, epochs and warm refits are the MLP's
-options. Not from the paper: the paper's LSTM embeds tokens (size 100) and ends in a
-sigmoid with an L1 loss; here tokens are the encoding's one-hot rows and the loss is the
-MLP's. Deterministic for a seed (CPU), picklable through ``state_dict``.
+options. The paper's own LSTM settings (token embedding, output, loss) are not
+reproduced: tokens here are the encoding's one-hot rows and the loss is the MLP's.
+Deterministic for a seed (CPU), picklable through ``state_dict``.
 """
 
 from __future__ import annotations
