@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--budget", "3", "--epochs", "1", "--batch-limit", "2", "--runs", "5", "--warmup", "1",
         "--max-runs", "10", "--no-progress", "--seed", "3"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def mnas(*args: str, cache: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -87,23 +89,45 @@ def test_train_command_exports_the_trained_child(tiny_run):
     # validation split (data digits, run seed 3), far above the seeded weights' chance
     import onnxruntime as ort
 
+    sess = ort.InferenceSession(str(out / doc["model"]), providers=["CPUExecutionProvider"])
+    assert list(sess.get_inputs()[0].shape) == [1, 3, 32, 32]
+    assert abs(_onnx_val_accuracy(out / doc["model"], seed=3) - doc["val_accuracy"]) < 0.01
+    assert doc["val_accuracy"] > 0.3
+    r = mnas("train", str(out), "--trial", "99", "--no-measure", cache=cache)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "no trial 99" in r.stderr and f"complete trials: {done[0]['number']}" in r.stderr
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_on_the_torch_device_exports_the_trained_weights(tiny_run, device):
+    out, cache, _ = tiny_run
+    with open(out / "trials.csv") as f:
+        n = next(row["number"] for row in csv.DictReader(f) if row["state"] == "complete")
+    r = mnas("train", str(out), "--trial", n, "--epochs", "1", "--batch-limit", "8",
+             "--no-measure", "--no-progress", "--torch-device", device, cache=cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((out / "trained" / f"trial-{n}.json").read_text())
+    assert doc["torch_device"] == device
+    # the CPU file holds the weights trained there: it scores the reported accuracy
+    assert abs(_onnx_val_accuracy(out / doc["model"], seed=3) - doc["val_accuracy"]) < 0.01
+
+
+def _onnx_val_accuracy(model: Path, seed: int) -> float:
+    """Accuracy of an exported 1x3x32x32 model on the digits validation split."""
+    import onnxruntime as ort
+
     from mnas.train.data import make_datamodule
 
-    sess = ort.InferenceSession(str(out / doc["model"]), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    assert list(sess.get_inputs()[0].shape) == [1, 3, 32, 32]
-    dm = make_datamodule("digits", resolution=32, val_fraction=0.2, seed=3)
+    dm = make_datamodule("digits", resolution=32, val_fraction=0.2, seed=seed)
     dm.setup("fit")
     correct = seen = 0
     for x, y in dm.val_dataloader():
         for xi, yi in zip(x, y, strict=True):
             correct += int(sess.run(None, {name: xi[None].numpy()})[0].argmax() == int(yi))
             seen += 1
-    assert abs(correct / seen - doc["val_accuracy"]) < 0.01
-    assert doc["val_accuracy"] > 0.3
-    r = mnas("train", str(out), "--trial", "99", "--no-measure", cache=cache)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
-    assert "no trial 99" in r.stderr and f"complete trials: {done[0]['number']}" in r.stderr
+    return correct / seen
 
 
 def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run):
@@ -232,6 +256,7 @@ def test_resume_refuses_settings_it_would_ignore(tiny_run):
     (["--target-ms", "-3"], "target"),
     (["--opt", "nope=1"], "valid: "),
     (["--hard", "--alpha", "0.1"], "--hard"),
+    (["--torch-device", "cuda:99"], "valid here: cpu"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main
@@ -275,6 +300,7 @@ def test_a_search_names_a_measured_limitation_of_its_strategy_once(tmp_path, mon
     (["{tmp}", "--epochs", "0"], "--epochs must be >= 1"),
     (["{tmp}", "--width", "-1"], "--width must be > 0"),
     (["{tmp}"], "is not a run folder"),
+    (["{tmp}", "--torch-device", "tpu:0"], "valid here: cpu"),
 ])
 def test_train_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     from mnas.cli import main
@@ -327,8 +353,11 @@ def test_kill_and_resume_cli(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "pareto.json").exists(), "killed before the end"
-    r = mnas("search", "--out", str(out), "--resume", "--no-progress", cache=cache)
+    # another machine's trainer may take over: the only setting besides --budget it may change
+    r = mnas("search", "--out", str(out), "--resume", "--no-progress", "--torch-device",
+             DEVICES[-1], cache=cache)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["proxy"]["torch_device"] == DEVICES[-1]
     from search.ledger import Ledger
 
     led = Ledger(out / "study.db", study_name="run")

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--batch-limit", type=int, default=None, help="train batches per epoch")
     a.add_argument("--width-mult", type=float, default=None, help="proxy width multiplier")
     a.add_argument("--resolution", type=int, default=None, help="proxy input resolution")
+    a.add_argument("--torch-device", default=None, metavar="DEV",
+                   help="where the proxy trains children: cpu (default), cuda or cuda:N; "
+                        "may change on --resume")
     m = p.add_argument_group("latency")
     m.add_argument("--device", default=None, help="device spec (default local:onnxruntime)")
     m.add_argument("--latency", default=None,
@@ -133,7 +136,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "accuracy": _pick(args.accuracy, "proxy"),
         "proxy": {"data": _pick(args.data, "digits"), "epochs": args.epochs,
                   "batch_limit": args.batch_limit, "width_mult": args.width_mult,
-                  "resolution": args.resolution},
+                  "resolution": args.resolution, "torch_device": args.torch_device},
         "device": _pick(args.device, "local:onnxruntime"),
         "latency": _pick(args.latency, "measured"),
         "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
@@ -145,7 +148,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
 
 #: flags a resumed run may take: where it is, how it reports, and a new budget
 _RESUME_FLAGS = {"out", "resume", "force", "no_progress", "no_export", "budget",
-                 "func", "command"}
+                 "torch_device", "func", "command"}
 
 
 def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
@@ -156,8 +159,8 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"--resume continues the run with its saved config.json; it cannot "
-                         f"change {flags} (only --budget): start a new run with another "
-                         "--out, or --force to start over")
+                         f"change {flags} (only --budget and --torch-device): start a new "
+                         "run with another --out, or --force to start over")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     runmod.prepare_folder(out, resume=args.resume, force=args.force)
     if args.resume and args.budget is not None:
         cfg["budget"] = args.budget
+    if args.resume and args.torch_device is not None:   # same recipe, other hardware
+        cfg["proxy"]["torch_device"] = args.torch_device
     space = get_space(cfg["space"], **cfg["space_options"])
     latency = runmod.make_latency(cfg, out)
     accuracy = runmod.make_accuracy(cfg)

@@ -11,6 +11,10 @@ format) and ``trial-N.json`` (validation accuracy, the latency of that very file
 run's device, the settings). The validation split is the search's (same data spec,
 fraction and seed), so the accuracy is comparable with the proxy's.
 
+``--torch-device cuda`` trains on a GPU (the exported file is the same CPU model). There
+the run is reproducible up to the summation order of the few kernels without a
+deterministic CUDA form; on the CPU it is exact.
+
 Training writes ``trained/trial-N.ckpt`` (Lightning's checkpoint: weights, optimiser,
 schedule, epoch) at the end of every epoch, and ``trial-N.ckpt.json`` (the settings it
 was started with). ``--resume`` continues an interrupted training from that checkpoint;
@@ -59,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
+    p.add_argument("--torch-device", default="cpu", metavar="DEV",
+                   help="where to train: cpu (default), cuda or cuda:N; a checkpoint resumes "
+                        "on any of them")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted training of this trial from its checkpoint "
                         "(trained/trial-N.ckpt; same settings)")
@@ -128,6 +135,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--width must be > 0, got {args.width}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         raise ValueError(f"--lr must be > 0, got {args.lr}")
+    from mnas.train.device import check_device
+
+    check_device(args.torch_device, "--torch-device")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from mnas.evaluators.proxy import lightning_interrupts, quiet_lightning
     from mnas.spaces import get_space
     from mnas.train.data import make_datamodule
+    from mnas.train.device import check_device, trainer_device
     from mnas.train.module import ClassifierModule
 
     space = get_space(cfg["space"], **cfg.get("space_options", {}))
@@ -187,11 +198,11 @@ def run(args: argparse.Namespace) -> int:
         module = ClassifierModule(model, lr=args.lr, epochs=args.epochs)
         every_epoch = ModelCheckpoint(dirpath=folder, filename=ckpt.stem, save_top_k=1,
                                       enable_version_counter=False)
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs,
-                            limit_train_batches=args.batch_limit, logger=False,
-                            callbacks=[every_epoch, start], enable_model_summary=False,
-                            enable_progress_bar=not args.no_progress, num_sanity_val_steps=0,
-                            deterministic=True)
+        trainer = L.Trainer(**trainer_device(check_device(args.torch_device)),
+                            max_epochs=args.epochs, limit_train_batches=args.batch_limit,
+                            logger=False, callbacks=[every_epoch, start],
+                            enable_model_summary=False, enable_progress_bar=not args.no_progress,
+                            num_sanity_val_steps=0)
         try:
             # weights_only: the checkpoint is a file in a folder, so unpickle no code from it
             with lightning_interrupts():
@@ -223,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     from latency.export import file_sha256, get_exporter
 
     path = folder / f"trial-{trial.number}.{fmt}"
-    net = module.model.eval().to(memory_format=torch.contiguous_format)
+    net = module.model.eval().cpu().to(memory_format=torch.contiguous_format)
     try:
         get_exporter(fmt)(net, path, input_shape=(1, channels, resolution, resolution))
     except RuntimeError as e:
@@ -232,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         "trial": trial.number, "arch": trial.arch, "space": cfg["space"], "data": data,
         "classes": classes, "resolution": resolution, "width_mult": args.width,
         "epochs": args.epochs, "batch_limit": args.batch_limit, "lr": args.lr, "seed": seed,
+        "torch_device": args.torch_device,
         "val_accuracy": float(module.val_accuracy), "proxy_accuracy": trial.accuracy,
         "searched_latency_ms": trial.latency_ms, "train_seconds": round(train_seconds, 2),
         "model": str(path.relative_to(out)), "sha256": file_sha256(path),

@@ -21,6 +21,7 @@ import torch
 
 from mnas.evaluate import register_accuracy
 from mnas.train.data import make_datamodule
+from mnas.train.device import check_device, trainer_device
 from mnas.train.module import ClassifierModule, check_hparams
 
 _LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
@@ -38,7 +39,8 @@ def quiet_lightning() -> Iterator[None]:
             warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
             warnings.filterwarnings("ignore", message=r".*(does not have many workers|"
                                     r"number of training batches|GPU available|TPU available|"
-                                    r"tensorboard|LitLogger|litlogger).*")
+                                    r"tensorboard|LitLogger|litlogger|"
+                                    r"does not have a deterministic implementation).*")
             from lightning.fabric.utilities.warnings import PossibleUserWarning
             warnings.simplefilter("ignore", PossibleUserWarning)
             yield
@@ -79,13 +81,19 @@ class ProxyAccuracy:
     1 by default: on a shared 2-core machine two OpenMP threads made a MobileNetV2
     step 20× slower (spin-waiting); one thread can at most forgo the second core.
     ``None`` leaves torch's setting alone.
+
+    ``torch_device`` is where children train: ``"cpu"`` (default), ``"cuda"`` or
+    ``"cuda:N"`` (checked at construction against what this machine has). The data stays
+    in host memory and each batch is copied over. On CUDA, results are reproducible up to
+    the float summation order of kernels without a deterministic CUDA form
+    (:func:`mnas.train.device.trainer_device`).
     """
 
     def __init__(self, data: str = "digits", epochs: int = 2, batch_limit: int | None = None,
                  width_mult: float = 0.5, resolution: int = 32, batch_size: int = 64,
                  lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 4e-5,
                  label_smoothing: float = 0.0, seed: int = 0, val_fraction: float = 0.2,
-                 threads: int | None = 1) -> None:
+                 threads: int | None = 1, torch_device: str = "cpu") -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if batch_limit is not None and (isinstance(batch_limit, bool)
@@ -99,6 +107,7 @@ class ProxyAccuracy:
                                     or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = threads
+        self.torch_device = check_device(torch_device)
         self.data, self.epochs, self.batch_limit = data, epochs, batch_limit
         self.width_mult, self.resolution, self.batch_size = float(width_mult), resolution, batch_size
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
@@ -120,7 +129,7 @@ class ProxyAccuracy:
         return (f"ProxyAccuracy(data={self.data!r}, epochs={self.epochs}, "
                 f"batch_limit={self.batch_limit}, width_mult={self.width_mult}, "
                 f"resolution={self.resolution}, batch_size={self.batch_size}, lr={self.lr}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, torch_device={str(self.torch_device)!r})")
 
     def __call__(self, space: Any, arch: Any) -> float:
         # Trainer(deterministic=True) switches torch's global flag on; give the rest of
@@ -145,10 +154,10 @@ class ProxyAccuracy:
                                       weight_decay=self.weight_decay, epochs=self.epochs,
                                       label_smoothing=self.label_smoothing)
             trainer = L.Trainer(
-                accelerator="cpu", devices=1, max_epochs=self.epochs,
+                **trainer_device(self.torch_device), max_epochs=self.epochs,
                 limit_train_batches=self.batch_limit, logger=False,
                 enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, deterministic=True,
+                enable_model_summary=False,
                 num_sanity_val_steps=0, check_val_every_n_epoch=self.epochs,
             )
             with lightning_interrupts():
@@ -159,7 +168,8 @@ class ProxyAccuracy:
 
 
 _KEYS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "batch_size", "lr",
-         "momentum", "weight_decay", "label_smoothing", "seed", "val_fraction", "threads")
+         "momentum", "weight_decay", "label_smoothing", "seed", "val_fraction", "threads",
+         "torch_device")
 
 
 @register_accuracy("proxy", "proxy")

@@ -90,12 +90,12 @@ import torch
 import torch.nn.functional as F
 
 from mnas.reward import Reward
+from mnas.train.device import check_device as _check_device
 from mnas.trial import Trial
 from search.base import Candidate, Strategy, register_strategy
 from search.controller import Controller
 from search.supernet import key_seed, make_supernet
 from search.supernet.data import Stream as _Stream
-from search.supernet.data import check_device as _check_device
 from search.supernet.data import check_float as _check_float
 from search.supernet.data import check_int as _check_int
 from search.supernet.data import cpu_copy as _cpu_copy

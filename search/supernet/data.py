@@ -80,19 +80,6 @@ def fetch(ds: Any, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def check_device(value: Any, name: str = "torch_device") -> torch.device:
-    """``value`` as a torch device that exists here; ValueError naming the choices."""
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    valid = ", ".join(["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(n)] if n else []))
-    try:
-        dev = torch.device(str(value))
-    except (RuntimeError, ValueError):
-        raise ValueError(f"{name} {value!r} is not a torch device; valid here: {valid}") from None
-    if dev.type == "cpu" or (dev.type == "cuda" and n and (dev.index or 0) < n):
-        return dev
-    raise ValueError(f"{name} {value!r} is not available on this machine; valid here: {valid}")
-
-
 def cpu_copy(obj: Any) -> Any:
     """Deep copy of ``obj`` (dicts, lists, tuples, tensors) with every tensor on the CPU,
     so a checkpoint written on an accelerator loads on a machine without one."""

@@ -27,6 +27,7 @@ class TinyCNN(nn.Module):
         super().__init__()
         self.kind = kind
         self.progress: list[float] = []
+        self.devices: set[str] = set()     # where forward ran (cpu, cuda)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
             nn.ReLU(), nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
@@ -36,6 +37,7 @@ class TinyCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "interrupt":
             raise KeyboardInterrupt
+        self.devices.add(x.device.type)
         y = self.fc(self.features(x))
         return y * float("nan") if self.kind == "nan" else y
 

@@ -11,6 +11,7 @@ from mnas.evaluators.proxy import ProxyAccuracy
 from tests.train.stubs import TinyArch, TinySpace
 
 FAST = {"resolution": 16, "width_mult": 1.0, "epochs": 1}
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,25 @@ def test_module_spec_datamodule_drives_build(user_module):
     acc = ev(space, TinyArch(4))
     assert 0.0 <= acc <= 1.0
     assert space.calls == [{"num_classes": 4, "width_mult": 0.5, "in_channels": 1}]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_children_train_on_the_torch_device(device):
+    space = TinySpace()
+    ev = ProxyAccuracy(**FAST, torch_device=device)
+    acc = ev(space, TinyArch(8))
+    assert 0.6 < acc <= 1.0
+    assert space.built[0].devices == {device}      # training and validation ran there
+    again = ev(space, TinyArch(8))
+    if device == "cpu":
+        assert again == acc
+    else:   # up to the summation order of kernels without a deterministic CUDA form
+        assert abs(again - acc) <= 0.02
+
+
+def test_torch_device_is_checked_against_this_machine():
+    for bad, why in (("tpu:0", "not a torch device"), ("cuda:99", "not available"),
+                     ("warp", "not a torch device")):
+        with pytest.raises(ValueError, match=f"torch_device '{bad}' is {why}.*valid here: cpu"):
+            ProxyAccuracy(torch_device=bad)
+    assert make_accuracy("proxy", torch_device="cpu", resolution=8).torch_device.type == "cpu"
