@@ -23,6 +23,7 @@ from typing import Any
 
 from mnas.reward import Reward
 from mnas.trial import Trial
+from search import safe_pickle
 from search.base import Strategy
 from search.ledger import Ledger, to_trial
 
@@ -159,8 +160,18 @@ class SearchLoop:
     def _restore(self) -> None:
         if self.checkpoint is None or not self.checkpoint.exists():
             return
-        with open(self.checkpoint, "rb") as f:  # our own run folder's file
-            ck = pickle.load(f)
+        # the run folder may come from elsewhere: rebuild data, run none of the file's code
+        try:
+            with open(self.checkpoint, "rb") as f:
+                ck = safe_pickle.load(f)
+        except pickle.UnpicklingError as e:
+            raise ValueError(f"{self.checkpoint} is not a strategy checkpoint mnas reads "
+                             f"({e}); refused, none of its code ran") from None
+        except (EOFError, AttributeError, ImportError, IndexError, TypeError) as e:
+            raise ValueError(f"{self.checkpoint} is truncated or corrupt ({e!r}): the run "
+                             "cannot be resumed") from None
+        if not isinstance(ck, dict):
+            raise ValueError(f"{self.checkpoint}: unsupported checkpoint version")
         if ck.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{self.checkpoint}: unsupported checkpoint version")
         self.strategy.load_state_dict(ck["strategy"])

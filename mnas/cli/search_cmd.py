@@ -187,10 +187,13 @@ def run(args: argparse.Namespace) -> int:
     cfg.setdefault("study_name", out.resolve().name)
     if cfg["targets_ms"] is None:
         cfg["targets_ms"] = _resolve_targets(cfg, space, latency)
-    runmod.save_config(out, cfg)
     strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
     ledger = Ledger(cfg["storage"] or out / runmod.STUDY, study_name=cfg["study_name"])
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
+    # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
+    loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
+                      batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT)
+    runmod.save_config(out, cfg)
     print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
           f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
           f"budget {cfg['budget']} -> {out}", file=sys.stderr)
@@ -198,9 +201,7 @@ def run(args: argparse.Namespace) -> int:
     if caveat:
         print(f"mnas: note: {caveat}", file=sys.stderr)
     bar = _Progress(cfg["budget"], ledger.finished_count(), disable=args.no_progress)
-    loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
-                      batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
-                      callbacks=[bar.update])
+    loop.callbacks.append(bar.update)
     try:
         try:
             trials = loop.run()

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mnas.trial import Trial
+from search import safe_pickle
 from search.base import Candidate, Strategy, register_strategy
 
 #: short name → optuna.samplers class name
@@ -193,7 +194,8 @@ class OptunaStrategy(Strategy):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        storage, sampler, study_name, pending = pickle.loads(state["optuna"])  # our own bytes
+        # checkpoint bytes: Optuna's objects are rebuilt, no other code runs
+        storage, sampler, study_name, pending = safe_pickle.loads(state["optuna"])
         self.sampler = sampler
         self.study = self._optuna.load_study(study_name=study_name, storage=storage,
                                              sampler=sampler)

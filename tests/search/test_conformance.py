@@ -8,8 +8,8 @@ other spaces by a deterministic synthetic accuracy/latency of the choices.
 Checked for each pair: ask returns valid candidates for the current decisions; tell
 accepts complete and failed trials in any order and interleaved with later asks
 (asynchronous workers), including a first batch that failed entirely; the same seed
-gives the same proposals; a pickled ``state_dict`` resumes with the same next asks as
-the uninterrupted run; a fixed number of asks/tells terminates.
+gives the same proposals; a pickled ``state_dict``, read back by the restricted loader
+of ``search.safe_pickle``, resumes with the same next asks as the uninterrupted run; a fixed number of asks/tells terminates.
 
 Strategies that need small settings to be quick register them in ``FAST_OPTIONS``;
 spaces get small settings in ``SPACE_OPTIONS`` (``nasrl`` grows every few children so
@@ -31,6 +31,7 @@ from mnas.evaluate import make_accuracy, make_latency
 from mnas.reward import Reward
 from mnas.spaces import get_space, space_names
 from mnas.trial import Trial
+from search import safe_pickle
 from search.base import Strategy, get_strategy, strategy_factory, strategy_names
 
 TABLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201_dev.csv"
@@ -184,7 +185,8 @@ def test_deterministic_and_resumes_from_pickled_state(name, space_name):
     run_b = drive(b, space, Scorer(space_name))
     assert run_a["log"] == run_b["log"], "same seed, same tells, different proposals"
 
-    state, outstanding, number = pickle.loads(run_a["state"])
+    # the restricted loader `mnas search --resume` reads strategy.ckpt with
+    state, outstanding, number = safe_pickle.loads(run_a["state"])
     c, _ = make(name, space_name)
     c.load_state_dict(state)
     # finish what was outstanding at the checkpoint exactly as run A would have next
