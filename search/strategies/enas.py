@@ -48,34 +48,31 @@ generator). ``optimizer`` (``sgd`` | ``adam``), ``private_bn`` (comma list of
 ``op,kernel,se,skip``) and ``zero_gamma`` are shared-weight training variants recorded
 in ``docs/strategies.md`` (``mnasnet`` only for the last two; off by default).
 
-Cost and what was measured (this 2-core host, one thread, ``mnasnet``, defaults:
-digits 32×32, width 0.5): a shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms
-plus ≈ 0.28 CPU-ms per ranking image (0.11 CPU-s on all 359 validation images, 34 ms
-on 96). The default ranking set is 64 images (≈ 0.025 CPU-s) because the proxy costs
-only ≈ 3.3–3.9 CPU-s per child: on 96 images ``benchmarks/enas_speed.py`` measured
-97× the proxy's rate, short of the 100× goal. The price is a noisier accuracy (±0.05
-binomial s.e. at 0.8; every child is scored on the same images, so their differences
-are less noisy); ``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8 CPU-s
-(+12 s of warm-up on the first). The ``mnasnet`` supernet holds at most 2 operation
-modules per position (entangled; it used to fill to ~390 modules, ≈ 150 MB of
-checkpoint state with momentum buffers).
+**Train once, search many:** ``supernet_from`` (an ``enas`` run folder or its
+``strategy.ckpt``) starts from that run's trained supernet and its optimiser state, with
+no warm-up: the supernet does not depend on the device or target, so searches for other
+devices reuse it (same space, data and supernet options, checked; the controller starts
+afresh). ``shared_steps=0`` then only ranks with it (:mod:`search.supernet.reuse`).
 
-**Where it works: ``nb201``** (NAS-Bench-201's one-shot supernet,
-:mod:`search.supernet.nb201`; every cell sums its edges, so children share a feature
-basis). ``benchmarks/enas_speed.py --space nb201`` at the defaults (1,100 shared steps,
-≈ 330–350 CPU-s; uniform children, 64 ranking images): Spearman with the 2-epoch proxy
-**0.73** (p = 3e-4, 20 children, seed 0) and **0.83** (p = 2e-8, 30 children, seed 1);
-supernet accuracies 0.06–0.75 against the proxy's 0.10–0.96; scoring 76–83 CPU-ms a
-child against 10–11 CPU-s for the proxy: **132–134× marginal**, 3.6–3.8× amortised over
-120 children (100× would take ≈ 13,000 children per supernet).
+Cost (this 2-core host, one thread, ``mnasnet``, defaults: digits 32×32, width 0.5): a
+shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms plus ≈ 0.28 CPU-ms per ranking
+image. The default ranking set is 64 images (≈ 0.025 CPU-s): on 96,
+``benchmarks/enas_speed.py`` measured 97× the proxy's rate (≈ 3.3–3.9 CPU-s a child),
+short of the 100× goal; the price is a noisier accuracy (±0.05 binomial s.e. at 0.8);
+``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8 CPU-s (+12 s of warm-up on
+the first).
+
+**Where it works: ``nb201``** (NAS-Bench-201's one-shot supernet; every cell sums its
+edges, so children share a feature basis): ``benchmarks/enas_speed.py --space nb201`` at
+the defaults (1,100 shared steps, ≈ 330–350 CPU-s) gave a Spearman with the 2-epoch
+proxy of **0.73** (p = 3e-4, 20 children) and **0.83** (p = 2e-8, 30), scoring 76–83
+CPU-ms a child against the proxy's 10–11 CPU-s: **132–134× marginal**, 3.6–3.8×
+amortised over 120 children (100× at ≈ 13,000 children per supernet).
 
 **Known limitation — on ``mnasnet`` and ``nasnet`` the shared weights do not rank
-children** against the standalone proxy. After 1,100 shared steps (this host's budget),
-and still after 2,550–4,300 on a GPU, uniformly sampled children stay near chance. On
-``mnasnet`` the shared weights do learn by 10,000–20,000 steps (every child 0.84–0.98 at
-20,000, 41 CPU-minutes) but still rank the proxy at chance (Spearman 0.07 / −0.01).
-Every variant tried, with its numbers, is in ``docs/strategies.md`` ("ENAS: supernet
-ranking and speed")."""
+children** against standalone training, after 1,100 shared steps here, 2,550–4,300 on a
+GPU or (``mnasnet``) 20,000, where every child scores 0.84–0.98 and the Spearman is
+0.07 / −0.01. Every variant tried is in ``docs/strategies.md``."""
 
 from __future__ import annotations
 
@@ -102,12 +99,15 @@ from search.supernet.data import cpu_copy as _cpu_copy
 from search.supernet.data import datasets as _datasets
 from search.supernet.data import fetch as _fetch
 from search.supernet.latency import DEFAULT_MS_PER_MMAC, FastLatency
+from search.supernet.reuse import read_trained, supernet_file
 
 log = logging.getLogger(__name__)
 
+#: options a supernet taken from another run must share (they shape it or its data)
+_SUPERNET = ("space", "data", "resolution", "width_mult", "val_fraction", "data_seed",
+             "optimizer", "private_bn", "zero_gamma")
 #: options that shape the saved state: a checkpoint only loads into the same values
-_STRUCTURAL = ("space", "data", "resolution", "width_mult", "val_fraction", "data_seed",
-               "hidden", "optimizer", "private_bn", "zero_gamma")
+_STRUCTURAL = (*_SUPERNET, "hidden")
 #: largest batch scored at once (batch statistics are per chunk)
 SCORE_CHUNK = 512
 
@@ -134,7 +134,8 @@ class Enas(Strategy):
                  target_ms: float = 0.0, alpha: float = -0.07, beta: float = -0.07,
                  lut: str = "", ms_per_mmac: float = DEFAULT_MS_PER_MMAC,
                  threads: int = 1, optimizer: str = "sgd", private_bn: str = "",
-                 zero_gamma: bool = False, torch_device: str = "cpu") -> None:
+                 zero_gamma: bool = False, torch_device: str = "cpu",
+                 supernet_from: str = "") -> None:
         super().__init__(space, seed)
         from mnas.train.data import make_datamodule
 
@@ -171,8 +172,11 @@ class Enas(Strategy):
             "private_bn": str(private_bn or ""),
             "zero_gamma": bool(zero_gamma),
             "torch_device": str(torch_device),
+            "supernet_from": str(supernet_from or ""),
         }
         self.device = _check_device(torch_device)
+        self.source = supernet_file(self.options["supernet_from"])
+        self.warm_started = False
         if self.options["optimizer"] not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         o = self.options
@@ -360,6 +364,20 @@ class Enas(Strategy):
             for _ in range(controller_steps):
                 self.controller_step()
 
+    def _warm_start(self) -> None:
+        """Take the trained supernet (weights, optimiser state) of another ``enas`` run:
+        its accuracies do not depend on the device or the target, so one supernet serves
+        searches for many. The controller starts afresh, since its rewards do."""
+        net, opt, steps = read_trained(self.source, self.options["supernet_from"],
+                                       self.name, self.config(), _SUPERNET)
+        try:
+            self.supernet.load_checkpoint(net)
+            self.optimizer.load_state_dict(opt)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise ValueError(f"supernet_from {self.options['supernet_from']!r}: its supernet "
+                             f"does not fit this space ({str(e).splitlines()[0]})") from None
+        self.shared_steps_done, self.warm_started = steps, True
+
     # -- ask / tell ----------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Candidate]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -367,8 +385,11 @@ class Enas(Strategy):
         if n == 0:
             return []
         o = self.options
+        if self.source is not None and not self.warm_started:
+            self._warm_start()
         with self._private():
-            steps = o["shared_steps"] + (o["warmup_steps"] if self.asks == 0 else 0)
+            warmup = self.asks == 0 and not self.warm_started
+            steps = o["shared_steps"] + (o["warmup_steps"] if warmup else 0)
             for _ in range(steps):
                 self.shared_step()
             for _ in range(o["controller_steps"]):
@@ -450,7 +471,8 @@ class Enas(Strategy):
                 "counters": (self.asks, self.shared_steps_done, self.controller_steps_done,
                              self.skipped_steps),
                 "rewards": list(self.rewards), "losses": list(self.losses),
-                "asked": dict(self.asked), "history": copy.deepcopy(self.history)}
+                "asked": dict(self.asked), "history": copy.deepcopy(self.history),
+                "warm_started": self.warm_started}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = state["config"]
@@ -475,3 +497,4 @@ class Enas(Strategy):
         self.rewards, self.losses = list(state["rewards"]), list(state["losses"])
         self.asked = dict(state["asked"])
         self.history = copy.deepcopy(state["history"])
+        self.warm_started = bool(state.get("warm_started", False))
