@@ -9,11 +9,13 @@ run folder someone else wrote — a shared drive, a CI artifact — could run co
   ``collections``, ``datetime``), NumPy's array, scalar, dtype and generator
   reconstructors, torch's tensor and dtype rebuilders (tensor bytes go through
   ``torch.load(weights_only=True)``, not the unrestricted load pickled tensors name),
-  and classes of ``mnas``, ``search`` and ``optuna``;
+  and the classes and functions ``mnas``, ``search`` and ``optuna`` define (not what
+  their modules import);
 * **calls** — such a class is only ever *allocated* (``cls.__new__`` and its saved
   ``__dict__``, which is how pickle rebuilds ordinary objects), never called, so no
   constructor runs with the file's arguments; enums (looked up by value), ``random.Random``,
-  ``datetime``, ``OrderedDict`` and the reconstructors above are the only calls.
+  ``datetime``, ``OrderedDict`` and the reconstructors above are the only calls; only
+  instances get attributes set, and only plain lists, dicts and sets are filled.
 
 Anything else is refused with :class:`pickle.UnpicklingError` naming it, before it runs.
 The pure-Python unpickler makes this slower than ``pickle.loads``; a checkpoint is read
@@ -27,10 +29,12 @@ import enum
 import importlib
 import io
 import pickle
+import types
 from typing import Any
 
 #: packages whose classes a checkpoint may hold (allocated, never called)
 CLASS_PACKAGES = ("mnas", "search", "optuna")
+
 
 def _torch_storage(b: bytes) -> Any:
     """What ``torch.storage._load_from_bytes`` does, through torch's weights-only loader."""
@@ -88,11 +92,24 @@ class _Unpickler(pickle._Unpickler):  # the Python one: its opcodes can be check
             if callable(found):
                 self.calls.add(id(found))
             return found
-        if module.partition(".")[0] in CLASS_PACKAGES:
+        if module.partition(".")[0] in CLASS_PACKAGES and "." not in name:
             # a class to allocate, an enum to look up by value, or a function held as a
-            # value (Optuna's samplers keep their weighting functions): none is called
-            return super().find_class(module, name)
+            # value (Optuna's samplers keep their weighting functions): none is called.
+            # Only what those packages define, not what their modules import
+            obj = super().find_class(module, name)
+            if isinstance(obj, type | types.FunctionType) and \
+                    str(obj.__module__).partition(".")[0] in CLASS_PACKAGES:
+                return obj
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+    def load_build(self) -> None:
+        # BUILD sets attributes: on an instance, not on a class, function or module
+        target = self.stack[-2]
+        if isinstance(target, type | types.FunctionType | types.ModuleType |
+                      types.BuiltinFunctionType):
+            raise pickle.UnpicklingError(f"refusing to set attributes of {target!r}")
+        super().load_build()
+    dispatch[pickle.BUILD[0]] = load_build
 
     def load_reduce(self) -> None:
         args = self.stack.pop()

@@ -99,6 +99,27 @@ def test_tensor_bytes_go_through_the_weights_only_loader(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("module, name", [
+    ("search.loop", "pickle"),            # a module a module of ours imports
+    ("search.loop", "os.replace"),        # a dotted path through it
+    ("mnas.cli.train_cmd", "json"),
+    ("search.strategies.optuna_sampler", "pickle.loads"),
+])
+def test_only_what_our_packages_define_can_be_named(module, name):
+    with pytest.raises(pickle.UnpicklingError, match=f"refusing to load global {module}"):
+        safe_pickle.loads(b"\x80\x04c" + f"{module}\n{name}\n".encode() + b".")
+
+
+def test_attributes_are_set_on_instances_only():
+    """BUILD on a class would rewrite it (a method swapped for a function): refused."""
+    from search.ledger import Ledger
+
+    data = b"\x80\x02csearch.ledger\nLedger\n}(U\x04openK\x01ub."
+    with pytest.raises(pickle.UnpicklingError, match="refusing to set attributes"):
+        safe_pickle.loads(data)
+    assert callable(Ledger.open)
+
+
 def test_old_protocols_and_filling_objects_are_refused():
     from search.ledger import Ledger
 
