@@ -22,8 +22,10 @@ RUN_FILES = (CONFIG, STUDY, CHECKPOINT, "trials.csv", "pareto.csv", "pareto.json
 RUN_DIRS = ("models", "trained")
 
 
-def prepare_folder(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite an existing run unless resuming or forced."""
+def prepare_folder(out: Path, resume: bool, force: bool, create: bool = True) -> None:
+    """Refuse to overwrite an existing run unless resuming or forced. With ``create``
+    (else only the checks), ``force`` removes the old run's files and the folder is
+    made: do that once the settings have been validated, so a typo loses nothing."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     existing = [n for n in RUN_FILES + RUN_DIRS if (out / n).exists()]
@@ -34,6 +36,8 @@ def prepare_folder(out: Path, resume: bool, force: bool) -> None:
     if existing and not force:
         raise FileExistsError(f"{out} already holds a run ({', '.join(existing)}); "
                               "pass --resume to continue it or --force to start over")
+    if not create:
+        return
     if force:
         for n in existing:
             p = out / n

@@ -267,6 +267,24 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
     assert rc == 2, (args, err[-2000:])
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert needle in err
+    assert not (tmp_path / "run").exists(), "refused before anything was written"
+
+
+@pytest.mark.parametrize("bad", [["--data", "nope"], ["--device", "nope:x"],
+                                 ["--torch-device", "cuda:99"]])
+def test_force_with_a_bad_setting_keeps_the_old_run(tmp_path, monkeypatch, capsys, bad):
+    """--force clears an old run only once every setting has been checked."""
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "study.db", "trials.csv"):
+        (out / name).write_text(f"old {name}")
+    rc = main(["search", "--out", str(out), "--force", *TINY, *bad])
+    assert rc == 2, capsys.readouterr().err[-2000:]
+    assert all((out / n).read_text() == f"old {n}"
+               for n in ("config.json", "study.db", "trials.csv"))
 
 
 ENAS_TINY = [f"--opt={k}={v}" for k, v in (("resolution", 8), ("width_mult", 0.25),

@@ -175,8 +175,12 @@ def run(args: argparse.Namespace) -> int:
         f"{args.space or 'mnasnet'}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
         _refuse_changes_on_resume(args)
+    if args.torch_device is not None:   # before anything is written
+        from mnas.train.device import check_device
+
+        check_device(args.torch_device, "--torch-device")
     cfg = runmod.load_config(out) if args.resume else build_config(args)
-    runmod.prepare_folder(out, resume=args.resume, force=args.force)
+    runmod.prepare_folder(out, resume=args.resume, force=args.force, create=False)
     if args.resume and args.budget is not None:
         cfg["budget"] = args.budget
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
@@ -187,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.setdefault("study_name", out.resolve().name)
     if cfg["targets_ms"] is None:
         cfg["targets_ms"] = _resolve_targets(cfg, space, latency)
+    # every setting has been checked: only now may --force clear an old run
+    runmod.prepare_folder(out, resume=args.resume, force=args.force)
     strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
     ledger = Ledger(cfg["storage"] or out / runmod.STUDY, study_name=cfg["study_name"])
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
