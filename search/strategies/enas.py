@@ -99,7 +99,7 @@ from search.supernet.data import cpu_copy as _cpu_copy
 from search.supernet.data import datasets as _datasets
 from search.supernet.data import fetch as _fetch
 from search.supernet.latency import DEFAULT_MS_PER_MMAC, FastLatency
-from search.supernet.reuse import read_trained, supernet_file
+from search.supernet.reuse import load_momenta, read_trained, supernet_file
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ class Enas(Strategy):
                                        self.name, self.config(), _SUPERNET)
         try:
             self.supernet.load_checkpoint(net)
-            self.optimizer.load_state_dict(opt)
+            load_momenta(self.optimizer, opt)
         except (KeyError, ValueError, RuntimeError) as e:
             raise ValueError(f"supernet_from {self.options['supernet_from']!r}: its supernet "
                              f"does not fit this space ({str(e).splitlines()[0]})") from None

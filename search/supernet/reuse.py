@@ -51,3 +51,12 @@ def read_trained(path: Path, value: str, name: str, config: dict[str, Any],
             raise ValueError(f"{where} was trained with {k}={saved.get(k)!r}, this search "
                              f"has {k}={config[k]!r}: pass the same options")
     return net, opt, steps
+
+
+def load_momenta(optimizer: Any, state: dict[str, Any]) -> None:
+    """Load ``state`` into ``optimizer`` but keep its own settings (lr, weight decay, …):
+    the source run's momenta, this run's recipe."""
+    own = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, mine in zip(optimizer.param_groups, own, strict=True):
+        group.update(mine)

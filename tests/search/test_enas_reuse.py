@@ -55,9 +55,13 @@ def test_takes_the_trained_supernet_and_skips_the_warm_up(tmp_path):
 
 def test_with_shared_steps_it_keeps_training_from_there(tmp_path):
     src, run = _trained(tmp_path)
-    st = Enas(_space("nb201"), seed=5, **{**TINY, "supernet_from": str(run / "strategy.ckpt")})
+    st = Enas(_space("nb201"), seed=5, **{**TINY, "lr": 0.01, "weight_decay": 0.0,
+                                          "supernet_from": str(run / "strategy.ckpt")})
     st.ask(1)
     assert st.shared_steps_done == src.shared_steps_done + TINY["shared_steps"]
+    # the source's momenta, this search's settings
+    assert st.optimizer.state and all(g["lr"] == 0.01 and g["weight_decay"] == 0.0
+                                      for g in st.optimizer.param_groups)
 
 
 @pytest.mark.parametrize("opts, needle", [
