@@ -3,7 +3,9 @@
 The supernet's accuracies depend on the space and the data, not on the device or the
 latency target, so a user searching for several devices can train it once. The file is
 a run folder's ``strategy.ckpt``, read by :mod:`search.safe_pickle` (it may come from
-elsewhere): its data is rebuilt and none of its code runs.
+elsewhere): its data is rebuilt and none of its code runs. The file is read at the
+first ask; after that the run's own checkpoint holds the supernet, but the path must
+still exist for ``--resume`` (the option is checked when the strategy is built).
 """
 
 from __future__ import annotations
