@@ -56,27 +56,40 @@ def test_enas_runs_on_the_table_with_cifar100_images(tmp_path):
     assert rows[TINY_ENAS]["budget"] == "4"
 
 
-def test_bad_images_is_one_line_and_exit_2(tmp_path):
+def _refused(main, argv: list[str], monkeypatch, capsys) -> str:
+    """Run a script's ``main`` in this process (no interpreter start-up) with ``argv``;
+    it must stop with exit code 2 and no traceback. Returns its stderr."""
+    monkeypatch.setattr(sys, "argv", ["script.py", *argv])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err, err
+    return err
+
+
+def test_bad_images_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from benchmarks.strategies import main
+
     missing = tmp_path / "nope"
-    r = _run("--images", f"cifar100:{missing}", "--out", str(tmp_path / "o"), cwd=tmp_path)
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr
-    assert f"--images: CIFAR-100 folder not found: {missing}" in r.stderr
-    r = _run("--images", "cifar1000:/x", "--out", str(tmp_path / "o"), cwd=tmp_path)
-    assert r.returncode == 2 and "cifar100:PATH" in r.stderr and "Traceback" not in r.stderr
+    err = _refused(main, ["--images", f"cifar100:{missing}", "--out", str(tmp_path / "o")],
+                   monkeypatch, capsys)
+    assert f"--images: CIFAR-100 folder not found: {missing}" in err
+    err = _refused(main, ["--images", "cifar1000:/x", "--out", str(tmp_path / "o")],
+                   monkeypatch, capsys)
+    assert "cifar100:PATH" in err
     assert not (tmp_path / "o").exists()
 
 
-def test_enas_speed_bad_options_are_one_line_and_exit_2(tmp_path):
-    r = _run("--space", "nb201", "--opt", "shared_step=5", "--out", str(tmp_path / "o"),
-             cwd=tmp_path, script=ROOT / "benchmarks" / "enas_speed.py")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "--opt: unknown enas option 'shared_step'; valid: " in r.stderr
-    assert "shared_steps" in r.stderr and not (tmp_path / "o").exists()
-    r = _run("--space-opt", "ops=mbconv9", "--out", str(tmp_path / "o"), cwd=tmp_path,
-             script=ROOT / "benchmarks" / "enas_speed.py")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "--space-opt: ops must be a comma-separated subset of conv, dsconv" in r.stderr
+def test_enas_speed_bad_options_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from benchmarks.enas_speed import main
+
+    err = _refused(main, ["--space", "nb201", "--opt", "shared_step=5", "--out",
+                          str(tmp_path / "o")], monkeypatch, capsys)
+    assert "--opt: unknown enas option 'shared_step'; valid: " in err
+    assert "shared_steps" in err and not (tmp_path / "o").exists()
+    err = _refused(main, ["--space-opt", "ops=mbconv9", "--out", str(tmp_path / "o")],
+                   monkeypatch, capsys)
+    assert "--space-opt: ops must be a comma-separated subset of conv, dsconv" in err
 
 
 def test_proxy_device_compares_the_same_children_on_each_setting(tmp_path, monkeypatch,
