@@ -14,6 +14,7 @@ training. Without CUDA the GPU column is left out and only the CPU settings are 
 
     .venv/bin/python benchmarks/proxy_device.py [--children 6] [--epochs 2]
         [--width-mult 0.5] [--cpu-threads 1,16] [--space mnasnet] [--json PATH]
+        [--profile 25]      # + one child under torch.profiler: why is a GPU step slow?
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ def _timed(ev: Any, space: Any, arch: Any) -> tuple[float, float]:
     return time.perf_counter() - t0, acc
 
 
+def _profile(ev: Any, space: Any, arch: Any, rows: int, name: str) -> None:
+    """One child's training under torch.profiler: where a step's time goes (kernels,
+    launches, Lightning's own work)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if name.startswith("cuda")
+                                     else [])
+    with profile(activities=acts) as prof:
+        s, _ = _timed(ev, space, arch)
+    key = "self_cuda_time_total" if len(acts) > 1 else "self_cpu_time_total"
+    print(f"profiled child on {name}: {s:.2f} s (the proxy's settings: deterministic "
+          "algorithms, warn-only on CUDA; cudnn.benchmark off)")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
+    if len(acts) > 1:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="mnasnet")
@@ -58,6 +76,9 @@ def main() -> None:
     ap.add_argument("--torch-device", default="cuda")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", metavar="PATH", help="also write the rows here")
+    ap.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                    help="then train the first child once more under torch.profiler on the "
+                         "last setting (the GPU if any) and print its ROWS costliest ops")
     args = ap.parse_args()
 
     import torch
@@ -116,6 +137,8 @@ def main() -> None:
             print(f"{gpu} vs {n}: median speed-up {ratio:.2f}x per child; largest accuracy "
                   f"difference {diff:.4f}")
     print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
+    if args.profile > 0:
+        _profile(setups[names[-1]], space, timed[0], args.profile, names[-1])
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
 
