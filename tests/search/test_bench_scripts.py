@@ -104,8 +104,10 @@ def test_proxy_device_compares_the_same_children_on_each_setting(tmp_path, monke
     monkeypatch.setattr(sys, "argv", [
         "proxy_device.py", "--space", "nb201", "--children", "2", "--epochs", "1",
         "--width-mult", "0.25", "--resolution", "8", "--cpu-threads", "1",
-        "--json", str(out)])
+        "--json", str(out), "--profile", "3"])
     proxy_device.main()
+    printed = capsys.readouterr().out
+    assert "profiled child on" in printed and "Self CPU time total" in printed
     doc = json.loads(out.read_text())
     names = ["cpu-t1"] + (["cuda"] if torch.cuda.is_available() else [])
     assert len(doc["rows"]) == 2 and len({row["arch"] for row in doc["rows"]}) == 2
