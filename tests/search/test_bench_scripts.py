@@ -104,10 +104,8 @@ def test_proxy_device_compares_the_same_children_on_each_setting(tmp_path, monke
     monkeypatch.setattr(sys, "argv", [
         "proxy_device.py", "--space", "nb201", "--children", "2", "--epochs", "1",
         "--width-mult", "0.25", "--resolution", "8", "--cpu-threads", "1",
-        "--json", str(out), "--profile", "3"])
+        "--json", str(out)])
     proxy_device.main()
-    printed = capsys.readouterr().out
-    assert "profiled child on" in printed and "Self CPU time total" in printed
     doc = json.loads(out.read_text())
     names = ["cpu-t1"] + (["cuda"] if torch.cuda.is_available() else [])
     assert len(doc["rows"]) == 2 and len({row["arch"] for row in doc["rows"]}) == 2
@@ -120,3 +118,19 @@ def test_proxy_device_compares_the_same_children_on_each_setting(tmp_path, monke
         proxy_device.main()
     assert e.value.code == 2
     assert "--cpu-threads must be positive integers" in capsys.readouterr().err
+
+
+def test_proxy_device_profile_prints_the_costliest_ops(capsys):
+    import torch
+
+    from benchmarks.proxy_device import _profile
+
+    def child(space, arch) -> float:      # stands in for a proxy training: a few ops
+        x = torch.randn(8, 8, requires_grad=True)
+        (x @ x).relu().sum().backward()
+        return 0.5
+
+    _profile(child, None, None, 3, "cpu-t1")
+    printed = capsys.readouterr().out
+    assert "profiled child on cpu-t1" in printed and "Self CPU time total" in printed
+    assert "aten::mm" in printed
