@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.torch_devices import DEVICES
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--budget", "3", "--epochs", "1", "--batch-limit", "2", "--runs", "5", "--warmup", "1",
         "--max-runs", "10", "--no-progress", "--seed", "3"]
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def mnas(*args: str, cache: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -180,8 +181,6 @@ class _Planted:
 
 
 def test_train_resume_refuses_a_checkpoint_that_would_run_code(tiny_run, tmp_path, capsys):
-    import torch
-
     from mnas.cli import main
 
     out, _, _ = tiny_run

@@ -28,6 +28,7 @@ from search.supernet.mnasnet import MnasnetMacs, unit_macs
 from search.supernet.nasnet import NasnetMacs
 from search.supernet.nb201 import Nb201Macs
 from tests.cifar_files import write_cifar100
+from tests.torch_devices import DEVICES
 
 TINY = {"resolution": 8, "width_mult": 0.25, "batch_size": 16, "warmup_steps": 0,
         "shared_steps": 2, "controller_steps": 1, "controller_batch": 2, "val_batch": 16,
@@ -410,7 +411,6 @@ def test_trains_on_cifar100_with_its_100_fine_classes(tmp_path):
         Enas(space, seed=0, data=f"cifar100:{root / 'meta'}", **TINY)
 
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _tensors(obj, out: list) -> list:

@@ -8,10 +8,10 @@ import torch
 
 from mnas.evaluate import ACCURACY, make_accuracy
 from mnas.evaluators.proxy import ProxyAccuracy
+from tests.torch_devices import DEVICES
 from tests.train.stubs import TinyArch, TinySpace
 
 FAST = {"resolution": 16, "width_mult": 1.0, "epochs": 1}
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
