@@ -73,6 +73,13 @@ class Strategy(ABC):
         arch = self.space.from_choices(choices)
         return Candidate(tuple(int(c) for c in choices), arch.encode(), dict(meta))
 
+    def preflight(self) -> None:
+        """Check what only a new run needs (e.g. a file read once, at the first ask), so
+        a bad input is refused before anything is written; ValueError names it. A
+        resumed run skips this: its checkpoint already holds what was read. Default:
+        nothing to check."""
+        return None
+
     @abstractmethod
     def ask(self, n: int = 1) -> list[Candidate]: ...
 

@@ -312,6 +312,40 @@ def test_a_search_names_a_measured_limitation_of_its_strategy_once(tmp_path, mon
         assert "enas" in notes[0] and space in notes[0] and "latency estimate" in notes[0]
 
 
+def test_enas_supernet_from_is_checked_first_and_not_needed_to_resume(tmp_path, monkeypatch,
+                                                                      capsys):
+    """`--opt supernet_from=RUN`: an unfit source is one line before anything is written;
+    a run that took its supernet resumes after the source is deleted."""
+    import shutil
+
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    table = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_dev.csv"
+    common = [*TINY, "--space", "nb201", "--strategy", "enas", "--target-ms", "10",
+              *ENAS_TINY, "--accuracy", f"table:{table}#cifar100_acc",
+              "--latency", f"table:{table}#raspi4_ms"]
+    src = tmp_path / "src"
+    assert main(["search", "--out", str(src), *common, "--budget", "1"]) == 0
+    capsys.readouterr()
+    unfit = tmp_path / "unfit"
+    rc = main(["search", "--out", str(unfit), *common, "--budget", "1",
+               f"--opt=supernet_from={src}", "--opt=resolution=16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "was trained with resolution=8, this search has resolution=16" in err
+    assert not unfit.exists()
+    reuse = tmp_path / "reuse"
+    assert main(["search", "--out", str(reuse), *common, "--budget", "1",
+                 f"--opt=supernet_from={src}"]) == 0
+    shutil.rmtree(src)
+    capsys.readouterr()
+    rc = main(["search", "--out", str(reuse), "--resume", "--budget", "2", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    with open(reuse / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+
 @pytest.mark.parametrize("args, needle", [
     (["nope"], "does not exist"),
     (["{tmp}", "--epochs", "0"], "--epochs must be >= 1"),

@@ -105,6 +105,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     strat_opts = typed_options(strategy_factory(strategy_name),
                                parse_kv(args.opt, "strategy"), "strategy")
     strategy = get_strategy(strategy_name, space, seed=seed, **strat_opts)
+    strategy.preflight()   # files a new run reads once (a resumed one has them in its checkpoint)
     targets: list[str] = []
     if args.targets:
         if args.target_ms is not None:

@@ -52,15 +52,14 @@ in ``docs/strategies.md`` (``mnasnet`` only for the last two; off by default).
 ``strategy.ckpt``) starts from that run's trained supernet and its optimiser state, with
 no warm-up: the supernet does not depend on the device or target, so searches for other
 devices reuse it (same space, data and supernet options, checked; the controller starts
-afresh). ``shared_steps=0`` then only ranks with it (:mod:`search.supernet.reuse`).
+afresh). ``shared_steps=0`` then only ranks with it. A new run takes the file before it
+writes anything; a resumed one does not need it (:mod:`search.supernet.reuse`).
 
 Cost (this 2-core host, one thread, ``mnasnet``, defaults: digits 32×32, width 0.5): a
 shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms plus ≈ 0.28 CPU-ms per ranking
-image. The default ranking set is 64 images (≈ 0.025 CPU-s): on 96,
-``benchmarks/enas_speed.py`` measured 97× the proxy's rate (≈ 3.3–3.9 CPU-s a child),
-short of the 100× goal; the price is a noisier accuracy (±0.05 binomial s.e. at 0.8);
-``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8 CPU-s (+12 s of warm-up on
-the first).
+image: the default 64 (≈ 0.025 CPU-s) cost a noisier accuracy (±0.05 binomial s.e. at
+0.8); ``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8 CPU-s (+12 s of
+warm-up on the first).
 
 **Where it works: ``nb201``** (NAS-Bench-201's one-shot supernet; every cell sums its
 edges, so children share a feature basis): ``benchmarks/enas_speed.py --space nb201`` at
@@ -99,7 +98,7 @@ from search.supernet.data import cpu_copy as _cpu_copy
 from search.supernet.data import datasets as _datasets
 from search.supernet.data import fetch as _fetch
 from search.supernet.latency import DEFAULT_MS_PER_MMAC, FastLatency
-from search.supernet.reuse import load_momenta, read_trained, supernet_file
+from search.supernet.reuse import load_momenta, read_trained
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ class Enas(Strategy):
             "supernet_from": str(supernet_from or ""),
         }
         self.device = _check_device(torch_device)
-        self.source = supernet_file(self.options["supernet_from"])
+        self.source = self.options["supernet_from"]     # taken at preflight or first ask
         self.warm_started = False
         if self.options["optimizer"] not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
@@ -368,8 +367,7 @@ class Enas(Strategy):
         """Take the trained supernet (weights, optimiser state) of another ``enas`` run:
         its accuracies do not depend on the device or the target, so one supernet serves
         searches for many. The controller starts afresh, since its rewards do."""
-        net, opt, steps = read_trained(self.source, self.options["supernet_from"],
-                                       self.name, self.config(), _SUPERNET)
+        net, opt, steps = read_trained(self.source, self.name, self.config(), _SUPERNET)
         try:
             self.supernet.load_checkpoint(net)
             load_momenta(self.optimizer, opt)
@@ -378,6 +376,12 @@ class Enas(Strategy):
                              f"does not fit this space ({str(e).splitlines()[0]})") from None
         self.shared_steps_done, self.warm_started = steps, True
 
+    def preflight(self) -> None:
+        """A new run takes ``supernet_from`` now: a missing or unfit file is refused
+        before the run writes anything (a resumed run never reads it again)."""
+        if self.source and not self.warm_started:
+            self._warm_start()
+
     # -- ask / tell ----------------------------------------------------------------------
     def ask(self, n: int = 1) -> list[Candidate]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -385,7 +389,7 @@ class Enas(Strategy):
         if n == 0:
             return []
         o = self.options
-        if self.source is not None and not self.warm_started:
+        if self.source and not self.warm_started:
             self._warm_start()
         with self._private():
             warmup = self.asks == 0 and not self.warm_started

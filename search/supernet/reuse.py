@@ -3,9 +3,10 @@
 The supernet's accuracies depend on the space and the data, not on the device or the
 latency target, so a user searching for several devices can train it once. The file is
 a run folder's ``strategy.ckpt``, read by :mod:`search.safe_pickle` (it may come from
-elsewhere): its data is rebuilt and none of its code runs. The file is read at the
-first ask; after that the run's own checkpoint holds the supernet, but the path must
-still exist for ``--resume`` (the option is checked when the strategy is built).
+elsewhere): its data is rebuilt and none of its code runs. A new run reads and checks it
+before anything is written (``Strategy.preflight``) and takes it at the first ask; after
+that the run's own checkpoint holds the supernet, so a resumed run never reads the file
+again and it may be gone by then.
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ def supernet_file(value: str) -> Path | None:
     return path
 
 
-def read_trained(path: Path, value: str, name: str, config: dict[str, Any],
+def read_trained(value: str, name: str, config: dict[str, Any],
                  keys: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any], int]:
     """The supernet checkpoint, its optimiser state and its shared steps from the
-    strategy checkpoint at ``path``, after checking it was a ``name`` strategy trained
-    with the same ``keys`` of ``config``; ValueError naming the first difference."""
+    strategy checkpoint ``value`` names (:func:`supernet_file`), after checking it was a
+    ``name`` strategy trained with the same ``keys`` of ``config``; ValueError naming the
+    first difference."""
     from search import safe_pickle
 
-    where = f"supernet_from {value!r}"
+    path, where = supernet_file(value), f"supernet_from {value!r}"
+    if path is None:
+        raise ValueError("supernet_from is empty: nothing to take")
     try:
         with open(path, "rb") as f:
             ck = safe_pickle.load(f)

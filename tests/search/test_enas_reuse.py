@@ -51,6 +51,28 @@ def test_takes_the_trained_supernet_and_skips_the_warm_up(tmp_path):
     again.load_state_dict(state)
     (run / "strategy.ckpt").write_bytes(b"not read again")
     assert [c.arch for c in again.ask(2)] == expected and again.warm_started
+    # nor need it exist: the source run may be deleted before this one resumes
+    (run / "strategy.ckpt").unlink()
+    run.rmdir()
+    gone = Enas(space, seed=5, **{**TINY, "warmup_steps": 7, "shared_steps": 0,
+                                  "target_ms": 3.0, "supernet_from": str(run)})
+    gone.load_state_dict(state)
+    gone.preflight()                    # warm-started already: nothing to read
+    assert [c.arch for c in gone.ask(2)] == expected
+
+
+def test_preflight_takes_it_before_the_first_ask(tmp_path):
+    """A new run takes the supernet at preflight (the CLI's check before it writes
+    anything); the first ask then runs exactly as if it had taken it there."""
+    _, run = _trained(tmp_path)
+    opts = {**TINY, "shared_steps": 1, "target_ms": 3.0, "supernet_from": str(run)}
+    early, late = Enas(_space("nb201"), seed=5, **opts), Enas(_space("nb201"), seed=5, **opts)
+    early.preflight()
+    assert early.warm_started and not late.warm_started
+    assert [c.arch for c in early.ask(3)] == [c.arch for c in late.ask(3)]
+    assert all(torch.equal(a, b) for a, b in zip(early.supernet.state_dict().values(),
+                                                 late.supernet.state_dict().values(),
+                                                 strict=True))
 
 
 def test_with_shared_steps_it_keeps_training_from_there(tmp_path):
@@ -78,8 +100,11 @@ def test_a_supernet_trained_otherwise_is_refused(tmp_path, opts, needle):
 
 def test_bad_sources_are_one_clear_error(tmp_path):
     space = _space("nb201")
+    missing = Enas(space, seed=0, **{**TINY, "supernet_from": str(tmp_path / "nope")})
     with pytest.raises(ValueError, match="no such checkpoint"):
-        Enas(space, seed=0, **{**TINY, "supernet_from": str(tmp_path / "nope")})
+        missing.preflight()
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        missing.ask(1)
     other = tmp_path / "random.ckpt"
     rnd = get_strategy("random", space, seed=0)
     other.write_bytes(pickle.dumps({"version": 1, "strategy": {
