@@ -19,6 +19,10 @@ from tests.torch_devices import DEVICES
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--budget", "3", "--epochs", "1", "--batch-limit", "2", "--runs", "5", "--warmup", "1",
         "--max-runs", "10", "--no-progress", "--seed", "3"]
+NB201 = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_dev.csv"
+#: a search on the nb201 table: nothing is trained or timed, so no proxy or timing flags
+TABLE = ["--budget", "3", "--no-progress", "--seed", "3", "--space", "nb201",
+         "--accuracy", f"table:{NB201}#cifar100_acc", "--latency", f"table:{NB201}#raspi4_ms"]
 
 
 def mnas(*args: str, cache: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -269,6 +273,42 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
     assert not (tmp_path / "run").exists(), "refused before anything was written"
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (["--epochs", "2", "--torch-device", "cpu"], "trains no child, so --epochs, --torch-device "
+                                                 "would be ignored"),
+    (["--data", "digits"], "trains no child, so --data would be ignored"),
+    (["--runs", "5", "--clock", "cpu"], "times no child, so --runs, --clock would be ignored"),
+])
+def test_flags_a_table_search_would_ignore_are_refused(tmp_path, monkeypatch, capsys, extra,
+                                                       needle):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--out", str(tmp_path / "run"), *TABLE, "--strategy", "random",
+               "--target-ms", "10", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err and not (tmp_path / "run").exists()
+
+
+def test_a_table_search_resumes_and_refuses_a_torch_device(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), *TABLE, "--strategy", "random",
+                 "--target-ms", "10"]) == 0
+    before = (out / "config.json").read_text()
+    capsys.readouterr()
+    rc = main(["search", "--out", str(out), "--resume", "--budget", "4", "--torch-device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trains no child, so --torch-device would be ignored" in err, err
+    assert (out / "config.json").read_text() == before
+    assert main(["search", "--out", str(out), "--resume", "--budget", "4", "--no-progress"]) == 0
+    with open(out / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
 @pytest.mark.parametrize("bad", [["--data", "nope"], ["--device", "nope:x"],
                                  ["--torch-device", "cuda:99"]])
 def test_force_with_a_bad_setting_keeps_the_old_run(tmp_path, monkeypatch, capsys, bad):
@@ -298,12 +338,9 @@ def test_a_search_names_a_measured_limitation_of_its_strategy_once(tmp_path, mon
     from mnas.cli import main
 
     monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
-    table = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_dev.csv"
-    evaluators = ["--accuracy", f"table:{table}#cifar100_acc", "--latency",
-                  f"table:{table}#raspi4_ms"] if space == "nb201" else []
-    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, "--budget", "1",
-               "--space", space, "--strategy", "enas", "--target-ms", "10", *ENAS_TINY,
-               *evaluators])
+    flags = TABLE if space == "nb201" else [*TINY, "--space", space]
+    rc = main(["search", "--out", str(tmp_path / "run"), *flags, "--budget", "1",
+               "--strategy", "enas", "--target-ms", "10", *ENAS_TINY])
     err = capsys.readouterr().err
     assert rc == 0, err[-2000:]
     notes = [line for line in err.splitlines() if line.startswith("mnas: note:")]
@@ -321,10 +358,7 @@ def test_enas_supernet_from_is_checked_first_and_not_needed_to_resume(tmp_path, 
     from mnas.cli import main
 
     monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
-    table = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_dev.csv"
-    common = [*TINY, "--space", "nb201", "--strategy", "enas", "--target-ms", "10",
-              *ENAS_TINY, "--accuracy", f"table:{table}#cifar100_acc",
-              "--latency", f"table:{table}#raspi4_ms"]
+    common = [*TABLE, "--strategy", "enas", "--target-ms", "10", *ENAS_TINY]
     src = tmp_path / "src"
     assert main(["search", "--out", str(src), *common, "--budget", "1"]) == 0
     capsys.readouterr()

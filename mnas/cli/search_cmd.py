@@ -83,6 +83,30 @@ def _pick(v: Any, default: Any) -> Any:
     return default if v is None else v
 
 
+#: the proxy's training flags: an accuracy that trains no child would ignore them
+_PROXY_FLAGS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "torch_device")
+#: the timing flags: a latency that measures no child would ignore them
+_MEASURE_FLAGS = ("threads", "warmup", "runs", "max_runs", "clock")
+
+
+def _refuse_unused_proxy_flags(accuracy: str, given: list[str]) -> None:
+    if given and accuracy.partition(":")[0] != "proxy":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"--accuracy {accuracy} trains no child, so {flags} would be "
+                         "ignored: drop them (they set the proxy's training)")
+
+
+def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) -> None:
+    """A flag the chosen evaluators would silently ignore is named instead."""
+    _refuse_unused_proxy_flags(accuracy, [k for k in _PROXY_FLAGS
+                                          if getattr(args, k) is not None])
+    given = [k for k in _MEASURE_FLAGS if getattr(args, k) is not None]
+    if given and latency.partition(":")[0] != "measured":
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"--latency {latency} times no child, so {flags} would be "
+                         "ignored: drop them (they set how children are measured)")
+
+
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of a new run, defaults filled in (written to config.json)."""
     from mnas.spaces import get_space
@@ -122,6 +146,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(f"target {t!r} is not a positive number of ms or 'auto'") from None
     if "auto" in targets and len(targets) > 1:
         raise ValueError("'auto' can only be used as the single target")
+    _refuse_unused_flags(args, _pick(args.accuracy, "proxy"), _pick(args.latency, "measured"))
     budget = _pick(args.budget, DEFAULT_BUDGET)
     if budget < 1:
         raise ValueError(f"--budget must be >= 1, got {budget}")
@@ -185,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.budget is not None:
         cfg["budget"] = args.budget
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
+        _refuse_unused_proxy_flags(cfg["accuracy"], ["torch_device"])
         cfg["proxy"]["torch_device"] = args.torch_device
     space = get_space(cfg["space"], **cfg["space_options"])
     latency = runmod.make_latency(cfg, out)
