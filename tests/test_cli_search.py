@@ -275,9 +275,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
 
 @pytest.mark.parametrize("extra, needle", [
     (["--epochs", "2", "--torch-device", "cpu"], "trains no child, so --epochs, --torch-device "
-                                                 "would be ignored"),
-    (["--data", "digits"], "trains no child, so --data would be ignored"),
-    (["--runs", "5", "--clock", "cpu"], "times no child, so --runs, --clock would be ignored"),
+                                                 "(the proxy's training) would be ignored: drop them"),
+    (["--data", "digits"], "trains no child, so --data (the proxy's training) would be ignored: drop it"),
+    (["--runs", "5", "--clock", "cpu"], "times no child, so --runs, --clock (how children are timed) would be "
+                                          "ignored: drop them"),
 ])
 def test_flags_a_table_search_would_ignore_are_refused(tmp_path, monkeypatch, capsys, extra,
                                                        needle):
@@ -302,7 +303,7 @@ def test_a_table_search_resumes_and_refuses_a_torch_device(tmp_path, monkeypatch
     capsys.readouterr()
     rc = main(["search", "--out", str(out), "--resume", "--budget", "4", "--torch-device", "cpu"])
     err = capsys.readouterr().err
-    assert rc == 2 and "trains no child, so --torch-device would be ignored" in err, err
+    assert rc == 2 and "trains no child, so --torch-device (the proxy's training)" in err, err
     assert (out / "config.json").read_text() == before
     assert main(["search", "--out", str(out), "--resume", "--budget", "4", "--no-progress"]) == 0
     with open(out / "trials.csv") as f:

@@ -89,11 +89,17 @@ _PROXY_FLAGS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "to
 _MEASURE_FLAGS = ("threads", "warmup", "runs", "max_runs", "clock")
 
 
+def _them(items: list[str]) -> str:
+    return "them" if len(items) > 1 else "it"
+
+
 def _refuse_unused_proxy_flags(accuracy: str, given: list[str]) -> None:
     if given and accuracy.partition(":")[0] != "proxy":
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"--accuracy {accuracy} trains no child, so {flags} would be "
-                         "ignored: drop them (they set the proxy's training)")
+        hint = ("; a strategy's own training has its own option, e.g. --opt "
+                "torch_device=cuda for enas's supernet" if "torch_device" in given else "")
+        raise ValueError(f"--accuracy {accuracy} trains no child, so {flags} (the proxy's "
+                         f"training) would be ignored: drop {_them(given)}{hint}")
 
 
 def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) -> None:
@@ -103,8 +109,8 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
     given = [k for k in _MEASURE_FLAGS if getattr(args, k) is not None]
     if given and latency.partition(":")[0] != "measured":
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"--latency {latency} times no child, so {flags} would be "
-                         "ignored: drop them (they set how children are measured)")
+        raise ValueError(f"--latency {latency} times no child, so {flags} (how children "
+                         f"are timed) would be ignored: drop {_them(given)}")
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
