@@ -25,6 +25,7 @@ from mnas.reward import Reward
 from mnas.trial import Trial
 from search import safe_pickle
 from search.base import Strategy
+from search.executor import Executor
 from search.ledger import Ledger, to_trial
 
 CHECKPOINT_VERSION = 1
@@ -73,12 +74,27 @@ class ChildScorer:
 
     def __call__(self, number: int, choices: tuple[int, ...], arch_str: str,
                  meta: dict[str, Any] | None = None) -> Trial:
+        """Score one child here: :meth:`prepare`, train, :meth:`finish`."""
+        trial, arch = self.prepare(number, choices, arch_str, meta)
+        if arch is None:
+            return trial
+        try:
+            acc, seconds = train_child(self.accuracy, self.space, arch)
+        except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
+            return self.finish(trial, None, 0.0, e)
+        return self.finish(trial, acc, seconds)
+
+    def prepare(self, number: int, choices: tuple[int, ...], arch_str: str,
+                meta: dict[str, Any] | None = None) -> tuple[Trial, Any]:
+        """Everything but training: the trial with its target, size and latency, and the
+        architecture to train — ``None`` when the trial is already final (failed, or a
+        child scored before, whose result it reuses)."""
         try:
             reward = self.reward_for(number, meta)
         except (TypeError, ValueError) as e:    # the strategy's choice, not the child's
             return Trial(number=number, arch=arch_str, choices=tuple(choices),
                          meta=dict(meta or {}), state="failed",
-                         reason=f"target: {type(e).__name__}: {e}"[:500])
+                         reason=f"target: {type(e).__name__}: {e}"[:500]), None
         trial = Trial(number=number, arch=arch_str, choices=tuple(choices),
                       target_ms=reward.target_ms, meta=dict(meta or {}))
         prev = self.seen.get(arch_str)
@@ -87,7 +103,7 @@ class ChildScorer:
             trial.params, trial.macs, trial.measurement = prev.params, prev.macs, prev.measurement
             trial.reward = reward(prev.accuracy, prev.latency_ms)
             trial.meta["duplicate_of"] = prev.number
-            return trial
+            return trial, None
         stage = "decode"
         try:
             arch = self.space.decode(arch_str)
@@ -106,21 +122,44 @@ class ChildScorer:
             trial.latency_ms = float(m.median_ms)
             if not (math.isfinite(trial.latency_ms) and trial.latency_ms > 0):
                 raise RuntimeError(f"latency {trial.latency_ms} ms is not a positive number")
-            stage = "accuracy"
-            t0 = time.perf_counter()
-            acc = float(self.accuracy(self.space, arch))
-            trial.train_seconds = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
+            return _failed(trial, stage, e), None
+        return trial, arch
+
+    def finish(self, trial: Trial, accuracy: float | None, seconds: float,
+               error: BaseException | None = None) -> Trial:
+        """The prepared ``trial`` with its training's outcome: accuracy and reward, or
+        failed with the reason."""
+        trial.train_seconds = seconds
+        stage = "accuracy"
+        try:
+            if error is not None:
+                raise error
+            acc = float(accuracy)  # type: ignore[arg-type]
             if not (math.isfinite(acc) and 0.0 <= acc <= 1.0):
                 raise RuntimeError(f"accuracy {acc} is not in [0, 1]")
             trial.accuracy = acc
             stage = "reward"
-            trial.reward = reward(acc, trial.latency_ms)
+            trial.reward = self.reward_for(trial.number, trial.meta)(acc, trial.latency_ms)
         except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
-            trial.state = "failed"
-            trial.reward = None
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            trial.reason = f"{stage}: {type(e).__name__}: {msg}"[:500]
+            return _failed(trial, stage, e)
         return trial
+
+
+def train_child(accuracy: Callable[[Any, Any], float], space: Any, arch: Any
+                ) -> tuple[float, float]:
+    """One child's training (in this process or a worker's): accuracy, seconds."""
+    t0 = time.perf_counter()
+    acc = float(accuracy(space, arch))
+    return acc, time.perf_counter() - t0
+
+
+def _failed(trial: Trial, stage: str, e: BaseException) -> Trial:
+    trial.state = "failed"
+    trial.reward = None
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    trial.reason = f"{stage}: {type(e).__name__}: {msg}"[:500]
+    return trial
 
 
 def _summary(m: Any) -> dict[str, Any]:
@@ -138,7 +177,8 @@ class SearchLoop:
     def __init__(self, space: Any, strategy: Strategy, scorer: ChildScorer,
                  ledger: Ledger | None = None, budget: int = 10, batch: int = 1,
                  checkpoint: str | Path | None = None,
-                 callbacks: Sequence[Callable[[Trial], None]] = ()) -> None:
+                 callbacks: Sequence[Callable[[Trial], None]] = (),
+                 executor: Executor | None = None) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1 child, got {budget}")
         if batch < 1:
@@ -151,6 +191,8 @@ class SearchLoop:
         self.batch = batch
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.callbacks = list(callbacks)
+        #: trains a batch's children together (None: each child in turn, here)
+        self.executor = executor
         self.batch_seq = 0
         self.pending: list[dict[str, Any]] = []
         strategy.set_targets(scorer.targets)
@@ -209,6 +251,9 @@ class SearchLoop:
                                  "arch": c.arch, "meta": dict(c.meta)}
                                 for i, c in enumerate(cands)]
                 self._save()
+            if self.executor is not None:
+                done += self._batch(self.executor, slots, TS)
+                continue
             while self.pending:
                 p = self.pending[0]
                 ft = slots.pop(p["slot"], None)
@@ -226,3 +271,49 @@ class SearchLoop:
                 for cb in self.callbacks:
                     cb(trial)
         return self.ledger.trials()
+
+    def _batch(self, executor: Executor, slots: dict[str, Any], TS: Any) -> int:
+        """The pending batch on the executor: every slot opened, each child's latency
+        measured here in turn (nothing trains meanwhile), then all trained at once; told
+        and checkpointed in slot order, as one at a time would. Returns children scored."""
+        trials: list[Trial | int] = []      # a trial, or the number of one scored later
+        todo: list[tuple[int, Any]] = []    # (batch index, architecture) to train
+        fresh: list[bool] = []
+        training: set[str] = set()
+        for i, p in enumerate(self.pending):
+            ft = slots.pop(p["slot"], None)
+            old = to_trial(ft, TS) if ft is not None else None
+            fresh.append(old is None)
+            if old is not None:
+                trials.append(old)
+                continue
+            number = ft.number if ft is not None else self.ledger.open(
+                p["slot"], p["choices"], p["arch"], p["meta"])
+            if p["arch"] in training:       # its twin's result answers it, after the twin
+                trials.append(number)
+                continue
+            trial, arch = self.scorer.prepare(number, p["choices"], p["arch"], p["meta"])
+            trials.append(trial)
+            if arch is not None:
+                training.add(p["arch"])
+                todo.append((i, arch))
+        outcomes = executor.map(train_child, (self.scorer.accuracy, self.space),
+                                [(arch,) for _, arch in todo])
+        for (i, _), (value, err) in zip(todo, outcomes, strict=True):
+            acc, seconds = value if err is None else (None, 0.0)
+            trials[i] = self.scorer.finish(trials[i], acc, seconds, err)  # type: ignore[arg-type]
+        scored = 0
+        for trial, new in zip(trials, fresh, strict=True):
+            p = self.pending[0]
+            if isinstance(trial, int):
+                trial = self.scorer(trial, p["choices"], p["arch"], p["meta"])
+            if new:
+                self.ledger.record(trial)
+                scored += 1
+            self.scorer.remember(trial)
+            self.strategy.tell([trial])
+            self.pending.pop(0)
+            self._save()
+            for cb in self.callbacks:
+                cb(trial)
+        return scored

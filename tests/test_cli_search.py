@@ -40,6 +40,24 @@ def tiny_run(tmp_path_factory):
     return out, base / "cache", r
 
 
+def test_workers_train_a_batch_in_ray_tasks_with_the_same_results(tiny_run):
+    """--workers 3: the tiny run's three children trained at once as Ray tasks (one
+    thread each, as here) score exactly what the one-at-a-time run scored."""
+    out, cache, _ = tiny_run
+    par = out.parent / "par"
+    r = mnas("search", "--strategy", "random", "--out", str(par), *TINY, "--workers", "3",
+             cache=cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def rows(folder):
+        with open(folder / "trials.csv") as f:
+            return [(row["number"], row["arch"], row["state"], row["accuracy"], row["reward"])
+                    for row in csv.DictReader(f)]
+
+    assert rows(par) == rows(out)
+    assert json.loads((par / "config.json").read_text())["batch"] == 3   # --batch follows
+
+
 def test_tiny_search_writes_every_output(tiny_run):
     out, _, r = tiny_run
     for name in ("config.json", "study.db", "strategy.ckpt", "trials.csv", "pareto.csv",
@@ -260,6 +278,8 @@ def test_resume_refuses_settings_it_would_ignore(tiny_run):
     (["--opt", "nope=1"], "valid: "),
     (["--hard", "--alpha", "0.1"], "--hard"),
     (["--torch-device", "cuda:99"], "valid here: cpu"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "4", "--batch", "2"], "--batch 2 < --workers 4"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main
@@ -273,12 +293,26 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
     assert not (tmp_path / "run").exists(), "refused before anything was written"
 
 
+def test_workers_without_ray_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)      # as if the ray extra were missing
+    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "pip install -e '.[ray]'" in err and not (tmp_path / "run").exists()
+
+
+IGNORED = "(the proxy's training) would be ignored"
+
+
 @pytest.mark.parametrize("extra, needle", [
-    (["--epochs", "2", "--torch-device", "cpu"], "trains no child, so --epochs, --torch-device "
-                                                 "(the proxy's training) would be ignored: drop them"),
-    (["--data", "digits"], "trains no child, so --data (the proxy's training) would be ignored: drop it"),
-    (["--runs", "5", "--clock", "cpu"], "times no child, so --runs, --clock (how children are timed) would be "
-                                          "ignored: drop them"),
+    (["--epochs", "2", "--torch-device", "cpu"],
+     f"trains no child, so --epochs, --torch-device {IGNORED}: drop them"),
+    (["--data", "digits"], f"trains no child, so --data {IGNORED}: drop it"),
+    (["--workers", "2"], f"trains no child, so --workers {IGNORED}: drop it"),
+    (["--runs", "5", "--clock", "cpu"],
+     "times no child, so --runs, --clock (how children are timed) would be ignored: drop them"),
 ])
 def test_flags_a_table_search_would_ignore_are_refused(tmp_path, monkeypatch, capsys, extra,
                                                        needle):
@@ -303,7 +337,7 @@ def test_a_table_search_resumes_and_refuses_a_torch_device(tmp_path, monkeypatch
     capsys.readouterr()
     rc = main(["search", "--out", str(out), "--resume", "--budget", "4", "--torch-device", "cpu"])
     err = capsys.readouterr().err
-    assert rc == 2 and "trains no child, so --torch-device (the proxy's training)" in err, err
+    assert rc == 2 and f"trains no child, so --torch-device {IGNORED}" in err, err
     assert (out / "config.json").read_text() == before
     assert main(["search", "--out", str(out), "--resume", "--budget", "4", "--no-progress"]) == 0
     with open(out / "trials.csv") as f:

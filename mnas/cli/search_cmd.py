@@ -54,6 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--torch-device", default=None, metavar="DEV",
                    help="where the proxy trains children: cpu (default), cuda or cuda:N; "
                         "may change on --resume")
+    a.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="train N children at once as Ray tasks (the ray extra); --batch "
+                        "defaults to N; latency is still measured one child at a time; "
+                        "may change on --resume")
+    a.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="train children on this Ray cluster ('auto': the one this machine "
+                        "joined) instead of a local one; may change on --resume")
     m = p.add_argument_group("latency")
     m.add_argument("--device", default=None, help="device spec (default local:onnxruntime)")
     m.add_argument("--latency", default=None,
@@ -84,7 +91,8 @@ def _pick(v: Any, default: Any) -> Any:
 
 
 #: the proxy's training flags: an accuracy that trains no child would ignore them
-_PROXY_FLAGS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "torch_device")
+_PROXY_FLAGS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "torch_device",
+                "workers", "ray_address")
 #: the timing flags: a latency that measures no child would ignore them
 _MEASURE_FLAGS = ("threads", "warmup", "runs", "max_runs", "clock")
 
@@ -111,6 +119,36 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"--latency {latency} times no child, so {flags} (how children "
                          f"are timed) would be ignored: drop {_them(given)}")
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """--batch, by default --workers: a batch is what trains at once."""
+    batch = _pick(args.batch, args.workers or 1)
+    if args.workers and batch < args.workers:
+        raise ValueError(f"--batch {batch} < --workers {args.workers}: at most {batch} "
+                         "children train at once; give --batch >= --workers (or leave it out)")
+    return batch
+
+
+def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
+    """None (each child trained in turn, here) or the executor --workers asks for."""
+    if args.workers is None and args.ray_address is None:
+        return None
+    from search.executor import make_executor
+
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers == 1 and not args.ray_address:
+        return None
+    device = str(cfg["proxy"].get("torch_device") or "cpu")
+    if device.startswith("cuda:"):
+        raise ValueError(f"--torch-device {device} with --workers: Ray gives each child its "
+                         "own GPU; say --torch-device cuda")
+    if cfg["batch"] < workers:
+        print(f"mnas: note: this run's batch is {cfg['batch']}: at most {cfg['batch']} of "
+              f"the {workers} workers train at once", file=sys.stderr)
+    return make_executor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,7 +198,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "space": space_name, "space_options": space_opts,
         "strategy": strategy_name, "strategy_options": strat_opts,
         "strategy_config": strategy.config(),
-        "seed": seed, "budget": budget, "batch": _pick(args.batch, 1),
+        "seed": seed, "budget": budget, "batch": _batch(args),
         "targets": targets, "targets_ms": None,
         "alpha": 0.0 if args.hard else _pick(args.alpha, -0.07),
         "beta": -1.0 if args.hard else _pick(args.beta, -0.07),
@@ -180,7 +218,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
 
 #: flags a resumed run may take: where it is, how it reports, and a new budget
 _RESUME_FLAGS = {"out", "resume", "force", "no_progress", "no_export", "budget",
-                 "torch_device", "func", "command"}
+                 "torch_device", "workers", "ray_address", "func", "command"}
 
 
 def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
@@ -191,8 +229,9 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"--resume continues the run with its saved config.json; it cannot "
-                         f"change {flags} (only --budget and --torch-device): start a new "
-                         "run with another --out, or --force to start over")
+                         f"change {flags} (only --budget, --torch-device, --workers, "
+                         "--ray-address): start a new run with another --out, or --force to "
+                         "start over")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
         _refuse_unused_proxy_flags(cfg["accuracy"], ["torch_device"])
         cfg["proxy"]["torch_device"] = args.torch_device
+    executor = _executor(args, cfg)
     space = get_space(cfg["space"], **cfg["space_options"])
     latency = runmod.make_latency(cfg, out)
     accuracy = runmod.make_accuracy(cfg)
@@ -231,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
     # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
-                      batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT)
+                      batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
+                      executor=executor)
     runmod.save_config(out, cfg)
     print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
           f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
@@ -246,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
             trials = loop.run()
         finally:
             bar.close()
+            if executor is not None:
+                executor.close()
     except KeyboardInterrupt:
         print(f"mnas: {ledger.finished_count()} of {cfg['budget']} children are saved; "
               f"`mnas search --out {shlex.quote(str(out))} --resume` goes on",

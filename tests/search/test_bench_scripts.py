@@ -92,6 +92,15 @@ def test_enas_speed_bad_options_are_one_line_and_exit_2(tmp_path, monkeypatch, c
     assert "--space-opt: ops must be a comma-separated subset of conv, dsconv" in err
 
 
+def test_workers_bench_bad_input_is_one_line_and_exit_2(monkeypatch, capsys):
+    from benchmarks.workers import main
+
+    err = _refused(main, ["--workers", "1"], monkeypatch, capsys)
+    assert "need --budget >= 1 and --workers >= 2" in err
+    err = _refused(main, ["--space", "nope"], monkeypatch, capsys)   # mnas search's own line
+    assert err.count("\n") == 1 and "unknown space 'nope'" in err and "valid: " in err
+
+
 def test_proxy_device_compares_the_same_children_on_each_setting(tmp_path, monkeypatch,
                                                                   capsys):
     import json

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from search.executor import RayExecutor, SerialExecutor
 from search.ledger import Ledger
-from tests.search.toyloop import make_loop
+from tests.search.toyloop import ToySpace, make_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +56,10 @@ def test_resume_after_clean_stop_continues_the_same_sequence(tmp_path):
     assert resumed == ref
 
 
-def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
+@pytest.mark.parametrize("how", ["one at a time", "serial"])
+def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path, how):
+    """Killed anywhere, also while a batch trains on an executor (every slot opened,
+    latencies measured, training under way), the run resumes to the same history."""
     budget = 24
     ref = _history(make_loop(None, budget=budget, batch=3).run())
     out = tmp_path / "run"
@@ -62,7 +68,8 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for attempt in range(8):
         proc = subprocess.Popen([sys.executable, "-m", "tests.search.toyloop", str(out),
-                                 str(budget), "3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 str(budget), "3", *(["serial"] if how == "serial" else [])],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 text=True)
         assert proc.stdout.readline().strip() == "ready"
         try:  # the last attempt runs to the end
@@ -80,3 +87,56 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     assert got == ref
     slots = [t.user_attrs["slot"] for t in led.study.get_trials()]
     assert len(slots) == len(set(slots)) == budget
+
+
+class _Counting(SerialExecutor):
+    """Serial, counting the children it trains."""
+
+    def __init__(self) -> None:
+        self.trained: list[str] = []
+
+    def map(self, fn, shared, jobs):
+        self.trained += [job[0].encode() for job in jobs]
+        return super().map(fn, shared, jobs)
+
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    ex = RayExecutor(2)
+    yield ex
+    ex.close()
+
+
+@pytest.mark.parametrize("kind", ["serial", "ray"])
+def test_a_batch_on_an_executor_scores_as_one_child_at_a_time(kind, request):
+    """Same children, numbers, failures (with their reasons), duplicates and rewards as
+    the loop scoring each child in turn; on Ray the children train in other processes."""
+    executor = _Counting() if kind == "serial" else request.getfixturevalue("ray_executor")
+    ref = make_loop(None, budget=60, batch=4).run()
+    got = make_loop(None, budget=60, batch=4, executor=executor).run()
+    full = [(t.number, t.arch, t.state, t.reward, t.reason, t.meta) for t in ref]
+    assert [(t.number, t.arch, t.state, t.reward, t.reason, t.meta) for t in got] == full
+    assert any(t.state == "failed" for t in got) and any("duplicate_of" in t.meta for t in got)
+    if kind == "serial":   # a child seen before is answered, not trained again
+        assert len(executor.trained) == len(set(executor.trained))
+        assert len(executor.trained) == sum(t.state == "complete" and "duplicate_of" not in
+                                            t.meta for t in got) + sum(
+            t.state == "failed" for t in got if t.reason.startswith("accuracy"))
+
+
+def test_a_child_asked_twice_in_one_batch_trains_once():
+    from tests.search.toyloop import ToyStrategy
+
+    class Twice(ToyStrategy):
+        def ask(self, n=1):
+            c = super().ask(1)[0]
+            return [c] * n
+
+    ex = _Counting()
+    space = ToySpace()
+    trials = make_loop(None, budget=6, batch=3, executor=ex,
+                       strategy=Twice(space, seed=4)).run()
+    assert len(ex.trained) == 2            # one per batch
+    for first, *twins in (trials[:3], trials[3:]):
+        assert all(t.meta.get("duplicate_of") == first.number and t.reward == first.reward
+                   for t in twins)

@@ -17,6 +17,7 @@ from mnas.decisions import Categorical
 from mnas.reward import Reward
 from mnas.spaces.base import SearchSpace
 from search.base import Strategy
+from search.executor import Executor, SerialExecutor
 from search.ledger import Ledger
 from search.loop import ChildScorer, SearchLoop
 
@@ -97,17 +98,21 @@ def toy_latency(space, arch):
                                     runtime_version="0", model_sha256="", device="toy")
 
 
-def make_loop(out: Path | None, budget: int, sleep: float = 0.0, batch: int = 1):
+def make_loop(out: Path | None, budget: int, sleep: float = 0.0, batch: int = 1,
+              executor: Executor | None = None, strategy: Strategy | None = None):
     space = ToySpace()
     ledger = Ledger(out / "study.db" if out else None, study_name="toy")
     scorer = ChildScorer(space, toy_accuracy(sleep), toy_latency, [Reward(5.0)],
                          count_stats=False)
-    return SearchLoop(space, ToyStrategy(space, seed=1), scorer, ledger=ledger, budget=budget,
-                      batch=batch, checkpoint=out / "strategy.ckpt" if out else None)
+    return SearchLoop(space, strategy or ToyStrategy(space, seed=1), scorer, ledger=ledger,
+                      budget=budget, batch=batch,
+                      checkpoint=out / "strategy.ckpt" if out else None, executor=executor)
 
 
 if __name__ == "__main__":
+    # OUT BUDGET [BATCH [serial]]: "serial" trains each batch through the executor path
     out, budget = Path(sys.argv[1]), int(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     print("ready", flush=True)  # imports done: the parent's kill timer starts now
-    make_loop(out, budget, sleep=0.05, batch=int(sys.argv[3]) if len(sys.argv) > 3 else 1).run()
+    make_loop(out, budget, sleep=0.05, batch=int(sys.argv[3]) if len(sys.argv) > 3 else 1,
+              executor=SerialExecutor() if sys.argv[4:] == ["serial"] else None).run()

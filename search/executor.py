@@ -1,0 +1,128 @@
+"""Where children train: in this process, or as Ray tasks on many cores or machines.
+
+The search loop hands an executor one batch's training jobs at a time (``map``); each
+job is ``fn(*args)`` and its outcome comes back in job order as ``(value, None)`` or
+``(None, exception)``, so a child that fails is a failed trial and never stops the
+search. Only training runs here: latency is measured by the loop itself, one child at a
+time and while nothing trains, since one device runs one measurement at a time and a
+host busy training would time its children slow.
+
+* :class:`SerialExecutor` runs the jobs one after another in this process (the default).
+* :class:`RayExecutor` runs them as Ray tasks, one CPU each (or one GPU each where
+  children train on CUDA): ``workers`` CPUs of a local Ray instance started on first
+  use, or any Ray cluster given by ``address`` (``"auto"``: the one this machine belongs
+  to). Arguments common to every job (the accuracy evaluator with its data, the space)
+  go to Ray's object store once per batch. Ray is the ``ray`` extra, imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+Outcome = tuple[Any, BaseException | None]
+
+
+class Executor(Protocol):
+    workers: int
+
+    def map(self, fn: Callable[..., Any], shared: Sequence[Any],
+            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
+        """``fn(*shared, *job)`` for every job; outcomes in job order."""
+
+    def close(self) -> None:
+        """Release what the executor started."""
+
+
+class SerialExecutor:
+    """The jobs one after another, in this process."""
+
+    workers = 1
+
+    def map(self, fn: Callable[..., Any], shared: Sequence[Any],
+            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
+        out: list[Outcome] = []
+        for job in jobs:
+            try:
+                out.append((fn(*shared, *job), None))
+            except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
+                out.append((None, e))
+        return out
+
+    def close(self) -> None:
+        return None
+
+
+class RayExecutor:
+    """Jobs as Ray tasks: ``workers`` at a time on a local Ray instance, or on the
+    cluster at ``address``. ``gpus`` is what one task asks for (1 where children
+    train on CUDA, so Ray places one per GPU)."""
+
+    def __init__(self, workers: int, address: str | None = None, gpus: float = 0.0) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if not gpus >= 0:
+            raise ValueError(f"gpus per task must be >= 0, got {gpus!r}")
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("parallel children need Ray: pip install -e '.[ray]' "
+                             "(or run with --workers 1)") from None
+        self.workers, self.address, self.gpus = workers, address, float(gpus)
+        self._started = False
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    def _ray(self) -> Any:
+        import ray
+
+        if not ray.is_initialized():
+            # Ray's own banner and token notice would interleave with the progress bar
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            kw: dict[str, Any] = {"address": self.address} if self.address else \
+                {"num_cpus": self.workers, "num_gpus": None if self.gpus else 0}
+            ray.init(include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False, **kw)
+            self._started = True
+        return ray
+
+    def map(self, fn: Callable[..., Any], shared: Sequence[Any],
+            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
+        if not jobs:
+            return []
+        ray = self._ray()
+        task = self._remote.get(fn)
+        if task is None:
+            task = self._remote[fn] = ray.remote(num_cpus=1, num_gpus=self.gpus,
+                                                 max_retries=0)(fn)
+        refs_shared = [ray.put(s) for s in shared]
+        refs = [task.remote(*refs_shared, *job) for job in jobs]
+        out: list[Outcome] = []
+        for ref in refs:
+            try:
+                out.append((ray.get(ref), None))
+            except ray.exceptions.RayTaskError as e:   # the child's own exception
+                cause = e.cause if isinstance(e.cause, BaseException) else e
+                out.append((None, cause))
+            except ray.exceptions.RayError as e:       # its worker died (e.g. out of memory)
+                out.append((None, RuntimeError(f"Ray worker lost: {type(e).__name__}: "
+                                               f"{str(e).strip().splitlines()[0]}")))
+        return out
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
+def make_executor(workers: int = 1, address: str | None = None, gpus: float = 0.0
+                  ) -> Executor:
+    """Serial for one worker on this machine, Ray otherwise (ValueError without Ray)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers == 1 and not address:
+        return SerialExecutor()
+    return RayExecutor(workers, address, gpus)
