@@ -1,11 +1,12 @@
 """Where children train: in this process, or as Ray tasks on many cores or machines.
 
-The search loop hands an executor one batch's training jobs at a time (``map``); each
-job is ``fn(*args)`` and its outcome comes back in job order as ``(value, None)`` or
-``(None, exception)``, so a child that fails is a failed trial and never stops the
-search. Only training runs here: latency is measured by the loop itself, one child at a
-time and while nothing trains, since one device runs one measurement at a time and a
-host busy training would time its children slow.
+The search loop hands an executor one batch's training jobs at a time (``submit``, then
+``collect``); each job is ``fn(*shared, *job)`` and its outcome comes back in job order as
+``(value, None)`` or ``(None, exception)``, so a child that fails is a failed trial and
+never stops the search. Only training runs here: latency is measured by the loop itself,
+one child at a time (one device runs one measurement at a time) — before the batch
+trains when the device is this host, which training would slow, or while it trains when
+the device is elsewhere (a phone), so that the phone's time is hidden.
 
 * :class:`SerialExecutor` runs the jobs one after another in this process (the default).
 * :class:`RayExecutor` runs them as Ray tasks, one CPU each (or one GPU each where
@@ -18,7 +19,6 @@ host busy training would time its children slow.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -28,21 +28,35 @@ Outcome = tuple[Any, BaseException | None]
 class Executor(Protocol):
     workers: int
 
-    def map(self, fn: Callable[..., Any], shared: Sequence[Any],
-            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
-        """``fn(*shared, *job)`` for every job; outcomes in job order."""
+    def submit(self, fn: Callable[..., Any], shared: Sequence[Any],
+               jobs: Sequence[Sequence[Any]]) -> Any:
+        """Start ``fn(*shared, *job)`` for every job (an executor may also defer them to
+        :meth:`collect`); returns a handle for :meth:`collect`."""
+
+    def collect(self, handle: Any) -> list[Outcome]:
+        """The submitted jobs' outcomes, in job order, once all have ended."""
 
     def close(self) -> None:
         """Release what the executor started."""
 
 
+def run_all(executor: Executor, fn: Callable[..., Any], shared: Sequence[Any],
+            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
+    """Submit and collect: the jobs' outcomes in order."""
+    return executor.collect(executor.submit(fn, shared, jobs))
+
+
 class SerialExecutor:
-    """The jobs one after another, in this process."""
+    """The jobs one after another, in this process, when collected."""
 
     workers = 1
 
-    def map(self, fn: Callable[..., Any], shared: Sequence[Any],
-            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
+    def submit(self, fn: Callable[..., Any], shared: Sequence[Any],
+               jobs: Sequence[Sequence[Any]]) -> Any:
+        return fn, tuple(shared), [tuple(j) for j in jobs]
+
+    def collect(self, handle: Any) -> list[Outcome]:
+        fn, shared, jobs = handle
         out: list[Outcome] = []
         for job in jobs:
             try:
@@ -78,8 +92,6 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            # Ray's own banner and token notice would interleave with the progress bar
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             kw: dict[str, Any] = {"address": self.address} if self.address else \
                 {"num_cpus": self.workers, "num_gpus": None if self.gpus else 0}
             ray.init(include_dashboard=False, log_to_driver=False,
@@ -87,8 +99,8 @@ class RayExecutor:
             self._started = True
         return ray
 
-    def map(self, fn: Callable[..., Any], shared: Sequence[Any],
-            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
+    def submit(self, fn: Callable[..., Any], shared: Sequence[Any],
+               jobs: Sequence[Sequence[Any]]) -> Any:
         if not jobs:
             return []
         ray = self._ray()
@@ -97,9 +109,14 @@ class RayExecutor:
             task = self._remote[fn] = ray.remote(num_cpus=1, num_gpus=self.gpus,
                                                  max_retries=0)(fn)
         refs_shared = [ray.put(s) for s in shared]
-        refs = [task.remote(*refs_shared, *job) for job in jobs]
+        return [task.remote(*refs_shared, *job) for job in jobs]
+
+    def collect(self, handle: Any) -> list[Outcome]:
+        if not handle:
+            return []
+        ray = self._ray()
         out: list[Outcome] = []
-        for ref in refs:
+        for ref in handle:
             try:
                 out.append((ray.get(ref), None))
             except ray.exceptions.RayTaskError as e:   # the child's own exception

@@ -85,10 +85,12 @@ class ChildScorer:
         return self.finish(trial, acc, seconds)
 
     def prepare(self, number: int, choices: tuple[int, ...], arch_str: str,
-                meta: dict[str, Any] | None = None) -> tuple[Trial, Any]:
-        """Everything but training: the trial with its target, size and latency, and the
-        architecture to train — ``None`` when the trial is already final (failed, or a
-        child scored before, whose result it reuses)."""
+                meta: dict[str, Any] | None = None, measure: bool = True
+                ) -> tuple[Trial, Any]:
+        """Everything but training: the trial with its target, size and (unless
+        ``measure`` is False: :meth:`measure` later) latency, and the architecture to
+        train — ``None`` when the trial is already final (failed, or a child scored
+        before, whose result it reuses)."""
         try:
             reward = self.reward_for(number, meta)
         except (TypeError, ValueError) as e:    # the strategy's choice, not the child's
@@ -114,7 +116,15 @@ class ChildScorer:
                 stats = arch_stats(self.space, arch, num_classes=self.space.deploy_classes,
                                    resolution=self.space.deploy_resolution)
                 trial.params, trial.macs = int(stats["params"]), int(stats["macs"])
-            stage = "latency"
+        except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
+            return _failed(trial, stage, e), None
+        if measure and not self.measure(trial, arch):
+            return trial, None
+        return trial, arch
+
+    def measure(self, trial: Trial, arch: Any) -> bool:
+        """The prepared ``trial``'s latency; False (the trial failed) if it has none."""
+        try:
             t0 = time.perf_counter()
             m = self.latency(self.space, arch)
             trial.measure_seconds = time.perf_counter() - t0
@@ -123,8 +133,9 @@ class ChildScorer:
             if not (math.isfinite(trial.latency_ms) and trial.latency_ms > 0):
                 raise RuntimeError(f"latency {trial.latency_ms} ms is not a positive number")
         except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
-            return _failed(trial, stage, e), None
-        return trial, arch
+            _failed(trial, "latency", e)
+            return False
+        return True
 
     def finish(self, trial: Trial, accuracy: float | None, seconds: float,
                error: BaseException | None = None) -> Trial:
@@ -178,7 +189,7 @@ class SearchLoop:
                  ledger: Ledger | None = None, budget: int = 10, batch: int = 1,
                  checkpoint: str | Path | None = None,
                  callbacks: Sequence[Callable[[Trial], None]] = (),
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, overlap: bool = False) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1 child, got {budget}")
         if batch < 1:
@@ -193,6 +204,8 @@ class SearchLoop:
         self.callbacks = list(callbacks)
         #: trains a batch's children together (None: each child in turn, here)
         self.executor = executor
+        #: measure latencies while the batch trains (a device other than this host)
+        self.overlap = overlap
         self.batch_seq = 0
         self.pending: list[dict[str, Any]] = []
         strategy.set_targets(scorer.targets)
@@ -274,8 +287,9 @@ class SearchLoop:
 
     def _batch(self, executor: Executor, slots: dict[str, Any], TS: Any) -> int:
         """The pending batch on the executor: every slot opened, each child's latency
-        measured here in turn (nothing trains meanwhile), then all trained at once; told
-        and checkpointed in slot order, as one at a time would. Returns children scored."""
+        measured here in turn, and all trained at once — after the measurements, or
+        during them with ``overlap``; told and checkpointed in slot order, as one at a
+        time would. Returns children scored."""
         trials: list[Trial | int] = []      # a trial, or the number of one scored later
         todo: list[tuple[int, Any]] = []    # (batch index, architecture) to train
         fresh: list[bool] = []
@@ -292,16 +306,21 @@ class SearchLoop:
             if p["arch"] in training:       # its twin's result answers it, after the twin
                 trials.append(number)
                 continue
-            trial, arch = self.scorer.prepare(number, p["choices"], p["arch"], p["meta"])
+            trial, arch = self.scorer.prepare(number, p["choices"], p["arch"], p["meta"],
+                                              measure=not self.overlap)
             trials.append(trial)
             if arch is not None:
                 training.add(p["arch"])
                 todo.append((i, arch))
-        outcomes = executor.map(train_child, (self.scorer.accuracy, self.space),
-                                [(arch,) for _, arch in todo])
-        for (i, _), (value, err) in zip(todo, outcomes, strict=True):
-            acc, seconds = value if err is None else (None, 0.0)
-            trials[i] = self.scorer.finish(trials[i], acc, seconds, err)  # type: ignore[arg-type]
+        handle = executor.submit(train_child, (self.scorer.accuracy, self.space),
+                                 [(arch,) for _, arch in todo])
+        measured = [not self.overlap or self.scorer.measure(trials[i], arch)  # type: ignore[arg-type]
+                    for i, arch in todo]
+        outcomes = executor.collect(handle)
+        for (i, _), ok, (value, err) in zip(todo, measured, outcomes, strict=True):
+            if ok:      # a child without a latency stays failed, trained or not
+                acc, seconds = value if err is None else (None, 0.0)
+                trials[i] = self.scorer.finish(trials[i], acc, seconds, err)  # type: ignore[arg-type]
         scored = 0
         for trial, new in zip(trials, fresh, strict=True):
             p = self.pending[0]

@@ -56,6 +56,17 @@ def test_workers_train_a_batch_in_ray_tasks_with_the_same_results(tiny_run):
 
     assert rows(par) == rows(out)
     assert json.loads((par / "config.json").read_text())["batch"] == 3   # --batch follows
+    assert "budget 3, 3 workers (Ray) ->" in r.stderr
+
+
+@pytest.mark.parametrize("latency, device, overlap", [
+    ("measured", "local:onnxruntime", False), ("measured:anchored", "local:litert", False),
+    ("measured", "adb:emulator-5554", True), ("table:x.csv#ms", "local:onnxruntime", True),
+    ("lut:x.json", "local:onnxruntime", True)])
+def test_latency_overlaps_training_unless_timed_on_this_host(latency, device, overlap):
+    from mnas.cli.search_cmd import _elsewhere
+
+    assert _elsewhere({"latency": latency, "device": device}) is overlap
 
 
 def test_tiny_search_writes_every_output(tiny_run):

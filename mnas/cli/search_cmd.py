@@ -151,6 +151,13 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     return make_executor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
 
 
+def _elsewhere(cfg: dict[str, Any]) -> bool:
+    """Whether latency can be measured while children train: it is not timed on this
+    host (a phone, or a table), which the training would slow."""
+    return cfg["latency"].partition(":")[0] != "measured" or \
+        str(cfg["device"]).partition(":")[0] != "local"
+
+
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of a new run, defaults filled in (written to config.json)."""
     from mnas.spaces import get_space
@@ -272,11 +279,13 @@ def run(args: argparse.Namespace) -> int:
     # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
                       batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
-                      executor=executor)
+                      executor=executor, overlap=_elsewhere(cfg))
     runmod.save_config(out, cfg)
     print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
           f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
-          f"budget {cfg['budget']} -> {out}", file=sys.stderr)
+          f"budget {cfg['budget']}"
+          + (f", {executor.workers} workers (Ray)" if executor is not None else "")
+          + f" -> {out}", file=sys.stderr)
     caveat = type(strategy).caveats.get(cfg["space"])
     if caveat:
         print(f"mnas: note: {caveat}", file=sys.stderr)

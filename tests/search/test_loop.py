@@ -11,7 +11,7 @@ import pytest
 
 from search.executor import RayExecutor, SerialExecutor
 from search.ledger import Ledger
-from tests.search.toyloop import ToySpace, make_loop
+from tests.search.toyloop import MarkedAccuracy, ToySpace, WaitingLatency, make_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,10 +56,10 @@ def test_resume_after_clean_stop_continues_the_same_sequence(tmp_path):
     assert resumed == ref
 
 
-@pytest.mark.parametrize("how", ["one at a time", "serial"])
-def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path, how):
+def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     """Killed anywhere, also while a batch trains on an executor (every slot opened,
-    latencies measured, training under way), the run resumes to the same history."""
+    latencies measured, training under way), the run resumes to the same history; the
+    attempts alternate between scoring one child at a time and the executor path."""
     budget = 24
     ref = _history(make_loop(None, budget=budget, batch=3).run())
     out = tmp_path / "run"
@@ -68,7 +68,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path, how):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for attempt in range(8):
         proc = subprocess.Popen([sys.executable, "-m", "tests.search.toyloop", str(out),
-                                 str(budget), "3", *(["serial"] if how == "serial" else [])],
+                                 str(budget), "3", *(["serial"] if attempt % 2 else [])],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 text=True)
         assert proc.stdout.readline().strip() == "ready"
@@ -95,9 +95,9 @@ class _Counting(SerialExecutor):
     def __init__(self) -> None:
         self.trained: list[str] = []
 
-    def map(self, fn, shared, jobs):
+    def submit(self, fn, shared, jobs):
         self.trained += [job[0].encode() for job in jobs]
-        return super().map(fn, shared, jobs)
+        return super().submit(fn, shared, jobs)
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +107,15 @@ def ray_executor():
     ex.close()
 
 
-@pytest.mark.parametrize("kind", ["serial", "ray"])
-def test_a_batch_on_an_executor_scores_as_one_child_at_a_time(kind, request):
+@pytest.mark.parametrize("kind, overlap", [("serial", False), ("serial", True),
+                                           ("ray", False), ("ray", True)])
+def test_a_batch_on_an_executor_scores_as_one_child_at_a_time(kind, overlap, request):
     """Same children, numbers, failures (with their reasons), duplicates and rewards as
-    the loop scoring each child in turn; on Ray the children train in other processes."""
+    the loop scoring each child in turn, whether latencies are measured before the batch
+    trains or while it trains; on Ray the children train in other processes."""
     executor = _Counting() if kind == "serial" else request.getfixturevalue("ray_executor")
     ref = make_loop(None, budget=60, batch=4).run()
-    got = make_loop(None, budget=60, batch=4, executor=executor).run()
+    got = make_loop(None, budget=60, batch=4, executor=executor, overlap=overlap).run()
     full = [(t.number, t.arch, t.state, t.reward, t.reason, t.meta) for t in ref]
     assert [(t.number, t.arch, t.state, t.reward, t.reason, t.meta) for t in got] == full
     assert any(t.state == "failed" for t in got) and any("duplicate_of" in t.meta for t in got)
@@ -140,3 +142,20 @@ def test_a_child_asked_twice_in_one_batch_trains_once():
     for first, *twins in (trials[:3], trials[3:]):
         assert all(t.meta.get("duplicate_of") == first.number and t.reward == first.reward
                    for t in twins)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_with_overlap_latency_is_measured_while_the_batch_trains(tmp_path, overlap,
+                                                                 ray_executor):
+    """A latency that can only be measured once its child's training has started: with
+    ``overlap`` (a device other than this host) every child gets one; without it (this
+    host, which training would slow) the batch trains only after every measurement."""
+    trials = make_loop(None, budget=6, batch=2, executor=ray_executor, overlap=overlap,
+                       accuracy=MarkedAccuracy(tmp_path),
+                       latency=WaitingLatency(tmp_path, 60.0 if overlap else 0.3)).run()
+    measured = [t for t in trials if "duplicate_of" not in t.meta]
+    if overlap:
+        assert all(t.latency_ms for t in measured), [t.reason for t in trials]
+    else:
+        assert all(t.reason == "latency: TimeoutError: its training had not started"
+                   for t in measured)

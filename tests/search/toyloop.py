@@ -98,15 +98,46 @@ def toy_latency(space, arch):
                                     runtime_version="0", model_sha256="", device="toy")
 
 
+class MarkedAccuracy:
+    """The toy accuracy, leaving a file per child whose training started (picklable, for
+    executors in other processes)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def __call__(self, space, arch):
+        (self.folder / f"train-{arch.encode()}").touch()
+        return toy_accuracy()(space, arch)
+
+
+class WaitingLatency:
+    """The toy latency, measured only once the child's training has started (up to
+    ``wait`` seconds; then TimeoutError)."""
+
+    def __init__(self, folder: Path, wait: float) -> None:
+        self.folder, self.wait = Path(folder), wait
+
+    def __call__(self, space, arch):
+        deadline = time.monotonic() + self.wait
+        while not (self.folder / f"train-{arch.encode()}").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("its training had not started")
+            time.sleep(0.01)
+        return toy_latency(space, arch)
+
+
 def make_loop(out: Path | None, budget: int, sleep: float = 0.0, batch: int = 1,
-              executor: Executor | None = None, strategy: Strategy | None = None):
+              executor: Executor | None = None, strategy: Strategy | None = None,
+              overlap: bool = False, latency=None, accuracy=None):
     space = ToySpace()
     ledger = Ledger(out / "study.db" if out else None, study_name="toy")
-    scorer = ChildScorer(space, toy_accuracy(sleep), toy_latency, [Reward(5.0)],
+    scorer = ChildScorer(space, accuracy or toy_accuracy(sleep), latency or toy_latency,
+                         [Reward(5.0)],
                          count_stats=False)
     return SearchLoop(space, strategy or ToyStrategy(space, seed=1), scorer, ledger=ledger,
                       budget=budget, batch=batch,
-                      checkpoint=out / "strategy.ckpt" if out else None, executor=executor)
+                      checkpoint=out / "strategy.ckpt" if out else None, executor=executor,
+                      overlap=overlap)
 
 
 if __name__ == "__main__":
