@@ -271,19 +271,28 @@ class SearchLoop:
                 p = self.pending[0]
                 ft = slots.pop(p["slot"], None)
                 trial = to_trial(ft, TS) if ft is not None else None
-                if trial is None:  # never opened, or left RUNNING by a killed process
-                    number = ft.number if ft is not None else self.ledger.open(
-                        p["slot"], p["choices"], p["arch"], p["meta"])
-                    trial = self.scorer(number, p["choices"], p["arch"], p["meta"])
-                    self.ledger.record(trial)
-                    done += 1
-                self.scorer.remember(trial)
-                self.strategy.tell([trial])
-                self.pending.pop(0)
-                self._save()
-                for cb in self.callbacks:
-                    cb(trial)
+                new = trial is None     # never opened, or left RUNNING by a killed process
+                if trial is None:
+                    trial = self.scorer(self._number(p, ft), p["choices"], p["arch"], p["meta"])
+                done += self._conclude(trial, new)
         return self.ledger.trials()
+
+    def _number(self, p: dict[str, Any], ft: Any) -> int:
+        """The trial number of pending slot ``p``: its RUNNING trial's, or a new one."""
+        return ft.number if ft is not None else self.ledger.open(
+            p["slot"], p["choices"], p["arch"], p["meta"])
+
+    def _conclude(self, trial: Trial, new: bool) -> int:
+        """Record (if scored now), tell and checkpoint the first pending slot's trial."""
+        if new:
+            self.ledger.record(trial)
+        self.scorer.remember(trial)
+        self.strategy.tell([trial])
+        self.pending.pop(0)
+        self._save()
+        for cb in self.callbacks:
+            cb(trial)
+        return int(new)
 
     def _batch(self, executor: Executor, slots: dict[str, Any], TS: Any) -> int:
         """The pending batch on the executor: every slot opened, each child's latency
@@ -301,8 +310,7 @@ class SearchLoop:
             if old is not None:
                 trials.append(old)
                 continue
-            number = ft.number if ft is not None else self.ledger.open(
-                p["slot"], p["choices"], p["arch"], p["meta"])
+            number = self._number(p, ft)
             if p["arch"] in training:       # its twin's result answers it, after the twin
                 trials.append(number)
                 continue
@@ -326,13 +334,5 @@ class SearchLoop:
             p = self.pending[0]
             if isinstance(trial, int):
                 trial = self.scorer(trial, p["choices"], p["arch"], p["meta"])
-            if new:
-                self.ledger.record(trial)
-                scored += 1
-            self.scorer.remember(trial)
-            self.strategy.tell([trial])
-            self.pending.pop(0)
-            self._save()
-            for cb in self.callbacks:
-                cb(trial)
+            scored += self._conclude(trial, new)
         return scored
