@@ -3,7 +3,8 @@
 The fake adbd speaks the real ADB protocol (tests/devices/test_adb_protocol.py drives it
 with Debian's adb client); here the search pushes TFLite children to it, it times them
 with LiteRT like `benchmark_model`, and it drops the connection in the middle of the
-first benchmark so the retry path runs inside a real search.
+first benchmark so the retry path runs inside a real search — with two Ray workers, so the
+phone times children while they train.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_search_on_adb_device_with_a_dropped_connection(tmp_path):
+    """Two workers: the children train as Ray tasks while the phone times them (overlap),
+    and a connection dropped in the middle is retried."""
     out = tmp_path / "run"
     env = {**os.environ, "HOME": str(tmp_path), "MNAS_CACHE_DIR": str(tmp_path / "cache"),
            "MNAS_DEVICES_CONFIG": str(tmp_path / "devices.toml"), "OMP_NUM_THREADS": "1"}
@@ -29,7 +32,7 @@ def test_search_on_adb_device_with_a_dropped_connection(tmp_path):
             [sys.executable, "-m", "mnas", "search", "--space", "nasrl", "--strategy", "random",
              "--device", device, "--target-ms", "5", "--budget", "2", "--epochs", "1",
              "--batch-limit", "2", "--runs", "5", "--warmup", "1", "--no-progress",
-             "--out", str(out), "--seed", "5"],
+             "--out", str(out), "--seed", "5", "--workers", "2"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         assert phone.benchmarks >= 2, "every child was timed on the phone"
@@ -37,5 +40,6 @@ def test_search_on_adb_device_with_a_dropped_connection(tmp_path):
     doc = json.loads((out / "pareto.json").read_text())
     assert doc["device"] == device and doc["trials"] == 2
     assert doc["completed"] == 2, "the dropped connection was retried, not a failed child"
+    assert "2 workers (Ray)" in r.stderr
     for row in doc["front"]:
         assert row["model"].endswith(".tflite") and (out / row["model"]).is_file()
