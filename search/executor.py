@@ -13,7 +13,8 @@ the device is elsewhere (a phone), so that the phone's time is hidden.
   children train on CUDA): ``workers`` CPUs of a local Ray instance started on first
   use, or any Ray cluster given by ``address`` (``"auto"``: the one this machine belongs
   to). Arguments common to every job (the accuracy evaluator with its data, the space)
-  go to Ray's object store once per batch. Ray is the ``ray`` extra, imported lazily.
+  go to Ray's object store once (they must not change during a search). Ray is the
+  ``ray`` extra, imported lazily.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class RayExecutor:
         self.workers, self.address, self.gpus = workers, address, float(gpus)
         self._started = False
         self._remote: dict[Callable[..., Any], Any] = {}
+        self._shared: dict[int, tuple[Any, Any]] = {}    # id → (object, its ref)
 
     def _ray(self) -> Any:
         import ray
@@ -108,8 +110,15 @@ class RayExecutor:
         if task is None:
             task = self._remote[fn] = ray.remote(num_cpus=1, num_gpus=self.gpus,
                                                  max_retries=0)(fn)
-        refs_shared = [ray.put(s) for s in shared]
-        return [task.remote(*refs_shared, *job) for job in jobs]
+        return [task.remote(*[self._put(ray, s) for s in shared], *job) for job in jobs]
+
+    def _put(self, ray: Any, obj: Any) -> Any:
+        """``obj`` in Ray's object store, once per object (the accuracy evaluator carries
+        its data: one copy for the whole search, not one per batch)."""
+        hit = self._shared.get(id(obj))
+        if hit is None or hit[0] is not obj:
+            hit = self._shared[id(obj)] = (obj, ray.put(obj))
+        return hit[1]
 
     def collect(self, handle: Any) -> list[Outcome]:
         if not handle:
@@ -133,6 +142,8 @@ class RayExecutor:
 
             ray.shutdown()
             self._started = False
+        self._remote.clear()
+        self._shared.clear()
 
 
 def make_executor(workers: int = 1, address: str | None = None, gpus: float = 0.0

@@ -159,3 +159,15 @@ def test_with_overlap_latency_is_measured_while_the_batch_trains(tmp_path, overl
     else:
         assert all(t.reason == "latency: TimeoutError: its training had not started"
                    for t in measured)
+
+
+def test_ray_stores_the_evaluator_and_space_once_per_search(ray_executor, monkeypatch):
+    """The accuracy evaluator carries the training data: one copy in Ray's object store
+    for the whole search, not one per batch."""
+    import ray
+
+    puts = []
+    real = ray.put
+    monkeypatch.setattr(ray, "put", lambda obj, **kw: puts.append(type(obj)) or real(obj, **kw))
+    trials = make_loop(None, budget=8, batch=2, executor=ray_executor).run()
+    assert len(trials) == 8 and len(puts) == 2, puts      # 4 batches, 2 shared objects
