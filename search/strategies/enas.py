@@ -28,8 +28,8 @@ U(−0.1, 0.1), as in the paper). Every ``ask(n)``:
 
 ``T`` is ``target_ms``, or (0, the default) the estimate of the space's reference point
 (MobileNetV2 for ``mnasnet``, NASNet-A for ``nasnet``, the best CIFAR-100 cell for
-``nb201``) by the active estimate. Children
-are scored with BatchNorm on batch statistics (:meth:`Supernet.batch_stats`).
+``nb201``) by the active estimate. Children are scored with BatchNorm on batch statistics
+(:meth:`Supernet.batch_stats`).
 
 ``tell`` only records the real results (:attr:`history`, :meth:`fidelity`): the
 controller learns from supernet rewards alone — mixing in the few measured rewards would
@@ -55,18 +55,15 @@ devices reuse it (same space, data and supernet options, checked; the controller
 afresh). ``shared_steps=0`` then only ranks with it. A new run takes the file before it
 writes anything; a resumed one does not need it (:mod:`search.supernet.reuse`).
 
-Cost (this 2-core host, one thread, ``mnasnet``, defaults: digits 32×32, width 0.5): a
-shared step ≈ 0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms plus ≈ 0.28 CPU-ms per ranking
-image: the default 64 (≈ 0.025 CPU-s) cost a noisier accuracy (±0.05 binomial s.e. at
-0.8); ``rank_examples=0`` scores on the whole split. An ``ask`` ≈ 8 CPU-s (+12 s of
-warm-up on the first).
+Cost (2-core host, one thread, ``mnasnet``, digits 32×32, width 0.5): a shared step ≈
+0.1–0.15 CPU-s; scoring a child ≈ 7 CPU-ms + 0.28 per ranking image (the default 64 cost a
+noisier accuracy, ±0.05 s.e. at 0.8; ``rank_examples=0``: the whole split); an ``ask`` ≈ 8
+CPU-s (+12 s of warm-up on the first).
 
-**Where it works: ``nb201``** (NAS-Bench-201's one-shot supernet; every cell sums its
-edges, so children share a feature basis): ``benchmarks/enas_speed.py --space nb201`` at
-the defaults (1,100 shared steps, ≈ 330–350 CPU-s) gave a Spearman with the 2-epoch
-proxy of **0.73** (p = 3e-4, 20 children) and **0.83** (p = 2e-8, 30), scoring 76–83
-CPU-ms a child against the proxy's 10–11 CPU-s: **132–134× marginal**, 3.6–3.8×
-amortised over 120 children (100× at ≈ 13,000 children per supernet).
+**Where it works: ``nb201``** (every cell sums its edges, so children share a feature
+basis): at the defaults (1,100 shared steps) a Spearman with the 2-epoch proxy of
+**0.73** / **0.83** (20 / 30 children), **132–134×** the proxy's rate marginally,
+3.6–3.8× amortised over 120 children (``benchmarks/enas_speed.py --space nb201``).
 
 **Known limitation — on ``mnasnet`` and ``nasnet`` the shared weights do not rank
 children** against standalone training, after 1,100 shared steps here, 2,550–4,300 on a
@@ -377,8 +374,7 @@ class Enas(Strategy):
         self.shared_steps_done, self.warm_started = steps, True
 
     def preflight(self) -> None:
-        """A new run takes ``supernet_from`` now: a missing or unfit file is refused
-        before the run writes anything (a resumed run never reads it again)."""
+        """A new run takes ``supernet_from`` before it writes anything (refused: one line)."""
         if self.source and not self.warm_started:
             self._warm_start()
 
