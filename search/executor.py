@@ -8,7 +8,8 @@ one child at a time (one device runs one measurement at a time) — before the b
 trains when the device is this host, which training would slow, or while it trains when
 the device is elsewhere (a phone), so that the phone's time is hidden.
 
-* :class:`SerialExecutor` runs the jobs one after another in this process (the default).
+* :class:`SerialExecutor` runs the jobs one after another in this process (a loop given
+  no executor scores each child in turn instead, without opening the batch first).
 * :class:`RayExecutor` runs them as Ray tasks, one CPU each (or one GPU each where
   children train on CUDA): ``workers`` CPUs of a local Ray instance started on first
   use, or any Ray cluster given by ``address`` (``"auto"``: the one this machine belongs
@@ -39,12 +40,6 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release what the executor started."""
-
-
-def run_all(executor: Executor, fn: Callable[..., Any], shared: Sequence[Any],
-            jobs: Sequence[Sequence[Any]]) -> list[Outcome]:
-    """Submit and collect: the jobs' outcomes in order."""
-    return executor.collect(executor.submit(fn, shared, jobs))
 
 
 class SerialExecutor:
@@ -144,13 +139,3 @@ class RayExecutor:
             self._started = False
         self._remote.clear()
         self._shared.clear()
-
-
-def make_executor(workers: int = 1, address: str | None = None, gpus: float = 0.0
-                  ) -> Executor:
-    """Serial for one worker on this machine, Ray otherwise (ValueError without Ray)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if workers == 1 and not address:
-        return SerialExecutor()
-    return RayExecutor(workers, address, gpus)

@@ -97,13 +97,17 @@ _PROXY_FLAGS = ("data", "epochs", "batch_limit", "width_mult", "resolution", "to
 _MEASURE_FLAGS = ("threads", "warmup", "runs", "max_runs", "clock")
 
 
+def _flags(keys: list[str]) -> str:
+    return ", ".join("--" + k.replace("_", "-") for k in keys)
+
+
 def _them(items: list[str]) -> str:
     return "them" if len(items) > 1 else "it"
 
 
 def _refuse_unused_proxy_flags(accuracy: str, given: list[str]) -> None:
     if given and accuracy.partition(":")[0] != "proxy":
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        flags = _flags(given)
         hint = ("; a strategy's own training has its own option, e.g. --opt "
                 "torch_device=cuda for enas's supernet" if "torch_device" in given else "")
         raise ValueError(f"--accuracy {accuracy} trains no child, so {flags} (the proxy's "
@@ -116,8 +120,7 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
                                           if getattr(args, k) is not None])
     given = [k for k in _MEASURE_FLAGS if getattr(args, k) is not None]
     if given and latency.partition(":")[0] != "measured":
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"--latency {latency} times no child, so {flags} (how children "
+        raise ValueError(f"--latency {latency} times no child, so {_flags(given)} (how children "
                          f"are timed) would be ignored: drop {_them(given)}")
 
 
@@ -134,7 +137,7 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     """None (each child trained in turn, here) or the executor --workers asks for."""
     if args.workers is None and args.ray_address is None:
         return None
-    from search.executor import make_executor
+    from search.executor import RayExecutor
 
     workers = 1 if args.workers is None else args.workers
     if workers < 1:
@@ -148,7 +151,7 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     if cfg["batch"] < workers:
         print(f"mnas: note: this run's batch is {cfg['batch']}: at most {cfg['batch']} of "
               f"the {workers} workers train at once", file=sys.stderr)
-    return make_executor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
+    return RayExecutor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
 
 
 def _elsewhere(cfg: dict[str, Any]) -> bool:
@@ -234,9 +237,8 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
     given = sorted(k for k, v in vars(args).items()
                    if k not in _RESUME_FLAGS and v not in (None, False, []))
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"--resume continues the run with its saved config.json; it cannot "
-                         f"change {flags} (only --budget, --torch-device, --workers, "
+                         f"change {_flags(given)} (only --budget, --torch-device, --workers, "
                          "--ray-address): start a new run with another --out, or --force to "
                          "start over")
 
