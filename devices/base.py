@@ -2,7 +2,8 @@
 
 A device measures a *model file* with a *runtime* and returns a
 :class:`latency.Measurement`. Specs look like ``local:onnxruntime``, ``local:litert``,
-``adb:<serial>``, ``adb:<host>:<port>``; the part before the first ``:`` picks the
+``adb:<serial>``, ``adb:<host>:<port>``, ``http://<farm>:<port>/<name>`` (a device farm's);
+the part before the first ``:`` picks the
 registered factory.
 """
 
@@ -48,7 +49,7 @@ def register_device(scheme: str, example: str) -> Callable[[DeviceFactory], Devi
 
 
 def _load_builtin() -> None:
-    from devices import adb, local  # noqa: F401
+    from devices import adb, local, remote  # noqa: F401
     from latency import litert  # noqa: F401  (registers the local:litert runtime)
 
 

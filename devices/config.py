@@ -15,6 +15,10 @@
     serial = "R58M1234ABC"         # USB
     tool = "onnxruntime_perf_test"
     benchmark_binary = "~/android/onnxruntime_perf_test"
+
+    [[farm.server]]                # a device farm (`mnas farm serve`; devices.remote)
+    url = "http://lab-mac:8470"
+    token_file = "~/.config/mnas/lab-token"
 """
 
 from __future__ import annotations
@@ -52,6 +56,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         if not isinstance(entry, dict) or not (entry.get("address") or entry.get("serial")):
             raise ValueError(f"device config {p}: every [[adb.device]] needs an address "
                              "(host:port) or a serial")
+    farm = data.get("farm", {})
+    if not isinstance(farm, dict) or not isinstance(farm.get("server", []), list) or not all(
+            isinstance(e, dict) and str(e.get("url", "")).startswith(("http://", "https://"))
+            for e in farm.get("server", [])):
+        raise ValueError(f"device config {p}: every [[farm.server]] needs a url "
+                         "(http://HOST:PORT or https://...)")
     return data
 
 

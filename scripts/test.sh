@@ -10,6 +10,6 @@ if ! command -v adb >/dev/null 2>&1; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null
   fi
 fi
-scripts/setup.sh "test,tflite,adb,ray"
+scripts/setup.sh "test,tflite,adb,ray,farm"
 .venv/bin/ruff check .
 exec .venv/bin/pytest "$@"

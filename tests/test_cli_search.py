@@ -59,10 +59,46 @@ def test_workers_train_a_batch_in_ray_tasks_with_the_same_results(tiny_run):
     assert "budget 3, 3 workers (Ray) ->" in r.stderr
 
 
+def test_a_search_measures_its_children_on_a_device_farm(tiny_run, monkeypatch):
+    """--device http://HOST:PORT/NAME: the tiny run again, its children timed by a farm
+    (the real server, in this process) instead of here: the same children and accuracies."""
+    pytest.importorskip("fastapi", reason="the farm needs the mnas[farm] extra")
+    from devices.local import LocalDevice
+    from tests.farm_server import TOKEN, running_farm
+
+    class Counting(LocalDevice):
+        models: list[str] = []
+
+        def measure(self, model_path, settings):
+            self.models.append(str(model_path))
+            return super().measure(model_path, settings)
+
+    out, cache, _ = tiny_run
+    farmed = out.parent / "farmed"
+    monkeypatch.setenv("MNAS_FARM_TOKEN", TOKEN)
+    with running_farm({"cpu": Counting()}) as (base, _):
+        r = mnas("search", "--strategy", "random", "--out", str(farmed), *TINY,
+                 "--device", f"{base}/cpu", "--target-ms", "10", cache=out.parent / "fc")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "trials.csv") as f:
+        here = list(csv.DictReader(f))
+    with open(farmed / "trials.csv") as f:
+        there = list(csv.DictReader(f))
+    assert [(t["arch"], t["accuracy"]) for t in there] == [
+        (t["arch"], t["accuracy"]) for t in here]
+    assert all(float(t["latency_ms"]) > 0 for t in there)
+    assert len(Counting.models) == len({t["arch"] for t in there})   # each child, once
+    cfg = json.loads((farmed / "config.json").read_text())
+    assert cfg["device"] == f"{base}/cpu"
+    assert {p.suffix for p in (farmed / "models").iterdir()} == {".onnx"}   # front models
+
+
 @pytest.mark.parametrize("latency, device, overlap", [
     ("measured", "local:onnxruntime", False), ("measured:anchored", "local:litert", False),
     ("measured", "adb:emulator-5554", True), ("table:x.csv#ms", "local:onnxruntime", True),
-    ("lut:x.json", "local:onnxruntime", True)])
+    ("lut:x.json", "local:onnxruntime", True), ("measured", "http://lab:8470/pixel", True),
+    ("measured", "http://127.0.0.1:8470/cpu", False), ("measured", "https://localhost/a", False),
+    ("measured", "http://[::1]:8470/cpu", False)])
 def test_latency_overlaps_training_unless_timed_on_this_host(latency, device, overlap):
     from mnas.cli.search_cmd import _elsewhere
 

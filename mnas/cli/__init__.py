@@ -22,6 +22,7 @@ COMMANDS = (
     "mnas.cli.devices_cmd",
     "mnas.cli.lut_cmd",
     "mnas.cli.bench_cmd",
+    "mnas.cli.farm_cmd",
 )
 
 EXIT_USAGE = 2

@@ -2,7 +2,8 @@
 
 Lists the local runtimes that are installed (``local:<runtime>``), the Android devices
 the local adb server knows (``adb devices -l``, when an ``adb`` binary is on the PATH)
-and the TCP addresses of ``[[adb.device]]`` entries in ``~/.config/mnas/devices.toml``.
+the TCP addresses of ``[[adb.device]]`` entries in ``~/.config/mnas/devices.toml`` and the
+devices of its ``[[farm.server]]`` entries (device farms: ``mnas farm serve``).
 Each phone is fingerprinted (getprop, cpufreq, benchmark tool sha256); one that cannot be
 is listed with the reason instead.
 """
@@ -94,8 +95,9 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
     """All devices (rows) and notes on sources that could not be read."""
     from devices.adb import is_tcp
     from devices.base import device_schemes
-    from devices.config import adb_entries
+    from devices.config import adb_entries, load_config
     from devices.local import LocalDevice
+    from devices.remote import farm_devices
     from latency.runtimes import RUNTIMES, runtime_names
 
     device_schemes()  # loads the built-in devices and runtimes (local:litert)
@@ -134,6 +136,13 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
         seen.add(target)
         rows.append(_fingerprint(f"adb:{target}", {"source": "config"}, fingerprint,
                                  transport="adb-shell", **opts))
+    for entry in load_config().get("farm", {}).get("server", []):
+        try:
+            for r in farm_devices(str(entry["url"]), timeout):
+                rows.append({"kind": "farm", "usable": True, **{k: r[k] for k in (
+                    "spec", "farm_spec", "model_format", "fingerprint", "queued")}})
+        except (RuntimeError, ValueError) as e:
+            notes.append(f"farm {entry['url']}: {e}")
     return rows, notes
 
 
@@ -146,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         fp = r.get("fingerprint") or {}
-        if r["kind"] == "local":
+        if fp.get("kind") == "local":
             what = f"{fp.get('cpu')} ({fp.get('cores')} cores), {fp.get('runtime_version')}"
         elif fp:
             khz = fp.get("cpu_max_khz") or [0]
@@ -155,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
                     f"{fp.get('runtime')} {fp.get('runtime_version')}")
         else:
             what = r.get("error") or r.get("state", "")
+        if r["kind"] == "farm":
+            what = f"{r['farm_spec']} on a farm, {r['queued']} queued: {what}"
         status = {True: "ok", False: "UNUSABLE", None: "listed"}[r["usable"]]
         print(f"{r['spec']:<32} {status:<9} {what}")
     for n in notes:

@@ -156,9 +156,13 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
 
 def _elsewhere(cfg: dict[str, Any]) -> bool:
     """Whether latency can be measured while children train: it is not timed on this
-    host (a phone, or a table), which the training would slow."""
-    return cfg["latency"].partition(":")[0] != "measured" or \
-        str(cfg["device"]).partition(":")[0] != "local"
+    host (a phone, a farm on another host, or a table), which the training would slow."""
+    from devices.remote import on_this_host
+
+    device = str(cfg["device"])
+    scheme = device.partition(":")[0]
+    return cfg["latency"].partition(":")[0] != "measured" or not (
+        scheme == "local" or (scheme in ("http", "https") and on_this_host(device)))
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:

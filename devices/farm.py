@@ -1,0 +1,171 @@
+"""The device farm: an HTTP service that owns attached devices and measures uploaded models.
+
+One host with phones on USB (or Wi-Fi ADB), or a quiet CPU, serves every search and CI
+job that needs those devices: clients name a device as ``http://HOST:PORT/NAME``
+(:mod:`devices.remote`) and get the same :class:`~latency.Measurement` record a local
+device returns. Start it with ``mnas farm serve`` (the ``farm`` extra: FastAPI, uvicorn).
+
+API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
+
+* ``GET /health`` — ``{"ok": true}``.
+* ``GET /devices`` — ``{"devices": [info, …]}``; ``GET /devices/NAME`` — one ``info``:
+  ``name``, ``spec``, ``model_format``, ``fingerprint``, ``queued`` (measurements waiting
+  or running).
+* ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
+  with the model file as the raw body (``application/octet-stream``) — the measurement
+  (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults.
+
+One queue per device: a device runs one measurement at a time (two at once would time each
+other), while different devices measure in parallel. Uploads are untrusted: the size is
+capped (``Content-Length`` is checked before reading, the stream while reading), the file
+goes to a private temporary folder under a name of ours, is checked to be a model of the
+device's format before any runtime sees it, and is deleted afterwards.
+
+Every bad request is a 4xx whose ``detail`` is one line naming the problem and the valid
+choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 413 (too
+large), 422 (bad setting, not a model of the device's format), 503 (queue full; with
+``Retry-After``). A device that fails while measuring is a 502 with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import re
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from devices.base import Device
+from latency.measurement import MeasureSettings
+
+#: a device's name in the farm's URLs
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_PORT = 8470
+SETTINGS = tuple(f.name for f in fields(MeasureSettings))
+
+
+def default_name(spec: str) -> str:
+    """A URL-safe name for a device spec: ``local:onnxruntime`` → ``local-onnxruntime``,
+    ``adb:192.168.1.20:5555`` → ``adb-192.168.1.20-5555``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", spec).strip("-.")[:64] or "device"
+
+
+def check_model(path: Path, model_format: str) -> None:
+    """ValueError unless ``path`` is a model of ``model_format`` (parsed, never run)."""
+    if model_format == "onnx":
+        from latency.export import check_onnx
+
+        try:
+            check_onnx(path)
+        except ValueError:
+            raise ValueError("the upload is not an ONNX model") from None
+    elif model_format == "tflite":
+        from latency.tflite import is_tflite
+
+        if not is_tflite(path):
+            raise ValueError("the upload is not a TFLite model (no TFL3 identifier)")
+    else:  # a device of a format this farm cannot check is refused rather than trusted
+        raise ValueError(f"this farm cannot check {model_format!r} models")
+
+
+def parse_settings(query: dict[str, str]) -> MeasureSettings:
+    """MeasureSettings from query parameters; ValueError naming a bad or unknown one."""
+    unknown = sorted(set(query) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; valid: {', '.join(SETTINGS)}")
+    kw: dict[str, Any] = {}
+    defaults = MeasureSettings()
+    for k, v in query.items():
+        kind = type(getattr(defaults, k))
+        try:
+            kw[k] = kind(v)
+        except ValueError:
+            raise ValueError(f"setting {k}={v!r} is not {kind.__name__ !s} "
+                             f"(e.g. {k}={getattr(defaults, k)})") from None
+    return MeasureSettings(**kw)
+
+
+class Farm:
+    """Named devices, one queue each, and the upload rules.
+
+    Args:
+        devices: name → device (names as in the URLs; see :data:`NAME_RE`).
+        token: the bearer token every client must send.
+        max_upload_bytes: the largest model file accepted.
+        max_queue: measurements waiting or running per device before a 503.
+        workdir: where uploads are kept while measured (a private temporary folder when
+            None, removed by :meth:`close`).
+    """
+
+    def __init__(self, devices: dict[str, Device], token: str,
+                 max_upload_bytes: int = 64 << 20, max_queue: int = 32,
+                 workdir: str | os.PathLike[str] | None = None) -> None:
+        if not devices:
+            raise ValueError("a farm needs at least one device")
+        for name in devices:
+            if not NAME_RE.match(name):
+                raise ValueError(f"device name {name!r} must be 1-64 letters, digits, '.', "
+                                 "'_' or '-', starting with a letter or digit")
+        if len(token) < 16:
+            raise ValueError("the farm's token must be at least 16 characters")
+        if max_upload_bytes < 1 or max_queue < 1:
+            raise ValueError("max_upload_bytes and max_queue must be >= 1")
+        self.devices = dict(devices)
+        self.token = token
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.max_queue = int(max_queue)
+        self._own_dir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="mnas-farm-")) if workdir is None \
+            else Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
+        self._queues = {n: ThreadPoolExecutor(1, thread_name_prefix=f"farm-{n}")
+                        for n in self.devices}
+        self._queued = dict.fromkeys(self.devices, 0)
+        # taken once, here: asking a phone again would talk to it beside a measurement
+        self._fingerprints = {n: d.fingerprint() for n, d in self.devices.items()}
+        self._lock = threading.Lock()
+
+    def info(self, name: str) -> dict[str, Any]:
+        d = self.devices[name]
+        return {"name": name, "spec": d.spec, "model_format": d.model_format,
+                "fingerprint": self._fingerprints[name], "queued": self._queued[name]}
+
+    def unknown(self, name: str) -> str:
+        return f"unknown device {name!r}; valid: {', '.join(sorted(self.devices))}"
+
+    def authorised(self, header: str | None) -> bool:
+        scheme, _, given = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode())
+
+    def reserve(self, name: str) -> bool:
+        """Take a place in ``name``'s queue; False when it is full."""
+        with self._lock:
+            if self._queued[name] >= self.max_queue:
+                return False
+            self._queued[name] += 1
+            return True
+
+    async def measure(self, name: str, path: Path, settings: MeasureSettings) -> Any:
+        """Measure on ``name``'s queue (a place must be reserved); frees the place."""
+        try:
+            fut = self._queues[name].submit(self.devices[name].measure, path, settings)
+            return await asyncio.wrap_future(fut)
+        finally:
+            with self._lock:
+                self._queued[name] -= 1
+
+    def close(self) -> None:
+        for q in self._queues.values():
+            q.shutdown(wait=True, cancel_futures=True)
+        for d in self.devices.values():
+            d.close()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""The device farm's HTTP routes (FastAPI; the ``farm`` extra). See :mod:`devices.farm`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from devices.farm import Farm, check_model, parse_settings
+
+
+def _hide(e: BaseException, path: Path) -> str:
+    """An error's first line, the farm's own file path replaced (clients need not see it)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__).replace(str(path), "the upload")
+
+
+def create_app(farm: Farm) -> FastAPI:
+    """The FastAPI application serving ``farm``."""
+    app = FastAPI(title="mnas device farm", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def fail(status: int, detail: str, **headers: str) -> HTTPException:
+        return HTTPException(status, detail=detail, headers=headers or None)
+
+    def auth(request: Request) -> None:
+        if not farm.authorised(request.headers.get("authorization")):
+            raise fail(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+                       **{"WWW-Authenticate": "Bearer"})
+
+    def known(name: str) -> None:
+        if name not in farm.devices:
+            raise fail(404, farm.unknown(name))
+
+    @app.get("/health")
+    def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/devices")
+    def devices(request: Request) -> dict[str, Any]:
+        auth(request)
+        return {"devices": [farm.info(n) for n in sorted(farm.devices)]}
+
+    @app.get("/devices/{name}")
+    def device(name: str, request: Request) -> dict[str, Any]:
+        auth(request)
+        known(name)
+        return farm.info(name)
+
+    @app.post("/devices/{name}/measure")
+    async def measure(name: str, request: Request) -> JSONResponse:
+        auth(request)
+        known(name)
+        try:
+            settings = parse_settings(dict(request.query_params))
+        except ValueError as e:
+            raise fail(422, str(e)) from None
+        limit = farm.max_upload_bytes
+        too_big = f"the model file is larger than this farm accepts ({limit} bytes)"
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise fail(413, too_big)
+        fmt = farm.devices[name].model_format
+        fd, tmp = tempfile.mkstemp(suffix=f".{fmt}", dir=farm.workdir)
+        path = Path(tmp)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise fail(413, too_big)
+                    f.write(chunk)
+            if size == 0:
+                raise fail(400, f"empty body: send the {fmt} model file as the request body")
+            try:
+                check_model(path, fmt)
+            except ValueError as e:
+                raise fail(422, f"{e}; device {name!r} runs {fmt} models") from None
+            if not farm.reserve(name):
+                raise fail(503, f"device {name!r} has {farm.max_queue} measurements queued; "
+                           "retry later", **{"Retry-After": "5"})
+            try:
+                m = await farm.measure(name, path, settings)
+            except ValueError as e:     # the device refused the file or the settings
+                raise fail(422, f"device {name!r} refused: {_hide(e, path)}") from None
+            except Exception as e:  # noqa: BLE001 - the device failed: its reason, a 502
+                raise fail(502, f"device {name!r} failed: {_hide(e, path)}") from None
+        finally:
+            path.unlink(missing_ok=True)
+        return JSONResponse(m.to_dict())
+
+    return app

@@ -1,0 +1,205 @@
+"""``http://HOST:PORT/NAME`` (or ``https://``): a device of a device farm (:mod:`devices.farm`).
+
+The model file is uploaded to the farm, measured there on the named device's queue, and
+the farm's :class:`~latency.Measurement` comes back (its ``device`` is this spec; its
+fingerprint is the device's own, so the measurement cache treats a phone the same whether
+it is reached over ADB here or through a farm).
+
+The bearer token comes from ``$MNAS_FARM_TOKEN``, else from the first ``[[farm.server]]``
+entry of ``~/.config/mnas/devices.toml`` whose ``url`` starts the spec::
+
+    [[farm.server]]
+    url = "http://lab-mac:8470"
+    token_file = "~/.config/mnas/lab-token"   # or token = "..."
+    timeout_s = 600                            # per measurement, queueing included
+
+Only the standard library speaks HTTP here: clients need no extra. Send tokens over
+``https://`` (a TLS proxy in front of the farm) anywhere but a trusted network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from devices.base import Device, register_device
+from devices.config import load_config
+from devices.farm import NAME_RE, SETTINGS
+from latency.measurement import Measurement, MeasureSettings
+
+TOKEN_ENV = "MNAS_FARM_TOKEN"
+FORM = "http://HOST:PORT/NAME"
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``(farm base URL, device name)``; ValueError naming the valid form."""
+    u = urllib.parse.urlsplit(spec)
+    name = u.path.rsplit("/", 1)[-1]
+    if u.scheme not in ("http", "https") or not u.hostname or not NAME_RE.match(name) \
+            or u.query or u.fragment:
+        raise ValueError(f"device {spec!r} is not a farm device; valid form: {FORM} "
+                         "(NAME as `mnas farm serve` lists it)")
+    if u.username or u.password:
+        raise ValueError(f"device {spec!r}: put no credentials in the URL; the token comes "
+                         f"from ${TOKEN_ENV} or devices.toml")
+    try:
+        u.port  # noqa: B018 - validates the port
+    except ValueError as e:
+        raise ValueError(f"device {spec!r}: {e}; valid form: {FORM}") from None
+    base = f"{u.scheme}://{u.netloc}{u.path[: -len(name) - 1]}"
+    return base, name
+
+
+def on_this_host(spec: str) -> bool:
+    """Whether a farm device spec points at this host (a loopback address or name)."""
+    host = urllib.parse.urlsplit(spec).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def server_options(base: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``[[farm.server]]`` entry whose ``url`` starts ``base`` (``{}`` if none)."""
+    cfg = load_config() if config is None else config
+    for entry in cfg.get("farm", {}).get("server", []):
+        if base.rstrip("/").startswith(str(entry.get("url", "")).rstrip("/")):
+            return dict(entry)
+    return {}
+
+
+def farm_token(base: str, options: dict[str, Any]) -> str | None:
+    """``$MNAS_FARM_TOKEN``, else the entry's ``token`` or the contents of its ``token_file``."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV].strip()
+    if options.get("token"):
+        return str(options["token"]).strip()
+    if options.get("token_file"):
+        p = Path(str(options["token_file"])).expanduser()
+        try:
+            return p.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"token_file {p} for the farm at {base}: {e.strerror}") from None
+    return None
+
+
+class RemoteDevice(Device):
+    """One device of a farm, measured over HTTP.
+
+    Args:
+        spec: ``http(s)://HOST:PORT/NAME``.
+        token: the farm's bearer token (default: see the module's docstring).
+        timeout_s: seconds one measurement may take, waiting in the queue included.
+        retries: times a full queue (503) is retried, after the farm's ``Retry-After``.
+    """
+
+    def __init__(self, spec: str, token: str | None = None, timeout_s: float | None = None,
+                 retries: int = 3) -> None:
+        self.base, self.name = split_spec(spec)
+        self.spec = spec
+        options = server_options(self.base)
+        self.token = token if token is not None else farm_token(self.base, options)
+        self.timeout_s = float(timeout_s if timeout_s is not None
+                               else options.get("timeout_s", 600.0))
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        self.retries = int(retries)
+        try:
+            self.info = call(self.base, f"/devices/{self.name}", self.token, timeout=30.0,
+                             what=spec)
+        except RuntimeError as e:   # nothing measured yet: a wrong address is bad input
+            raise ValueError(str(e)) from None
+        self.model_format = str(self.info["model_format"])
+
+    def __repr__(self) -> str:
+        return f"RemoteDevice({self.spec!r})"
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self.info["fingerprint"])
+
+    def measure(self, model_path: str | os.PathLike[str], settings: MeasureSettings
+                ) -> Measurement:
+        """Upload and measure one model file. FileNotFoundError when it is missing,
+        ValueError when the farm refuses it (not a model of the device's format, too
+        large), RuntimeError when the farm or its device fails."""
+        p = Path(model_path)
+        if not p.is_file():
+            raise FileNotFoundError(2, "model file not found", str(p))
+        query = {k: getattr(settings, k) for k in SETTINGS}
+        out = call(self.base, f"/devices/{self.name}/measure", self.token, method="POST",
+                   body=p.read_bytes(), query=query, timeout=self.timeout_s,
+                   retries=self.retries, what=self.spec)
+        return Measurement.from_dict(out).with_(device=self.spec)
+
+
+def call(base: str, path: str, token: str | None, *, method: str = "GET",
+         body: bytes | None = None, query: dict[str, Any] | None = None, timeout: float,
+         retries: int = 0, what: str | None = None) -> dict[str, Any]:
+    """One JSON request to the farm at ``base``. A full queue (503) is retried ``retries``
+    times after its ``Retry-After``. ValueError for the farm's 4xx (its one-line
+    ``detail``, prefixed by ``what``), RuntimeError when it cannot be reached or fails."""
+    url = base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    what = what or base
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if body is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    for attempt in range(retries + 1):
+        req = urllib.request.Request(url, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - http(s) only
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            detail = _detail(e)
+            if e.code == 503 and attempt < retries:
+                time.sleep(min(float(e.headers.get("Retry-After") or 5), 60.0))
+                continue
+            if e.code == 401:
+                raise ValueError(f"the farm at {base} refused the token ({detail}); set "
+                                 f"${TOKEN_ENV} or token_file in devices.toml") from None
+            if 400 <= e.code < 500 and e.code != 408:
+                raise ValueError(f"{what}: {detail}") from None
+            raise RuntimeError(f"{what}: the farm answered {e.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as e:
+            why = getattr(e, "reason", e)
+            raise RuntimeError(f"cannot reach the device farm at {base}: {why}") from None
+        except json.JSONDecodeError:
+            raise RuntimeError(f"{what}: the farm's answer is not JSON") from None
+    raise AssertionError("unreachable")
+
+
+def farm_devices(base: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The farm's devices (``GET /devices``), each with its ``spec`` here
+    (``BASE/NAME``); errors as :func:`call`."""
+    token = farm_token(base, server_options(base))
+    rows = call(base.rstrip("/"), "/devices", token, timeout=timeout)["devices"]
+    return [{**r, "farm_spec": r["spec"], "spec": f"{base.rstrip('/')}/{r['name']}"}
+            for r in rows]
+
+
+def _detail(e: urllib.error.HTTPError) -> str:
+    try:
+        d = json.loads(e.read()).get("detail")
+    except (ValueError, OSError, AttributeError):
+        d = None
+    return str(d) if d else str(e.reason)
+
+
+@register_device("http", FORM)
+def _http(spec: str) -> Device:
+    return RemoteDevice(spec)
+
+
+@register_device("https", "https://HOST:PORT/NAME")
+def _https(spec: str) -> Device:
+    return RemoteDevice(spec)

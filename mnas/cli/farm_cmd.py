@@ -1,0 +1,153 @@
+"""``mnas farm serve``: serve this host's devices to other machines (:mod:`devices.farm`).
+
+Searches and CI jobs elsewhere then measure on them as ``--device http://HOST:PORT/NAME``
+with the farm's token in ``$MNAS_FARM_TOKEN``. Each ``--device`` is ``SPEC`` or
+``NAME=SPEC`` (default name: the spec with ``:`` as ``-``, e.g. ``local-onnxruntime``);
+without one the farm serves ``local:onnxruntime``. The token is read from
+``--token-file``, else ``$MNAS_FARM_TOKEN``; with neither a new one is made and printed.
+The farm listens on 127.0.0.1 unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from mnas.cli import CliError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("farm", help="serve this host's devices over HTTP (a device farm)",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    fsub = p.add_subparsers(dest="farm_command", metavar="SUBCOMMAND",
+                            parser_class=type(p))
+    fsub.required = True
+    s = fsub.add_parser("serve", help="measure uploaded models on this host's devices")
+    s.add_argument("--device", action="append", default=None, metavar="[NAME=]SPEC",
+                   help="a device to serve (repeatable; default local:onnxruntime)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=None,
+                   help="port (default 8470; 0: any free port, printed)")
+    s.add_argument("--token-file", default=None, metavar="PATH",
+                   help="file holding the bearer token (default: $MNAS_FARM_TOKEN, or a new "
+                        "token printed at start)")
+    s.add_argument("--max-upload-mb", type=float, default=64.0,
+                   help="largest model file accepted, MiB (default 64)")
+    s.add_argument("--max-queue", type=int, default=32,
+                   help="measurements waiting per device before requests get 503 (default 32)")
+    s.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                   help="uvicorn's log level (default info: one line per request)")
+    s.set_defaults(func=serve)
+
+
+def parse_devices(values: list[str]) -> dict[str, str]:
+    """``[NAME=]SPEC`` values → name → spec; ValueError on a bad or repeated name."""
+    from devices.farm import NAME_RE, default_name
+
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, spec = v.partition("=")
+        if not sep:
+            name, spec = default_name(v), v
+        if not NAME_RE.match(name):
+            raise ValueError(f"--device {v!r}: name {name!r} must be 1-64 letters, digits, "
+                             "'.', '_' or '-', starting with a letter or digit")
+        if name in out:
+            raise ValueError(f"--device {v!r}: the name {name!r} is already taken by "
+                             f"{out[name]!r}; give one as NAME=SPEC")
+        out[name] = spec
+    return out
+
+
+def read_token(path: str | None) -> tuple[str, bool]:
+    """(token, made here)."""
+    if path is not None:
+        p = Path(path).expanduser()
+        try:
+            token = p.read_text().strip()
+        except OSError as e:
+            raise ValueError(f"--token-file {p}: {e.strerror}") from None
+        if not token:
+            raise ValueError(f"--token-file {p} is empty")
+        return token, False
+    if os.environ.get("MNAS_FARM_TOKEN", "").strip():
+        return os.environ["MNAS_FARM_TOKEN"].strip(), False
+    return secrets.token_urlsafe(32), True
+
+
+def serve(args: argparse.Namespace) -> int:
+    from devices.farm import DEFAULT_PORT
+
+    port = DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be 0-65535, got {port}")
+    if not args.max_upload_mb > 0 or args.max_queue < 1:
+        raise ValueError("--max-upload-mb must be > 0 and --max-queue >= 1")
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise CliError(f"mnas farm needs the farm extra ({e.name} is missing): "
+                       "pip install -e '.[farm]'") from None
+    names = parse_devices(args.device or ["local:onnxruntime"])
+    token, made = read_token(args.token_file)
+    if len(token) < 16:
+        raise ValueError("the farm's token must be at least 16 characters")
+    try:
+        sock = socket.create_server((args.host, port), reuse_port=False)
+    except OSError as e:
+        raise CliError(f"cannot listen on {args.host}:{port}: {e.strerror or e}") from None
+    from devices.base import get_device
+    from devices.farm import Farm
+    from devices.farm_app import create_app
+
+    devices = {}
+    try:
+        for name, spec in names.items():
+            devices[name] = get_device(spec)
+        farm = Farm(devices, token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+                    max_queue=args.max_queue)
+    except BaseException:
+        sock.close()
+        for d in devices.values():
+            d.close()
+        raise
+    host, bound = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mnas farm: http://{shown}:{bound} serving {len(devices)} device(s):", flush=True)
+    for name, d in devices.items():
+        print(f"  http://{shown}:{bound}/{name}  {d.spec} ({d.model_format})", flush=True)
+    if made:
+        print(f"token (clients: export MNAS_FARM_TOKEN=...): {token}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level=args.log_level,
+                                           access_log=args.log_level in ("info", "debug")))
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again with the
+    # handlers it found: let that end the command here, after the farm's clean-up
+    old = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        farm.close()
+        sock.close()
+    print("mnas farm: stopped", file=sys.stderr)
+    return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM, re-raised by uvicorn after its graceful shutdown."""
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise _Stopped

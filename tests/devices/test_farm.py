@@ -1,0 +1,321 @@
+"""The device farm, end to end: the real FastAPI app under uvicorn on a loopback port, and
+the real client (``http://HOST:PORT/NAME`` devices) measuring through it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="the farm needs the mnas[farm] extra")
+pytest.importorskip("uvicorn", reason="the farm needs the mnas[farm] extra")
+
+from devices.base import Device, get_device  # noqa: E402
+from devices.local import LocalDevice  # noqa: E402
+from devices.remote import RemoteDevice, on_this_host, split_spec  # noqa: E402
+from latency.export import export_onnx, file_sha256  # noqa: E402
+from latency.measurement import MeasureSettings  # noqa: E402
+from mnas.cli import main  # noqa: E402
+from tests.farm_server import TOKEN, running_farm  # noqa: E402
+from tests.latency.tiny import SHAPE, tiny_model  # noqa: E402
+
+FAST = MeasureSettings(warmup=2, runs=5, max_runs=10, max_seconds=3.0)
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNAS_FARM_TOKEN", TOKEN)
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(tmp_path / "none.toml"))
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    torch.manual_seed(0)
+    return export_onnx(tiny_model().eval(), tmp_path_factory.mktemp("m") / "tiny.onnx", SHAPE)
+
+
+def raw(base: str, path: str, *, method: str = "GET", body: bytes | None = None,
+        token: str | None = TOKEN, headers: dict[str, str] | None = None
+        ) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request, errors included."""
+    h = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    req = urllib.request.Request(base + path, data=body, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def test_a_model_is_measured_through_the_farm_as_on_the_device(onnx_model, tmp_path):
+    local = LocalDevice("local:onnxruntime")
+    with running_farm({"cpu": local}, workdir=tmp_path / "uploads") as (base, farm):
+        dev = get_device(f"{base}/cpu")
+        assert isinstance(dev, RemoteDevice) and dev.model_format == "onnx"
+        assert dev.fingerprint() == local.fingerprint()
+        m = dev.measure(onnx_model, FAST)
+        assert m.device == f"{base}/cpu" and m.fingerprint == local.fingerprint()
+        assert m.runtime == "onnxruntime" and m.model_sha256 == file_sha256(onnx_model)
+        assert m.median_ms > 0 and FAST.runs <= m.runs <= FAST.max_runs and m.warmup == 2
+        assert list((tmp_path / "uploads").iterdir()) == []      # the upload is gone
+        status, listing, _ = raw(base, "/devices")
+        assert status == 200 and [d["name"] for d in listing["devices"]] == ["cpu"]
+        assert listing["devices"][0]["queued"] == 0
+
+
+def test_every_route_but_health_needs_the_token(onnx_model):
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        assert raw(base, "/health", token=None)[:2] == (200, {"ok": True})
+        for token in (None, "wrong-token-0123456789"):
+            for path, method in (("/devices", "GET"), ("/devices/cpu", "GET"),
+                                 ("/devices/cpu/measure", "POST")):
+                status, body, headers = raw(base, path, method=method, token=token,
+                                            body=onnx_model.read_bytes())
+                assert status == 401 and "bearer token" in body["detail"]
+                assert headers.get("www-authenticate") == "Bearer"
+        with pytest.raises(ValueError, match="refused the token.*MNAS_FARM_TOKEN"):
+            RemoteDevice(f"{base}/cpu", token="wrong-token-0123456789")
+
+
+def test_bad_requests_are_one_line_4xx_naming_the_valid_choices(onnx_model, tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    devices = {"cpu": LocalDevice(), "tfl": LocalDevice("local:litert")}
+    with running_farm(devices, max_upload_bytes=4096,
+                      workdir=tmp_path / "uploads") as (base, _):
+        model = onnx_model.read_bytes()
+        cases = {
+            "/devices/gpu": (404, "unknown device 'gpu'; valid: cpu, tfl"),
+            "/devices/gpu/measure": (404, "unknown device 'gpu'; valid: cpu, tfl"),
+            "/devices/cpu/measure?threads=0": (422, "threads must be >= 1"),
+            "/devices/cpu/measure?threads=two": (422, "threads='two' is not int"),
+            "/devices/cpu/measure?clock=sundial": (422, "unknown clock 'sundial'; valid"),
+            "/devices/cpu/measure?nthreads=2": (422, "unknown setting 'nthreads'; valid: "
+                                                     "threads, warmup, runs"),
+        }
+        for path, (code, text) in cases.items():
+            method = "POST" if path.split("?")[0].endswith("measure") else "GET"
+            status, body, _ = raw(base, path, method=method, body=model if method == "POST"
+                                  else None)
+            assert (status, text in body["detail"]) == (code, True), (path, body)
+        for name, data, code, text in (
+                ("cpu", b"", 400, "empty body"),
+                ("cpu", junk.read_bytes(), 422, "not an ONNX model; device 'cpu' runs onnx"),
+                ("tfl", model, 422, "not a TFLite model"),
+                ("cpu", b"x" * 5000, 413, "larger than this farm accepts (4096 bytes)")):
+            status, body, _ = raw(base, f"/devices/{name}/measure", method="POST", body=data)
+            assert status == code and text in body["detail"] and "\n" not in body["detail"]
+        # a chunked upload announces no length: the stream itself is cut at the limit
+        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+        conn.request("POST", "/devices/cpu/measure", body=iter([b"y" * 3000] * 3),
+                     headers={"Authorization": f"Bearer {TOKEN}"}, encode_chunked=True)
+        r = conn.getresponse()
+        assert r.status == 413 and "4096 bytes" in json.loads(r.read())["detail"]
+        conn.close()
+        # the client turns a refused upload into ValueError (a failed trial in a search)
+        with pytest.raises(ValueError, match="not an ONNX model"):
+            RemoteDevice(f"{base}/cpu").measure(junk, FAST)
+        with pytest.raises(ValueError, match="unknown device 'gpu'; valid: cpu, tfl"):
+            get_device(f"{base}/gpu")
+        assert list((tmp_path / "uploads").iterdir()) == []     # nothing left behind
+
+
+class Gated(Device):
+    """A real local device whose measurements report how many ran at once and can wait
+    for a gate, so the test can see the queues."""
+
+    model_format = "onnx"
+
+    def __init__(self, gate: threading.Event | None = None,
+                 opens: threading.Event | None = None) -> None:
+        self.inner, self.spec = LocalDevice(), "local:onnxruntime"
+        self.gate, self.opens = gate, opens
+        self.active = self.most = 0
+        self.lock = threading.Lock()
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+    def measure(self, model_path, settings):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            if self.opens is not None:
+                self.opens.set()
+            if self.gate is not None and not self.gate.wait(20):
+                raise RuntimeError("gate never opened")
+            return self.inner.measure(model_path, settings)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def _measure_all(specs: list[str], model) -> list:
+    out: list = [None] * len(specs)
+
+    def one(i: int) -> None:
+        try:
+            out[i] = RemoteDevice(specs[i], retries=0).measure(model, FAST)
+        except Exception as e:  # noqa: BLE001 - collected for the assertions
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(specs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_one_measurement_at_a_time_per_device_and_devices_in_parallel(onnx_model):
+    a_started, b_started = threading.Event(), threading.Event()
+    # a waits until b has started and b until a has: only parallel queues finish both
+    a, b = Gated(gate=b_started, opens=a_started), Gated(gate=a_started, opens=b_started)
+    with running_farm({"a": a, "b": b}) as (base, _):
+        results = _measure_all([f"{base}/a", f"{base}/a", f"{base}/a", f"{base}/b"],
+                               onnx_model)
+    assert all(getattr(m, "median_ms", 0) > 0 for m in results), results
+    assert a.most == 1 and b.most == 1
+
+
+def test_a_full_queue_is_a_503_the_client_retries(onnx_model):
+    gate, started = threading.Event(), threading.Event()
+    slow = Gated(gate=gate, opens=started)
+    with running_farm({"a": slow}, max_queue=1) as (base, _):
+        first = threading.Thread(target=lambda: RemoteDevice(f"{base}/a").measure(
+            onnx_model, FAST), daemon=True)
+        first.start()
+        assert started.wait(20)
+        status, body, headers = raw(base, "/devices/a/measure", method="POST",
+                                    body=onnx_model.read_bytes())
+        assert status == 503 and "1 measurements queued" in body["detail"]
+        assert headers.get("retry-after") == "5"
+        with pytest.raises(RuntimeError, match="answered 503"):
+            RemoteDevice(f"{base}/a", retries=0).measure(onnx_model, FAST)
+        gate.set()
+        first.join(30)
+        assert RemoteDevice(f"{base}/a", retries=0).measure(onnx_model, FAST).median_ms > 0
+
+
+def test_a_failing_device_is_a_502_with_its_reason(onnx_model):
+    class Broken(Gated):
+        def measure(self, model_path, settings):
+            raise RuntimeError(f"benchmark_model crashed on {model_path}")
+
+    with running_farm({"a": Broken()}) as (base, _), pytest.raises(
+            RuntimeError, match="answered 502: device 'a' failed: benchmark_model crashed "
+            "on the upload"):
+        RemoteDevice(f"{base}/a").measure(onnx_model, FAST)
+
+
+def test_a_phone_through_the_farm(tmp_path, monkeypatch):
+    pytest.importorskip("adb_shell", reason="adb devices need the mnas[adb] extra")
+    pytest.importorskip("litert_torch", reason="TFLite export needs the mnas[tflite] extra")
+    from latency.tflite import export_tflite
+    from tests.fakes.adbd import fake_adbd
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    tfl = export_tflite(tiny_model().eval(), tmp_path / "tiny.tflite", input_shape=SHAPE,
+                        cache_dir=tmp_path / "cache")
+    with fake_adbd(preinstalled=True) as d:
+        phone = get_device(f"adb:{d.address}")
+        with running_farm({"pixel": phone}) as (base, _):
+            dev = get_device(f"{base}/pixel")
+            assert dev.model_format == "tflite" and dev.fingerprint()["model"] == "Fake Pixel"
+            m = dev.measure(tfl, FAST)
+        assert m.runtime == "benchmark_model" and m.median_ms > 0
+        assert any(c[0] == "taskset" for c in d.commands)
+
+
+def test_specs_and_hosts():
+    assert split_spec("http://lab:8470/pixel") == ("http://lab:8470", "pixel")
+    assert split_spec("https://lab.example/farm/pixel-7") == ("https://lab.example/farm",
+                                                              "pixel-7")
+    for bad in ("http://lab:8470/", "http://lab:8470", "ftp://lab/x", "http:///x",
+                "http://lab/x?y=1", "http://lab:99999/x", "http://lab/b@d"):
+        with pytest.raises(ValueError, match="valid form: http://HOST:PORT/NAME"):
+            split_spec(bad)
+    with pytest.raises(ValueError, match="no credentials in the URL"):
+        split_spec("http://me:secret@lab/x")
+    assert [on_this_host(s) for s in ("http://127.0.0.1:1/a", "http://localhost/a",
+                                      "http://[::1]/a", "http://lab/a", "http://10.0.0.2/a")
+            ] == [True, True, True, False, False]
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(capsys, onnx_model):
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        # a port already taken, a name given twice, an unknown device
+        port = base.rsplit(":", 1)[1]
+        for argv, text in (
+                (["farm", "serve", "--port", port], f"cannot listen on 127.0.0.1:{port}"),
+                (["farm", "serve", "--port", "0", "--device", "a=local:onnxruntime",
+                  "--device", "a=local:litert"], "the name 'a' is already taken"),
+                (["farm", "serve", "--port", "0", "--device", "tpu:v5"], "unknown device"),
+                (["latency", str(onnx_model), "--device", f"{base}/gpu"],
+                 "unknown device 'gpu'; valid: cpu"),
+                (["latency", str(onnx_model), "--device", "http://127.0.0.1:1/cpu"],
+                 "cannot reach the device farm at http://127.0.0.1:1")):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert text in err and err.count("\n") == 1, err
+
+
+def test_devices_lists_a_farm_and_notes_one_it_cannot_reach(capsys, tmp_path, monkeypatch):
+    cfg = tmp_path / "devices.toml"
+    monkeypatch.delenv("MNAS_FARM_TOKEN")
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        cfg.write_text(f'[[farm.server]]\nurl = "{base}"\ntoken = "{TOKEN}"\n\n'
+                       '[[farm.server]]\nurl = "http://127.0.0.1:1"\n')
+        monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(cfg))
+        assert main(["devices", "--json", "--no-fingerprint"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        # the token came from the config entry whose url starts the spec
+        assert get_device(f"{base}/cpu").measure  # no refusal
+    rows = [r for r in out["devices"] if r["kind"] == "farm"]
+    assert [(r["spec"], r["farm_spec"], r["model_format"]) for r in rows] == [
+        (f"{base}/cpu", "local:onnxruntime", "onnx")]
+    assert any(n.startswith("farm http://127.0.0.1:1: cannot reach") for n in out["notes"])
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_serve_command_starts_answers_and_stops_cleanly(tmp_path, stop):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    token = tmp_path / "token"
+    token.write_text("file-token-0123456789abcdef\n")
+    (tmp_path / "tmp").mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "mnas", "farm", "serve", "--port", "0",
+                          "--device", "cpu=local:onnxruntime", "--token-file", str(token),
+                          "--log-level", "warning"], stdout=subprocess.PIPE,
+                         env={**os.environ, "TMPDIR": str(tmp_path / "tmp")},
+                         stderr=subprocess.PIPE, text=True, preexec_fn=lambda: (
+                             os.setpgrp(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
+    try:
+        head = p.stdout.readline()
+        assert head.startswith("mnas farm: http://127.0.0.1:"), head + p.stderr.read()
+        base = head.split()[2]
+        assert p.stdout.readline().split()[:2] == [f"{base}/cpu", "local:onnxruntime"]
+        for _ in range(100):    # the socket listens before uvicorn serves
+            try:
+                status, body, _ = raw(base, "/devices", token="file-token-0123456789abcdef")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        assert status == 200 and body["devices"][0]["name"] == "cpu"
+        assert raw(base, "/devices", token=TOKEN)[0] == 401   # the file's token, not env's
+        assert len(list(tmp_path.glob("tmp/mnas-farm-*"))) == 1   # its private upload folder
+    finally:
+        os.killpg(p.pid, getattr(signal, stop))
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0 and "mnas farm: stopped" in err, err
+    assert not list(tmp_path.glob("tmp/mnas-farm-*"))      # its upload folder is removed
