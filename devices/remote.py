@@ -9,12 +9,14 @@ The bearer token comes from ``$MNAS_FARM_TOKEN``, else from the first ``[[farm.s
 entry of ``~/.config/mnas/devices.toml`` whose ``url`` starts the spec::
 
     [[farm.server]]
-    url = "http://lab-mac:8470"
+    url = "https://lab-mac:8470"
     token_file = "~/.config/mnas/lab-token"   # or token = "..."
+    ca_file = "~/.config/mnas/lab-ca.pem"     # trust a farm's own certificate (https)
     timeout_s = 600                            # per measurement, queueing included
 
-Only the standard library speaks HTTP here: clients need no extra. Send tokens over
-``https://`` (a TLS proxy in front of the farm) anywhere but a trusted network.
+``$MNAS_FARM_CA`` names a CA file too. Only the standard library speaks HTTP here: clients
+need no extra. Send tokens over ``https://`` (``mnas farm serve --tls-cert/--tls-key``,
+or a TLS proxy in front of the farm) anywhere but a trusted network.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -35,6 +38,7 @@ from devices.farm import NAME_RE, SETTINGS
 from latency.measurement import Measurement, MeasureSettings
 
 TOKEN_ENV = "MNAS_FARM_TOKEN"
+CA_ENV = "MNAS_FARM_CA"
 FORM = "http://HOST:PORT/NAME"
 
 
@@ -92,6 +96,22 @@ def farm_token(base: str, options: dict[str, Any]) -> str | None:
     return None
 
 
+def tls_context(base: str, options: dict[str, Any]) -> ssl.SSLContext | None:
+    """The context that checks an ``https://`` farm's certificate: the system's CAs, or
+    ``$MNAS_FARM_CA`` / the entry's ``ca_file``; None for ``http://``."""
+    if not base.startswith("https://"):
+        return None
+    ca = os.environ.get(CA_ENV) or options.get("ca_file")
+    if not ca:
+        return ssl.create_default_context()
+    p = Path(str(ca)).expanduser()
+    try:
+        return ssl.create_default_context(cafile=str(p))
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"CA file {p} for the farm at {base}: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+
+
 class RemoteDevice(Device):
     """One device of a farm, measured over HTTP.
 
@@ -113,9 +133,10 @@ class RemoteDevice(Device):
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
         self.retries = int(retries)
+        self.tls = tls_context(self.base, options)
         try:
             self.info = call(self.base, f"/devices/{self.name}", self.token, timeout=30.0,
-                             what=spec)
+                             what=spec, tls=self.tls)
         except RuntimeError as e:   # nothing measured yet: a wrong address is bad input
             raise ValueError(str(e)) from None
         self.model_format = str(self.info["model_format"])
@@ -137,13 +158,14 @@ class RemoteDevice(Device):
         query = {k: getattr(settings, k) for k in SETTINGS}
         out = call(self.base, f"/devices/{self.name}/measure", self.token, method="POST",
                    body=p.read_bytes(), query=query, timeout=self.timeout_s,
-                   retries=self.retries, what=self.spec)
+                   retries=self.retries, what=self.spec, tls=self.tls)
         return Measurement.from_dict(out).with_(device=self.spec)
 
 
 def call(base: str, path: str, token: str | None, *, method: str = "GET",
          body: bytes | None = None, query: dict[str, Any] | None = None, timeout: float,
-         retries: int = 0, what: str | None = None) -> dict[str, Any]:
+         retries: int = 0, what: str | None = None, tls: ssl.SSLContext | None = None
+         ) -> dict[str, Any]:
     """One JSON request to the farm at ``base``. A full queue (503) is retried ``retries``
     times after its ``Retry-After``. ValueError for the farm's 4xx (its one-line
     ``detail``, prefixed by ``what``), RuntimeError when it cannot be reached or fails."""
@@ -157,7 +179,7 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
     for attempt in range(retries + 1):
         req = urllib.request.Request(url, data=body, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - http(s) only
+            with urllib.request.urlopen(req, timeout=timeout, context=tls) as r:  # noqa: S310
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
             detail = _detail(e)
@@ -172,6 +194,9 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
             raise RuntimeError(f"{what}: the farm answered {e.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as e:
             why = getattr(e, "reason", e)
+            if isinstance(why, ssl.SSLCertVerificationError):
+                why = f"its certificate is not trusted ({why.verify_message}); name its " \
+                      f"CA with ca_file in devices.toml or ${CA_ENV}"
             raise RuntimeError(f"cannot reach the device farm at {base}: {why}") from None
         except json.JSONDecodeError:
             raise RuntimeError(f"{what}: the farm's answer is not JSON") from None
@@ -181,8 +206,9 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
 def farm_devices(base: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The farm's devices (``GET /devices``), each with its ``spec`` here
     (``BASE/NAME``); errors as :func:`call`."""
-    token = farm_token(base, server_options(base))
-    rows = call(base.rstrip("/"), "/devices", token, timeout=timeout)["devices"]
+    options = server_options(base)
+    rows = call(base.rstrip("/"), "/devices", farm_token(base, options), timeout=timeout,
+                tls=tls_context(base, options))["devices"]
     return [{**r, "farm_spec": r["spec"], "spec": f"{base.rstrip('/')}/{r['name']}"}
             for r in rows]
 

@@ -7,15 +7,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 TOKEN = "test-token-0123456789abcdef"
 
 
 @contextlib.contextmanager
-def running_farm(devices: dict[str, Any], token: str = TOKEN, **options: Any
+def running_farm(devices: dict[str, Any], token: str = TOKEN,
+                 tls: tuple[str, str] | None = None, **options: Any
                  ) -> Iterator[tuple[str, Any]]:
-    """Yield ``(base URL, Farm)`` while the farm serves ``devices``; stops it after."""
+    """Yield ``(base URL, Farm)`` while the farm serves ``devices`` (over https with
+    ``tls = (certificate, key)`` PEM files); stops it after."""
     import uvicorn
 
     from devices.farm import Farm
@@ -23,7 +26,8 @@ def running_farm(devices: dict[str, Any], token: str = TOKEN, **options: Any
 
     farm = Farm(devices, token, **options)
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level="warning"))
+    ssl = {} if tls is None else {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
+    server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level="warning", **ssl))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -32,9 +36,39 @@ def running_farm(devices: dict[str, Any], token: str = TOKEN, **options: Any
             raise RuntimeError("the farm did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", farm
+        scheme = "http" if tls is None else "https"
+        yield f"{scheme}://127.0.0.1:{sock.getsockname()[1]}", farm
     finally:
         server.should_exit = True
         thread.join(30)
         farm.close()
         sock.close()
+
+
+def self_signed(folder: Path) -> tuple[str, str]:
+    """(certificate, key) PEM files of a fresh self-signed certificate for 127.0.0.1."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mnas test farm")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    c, k = folder / "farm-cert.pem", folder / "farm-key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    return str(c), str(k)

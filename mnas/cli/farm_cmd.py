@@ -44,6 +44,10 @@ def register(sub: Any) -> None:
                    help="largest model file accepted, MiB (default 64)")
     s.add_argument("--max-queue", type=int, default=32,
                    help="measurements waiting per device before requests get 503 (default 32)")
+    s.add_argument("--tls-cert", default=None, metavar="PEM",
+                   help="serve https with this certificate (with --tls-key); clients trust it "
+                        "through ca_file in devices.toml or $MNAS_FARM_CA")
+    s.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's key")
     s.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                    help="uvicorn's log level (default info: one line per request)")
     s.set_defaults(func=serve)
@@ -84,6 +88,20 @@ def read_token(path: str | None) -> tuple[str, bool]:
     return secrets.token_urlsafe(32), True
 
 
+def check_tls(cert: str, key: str) -> None:
+    """ValueError naming the problem unless ``cert`` and ``key`` load as a pair."""
+    import ssl
+
+    for what, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(2, f"{what} file not found", path)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise ValueError(f"--tls-cert {cert} and --tls-key {key} do not load as a "
+                         f"certificate and its key: {e.reason or e}") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     from devices.farm import DEFAULT_PORT
 
@@ -98,6 +116,12 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise CliError(f"mnas farm needs the farm extra ({e.name} is missing): "
                        "pip install -e '.[farm]'") from None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    tls = {}
+    if args.tls_cert is not None:
+        tls = {"ssl_certfile": args.tls_cert, "ssl_keyfile": args.tls_key}
+        check_tls(args.tls_cert, args.tls_key)
     names = parse_devices(args.device or ["local:onnxruntime"])
     token, made = read_token(args.token_file)
     if len(token) < 16:
@@ -122,14 +146,15 @@ def serve(args: argparse.Namespace) -> int:
             d.close()
         raise
     host, bound = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"mnas farm: http://{shown}:{bound} serving {len(devices)} device(s):", flush=True)
+    url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{bound}"
+    print(f"mnas farm: {url} serving {len(devices)} device(s):", flush=True)
     for name, d in devices.items():
-        print(f"  http://{shown}:{bound}/{name}  {d.spec} ({d.model_format})", flush=True)
+        print(f"  {url}/{name}  {d.spec} ({d.model_format})", flush=True)
     if made:
         print(f"token (clients: export MNAS_FARM_TOKEN=...): {token}", flush=True)
     server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level=args.log_level,
-                                           access_log=args.log_level in ("info", "debug")))
+                                           access_log=args.log_level in ("info", "debug"),
+                                           **tls))
     # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again with the
     # handlers it found: let that end the command here, after the farm's clean-up
     old = signal.signal(signal.SIGTERM, _stopped)

@@ -22,7 +22,7 @@ from devices.remote import RemoteDevice, on_this_host, split_spec  # noqa: E402
 from latency.export import export_onnx, file_sha256  # noqa: E402
 from latency.measurement import MeasureSettings  # noqa: E402
 from mnas.cli import main  # noqa: E402
-from tests.farm_server import TOKEN, running_farm  # noqa: E402
+from tests.farm_server import TOKEN, running_farm, self_signed  # noqa: E402
 from tests.latency.tiny import SHAPE, tiny_model  # noqa: E402
 
 FAST = MeasureSettings(warmup=2, runs=5, max_runs=10, max_seconds=3.0)
@@ -213,6 +213,25 @@ def test_a_failing_device_is_a_502_with_its_reason(onnx_model):
             RuntimeError, match="answered 502: device 'a' failed: benchmark_model crashed "
             "on the upload"):
         RemoteDevice(f"{base}/a").measure(onnx_model, FAST)
+
+
+def test_https_with_the_farms_own_certificate(onnx_model, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("cryptography", reason="the test makes its certificate with it")
+    cert, key = self_signed(tmp_path)
+    with running_farm({"cpu": LocalDevice()}, tls=(cert, key)) as (base, _):
+        assert base.startswith("https://")
+        with pytest.raises(ValueError, match="certificate is not trusted.*MNAS_FARM_CA"):
+            get_device(f"{base}/cpu")                 # not trusted: said in one line
+        monkeypatch.setenv("MNAS_FARM_CA", cert)
+        assert get_device(f"{base}/cpu").measure(onnx_model, FAST).median_ms > 0
+        with pytest.raises(ValueError, match="cannot reach|not a farm"):   # no plain http
+            get_device(base.replace("https", "http") + "/cpu")
+    (tmp_path / "other").mkdir()
+    other, _ = self_signed(tmp_path / "other")       # a certificate of another key
+    assert main(["farm", "serve", "--port", "0", "--tls-cert", other, "--tls-key", key]) == 2
+    assert "do not load as a certificate and its key" in capsys.readouterr().err
+    assert main(["farm", "serve", "--port", "0", "--tls-cert", cert]) == 2
+    assert "--tls-cert and --tls-key go together" in capsys.readouterr().err
 
 
 def test_a_phone_through_the_farm(tmp_path, monkeypatch):
