@@ -264,3 +264,32 @@ def test_entry_with_a_reference_is_compared_relative_to_it(tmp_path: Path, bench
     assert rc == 0
     assert "relative to reference 'canary' timed alternately with it" in out
     assert "(vs canary)" in out
+
+
+def test_a_farm_device_gates_like_the_device_itself(tmp_path: Path, bench_models, capsys,
+                                                      monkeypatch) -> None:
+    """A CI runner with no phone reaches one through a device farm: a suite run on
+    ``http://HOST:PORT/NAME`` is compared with a baseline taken on the device itself
+    (the same fingerprint), and a slower model under the same name fails the gate."""
+    pytest.importorskip("fastapi", reason="the farm needs the mnas[farm] extra")
+    from devices.local import LocalDevice
+    from tests.farm_server import TOKEN, running_farm
+
+    monkeypatch.setenv("MNAS_FARM_TOKEN", TOKEN)
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(tmp_path / "none.toml"))
+    here = suite(tmp_path, entry("net", bench_models["narrow"]), "here.toml",
+                 FAST + 'device = "local:onnxruntime"\n')
+    assert run_cli(capsys, "bench", "run", here, "--out", tmp_path / "base.json")[0] == 0
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        farmed = FAST + f'device = "{base}/cpu"\n'
+        same = suite(tmp_path, entry("net", bench_models["narrow"]), "same.toml", farmed)
+        heavier = suite(tmp_path, entry("net", bench_models["wide"]), "heavier.toml", farmed)
+        for s, out in ((same, "same.json"), (heavier, "heavier.json")):
+            rc, text, _ = run_cli(capsys, "bench", "run", s, "--out", tmp_path / out)
+            assert rc == 0 and f"{base}/cpu" in text
+    rc, out, err = run_cli(capsys, "bench", "compare", tmp_path / "base.json",
+                           tmp_path / "same.json", "--inconclusive", "pass")
+    assert rc == 0, out + err
+    rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "base.json",
+                         tmp_path / "heavier.json")
+    assert rc == 1 and "regression" in out
