@@ -119,7 +119,9 @@ class RemoteDevice(Device):
         spec: ``http(s)://HOST:PORT/NAME``.
         token: the farm's bearer token (default: see the module's docstring).
         timeout_s: seconds one measurement may take, waiting in the queue included.
-        retries: times a full queue (503) is retried, after the farm's ``Retry-After``.
+        retries: times a measurement is sent again when the queue is full (503, after the
+            farm's ``Retry-After``) or the connection was refused or reset (after 1, 2,
+            4… s). The first request, at construction, is not retried.
     """
 
     def __init__(self, spec: str, token: str | None = None, timeout_s: float | None = None,
@@ -167,8 +169,10 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
          retries: int = 0, what: str | None = None, tls: ssl.SSLContext | None = None
          ) -> dict[str, Any]:
     """One JSON request to the farm at ``base``. A full queue (503) is retried ``retries``
-    times after its ``Retry-After``. ValueError for the farm's 4xx (its one-line
-    ``detail``, prefixed by ``what``), RuntimeError when it cannot be reached or fails."""
+    times after its ``Retry-After``, a refused or reset connection after 1, 2, 4… s (a
+    timeout is not: the measurement may still be running). ValueError for the farm's 4xx
+    (its one-line ``detail``, prefixed by ``what``), RuntimeError when it cannot be
+    reached or fails."""
     url = base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
     what = what or base
     headers = {"Accept": "application/json"}
@@ -194,6 +198,9 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
             raise RuntimeError(f"{what}: the farm answered {e.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as e:
             why = getattr(e, "reason", e)
+            if isinstance(why, ConnectionError) and attempt < retries:
+                time.sleep(2.0**attempt)    # refused or reset (a restart, Wi-Fi): again
+                continue
             if isinstance(why, ssl.SSLCertVerificationError):
                 why = f"its certificate is not trusted ({why.verify_message}); name its " \
                       f"CA with ca_file in devices.toml or ${CA_ENV}"

@@ -15,7 +15,7 @@ TOKEN = "test-token-0123456789abcdef"
 
 @contextlib.contextmanager
 def running_farm(devices: dict[str, Any], token: str = TOKEN,
-                 tls: tuple[str, str] | None = None, **options: Any
+                 tls: tuple[str, str] | None = None, port: int = 0, **options: Any
                  ) -> Iterator[tuple[str, Any]]:
     """Yield ``(base URL, Farm)`` while the farm serves ``devices`` (over https with
     ``tls = (certificate, key)`` PEM files); stops it after."""
@@ -25,7 +25,7 @@ def running_farm(devices: dict[str, Any], token: str = TOKEN,
     from devices.farm_app import create_app
 
     farm = Farm(devices, token, **options)
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = socket.create_server(("127.0.0.1", port))
     ssl = {} if tls is None else {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
     server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level="warning", **ssl))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -204,6 +204,33 @@ def test_a_full_queue_is_a_503_the_client_retries(onnx_model):
         assert RemoteDevice(f"{base}/a", retries=0).measure(onnx_model, FAST).median_ms > 0
 
 
+def test_a_measurement_outlives_a_farm_restart(onnx_model):
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        dev = get_device(f"{base}/cpu")
+    with pytest.raises(ValueError, match="cannot reach the device farm"):
+        get_device(f"{base}/cpu")               # the first request is not retried
+    dev.retries = 0
+    with pytest.raises(RuntimeError, match="cannot reach the device farm"):
+        dev.measure(onnx_model, FAST)           # a failed trial, in a search
+    up, done = threading.Event(), threading.Event()
+
+    def restart() -> None:
+        time.sleep(0.5)
+        with running_farm({"cpu": LocalDevice()}, port=int(base.rsplit(":", 1)[1])):
+            up.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=restart, daemon=True)
+    thread.start()
+    try:
+        dev.retries = 3                         # refused, then again after 1, 2, 4 s
+        m = dev.measure(onnx_model, FAST)
+    finally:
+        done.set()
+        thread.join(30)
+    assert up.is_set() and m.median_ms > 0
+
+
 def test_a_failing_device_is_a_502_with_its_reason(onnx_model):
     class Broken(Gated):
         def measure(self, model_path, settings):
