@@ -11,6 +11,7 @@ The farm listens on 127.0.0.1 unless ``--host`` says otherwise.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import signal
@@ -30,7 +31,8 @@ def register(sub: Any) -> None:
     fsub = p.add_subparsers(dest="farm_command", metavar="SUBCOMMAND",
                             parser_class=type(p))
     fsub.required = True
-    s = fsub.add_parser("serve", help="measure uploaded models on this host's devices")
+    s = fsub.add_parser("serve", help="measure uploaded models on this host's devices",
+                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     s.add_argument("--device", action="append", default=None, metavar="[NAME=]SPEC",
                    help="a device to serve (repeatable; default local:onnxruntime)")
     s.add_argument("--host", default="127.0.0.1",
@@ -86,6 +88,14 @@ def read_token(path: str | None) -> tuple[str, bool]:
     if os.environ.get("MNAS_FARM_TOKEN", "").strip():
         return os.environ["MNAS_FARM_TOKEN"].strip(), False
     return secrets.token_urlsafe(32), True
+
+
+def clear_text_note(host: str, tls: bool) -> str | None:
+    """What to say when the token would cross a network in the clear."""
+    if tls or ipaddress.ip_address(host).is_loopback:
+        return None
+    return ("plain http beyond this host sends the token in the clear; serve https with "
+            "--tls-cert/--tls-key or behind a TLS proxy")
 
 
 def check_tls(cert: str, key: str) -> None:
@@ -152,6 +162,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  {url}/{name}  {d.spec} ({d.model_format})", flush=True)
     if made:
         print(f"token (clients: export MNAS_FARM_TOKEN=...): {token}", flush=True)
+    note = clear_text_note(host, bool(tls))
+    if note:
+        print(f"mnas farm: note: {note}", file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level=args.log_level,
                                            access_log=args.log_level in ("info", "debug"),
                                            **tls))

@@ -280,6 +280,15 @@ def test_a_phone_through_the_farm(tmp_path, monkeypatch):
         assert any(c[0] == "taskset" for c in d.commands)
 
 
+def test_plain_http_beyond_this_host_is_noted():
+    from mnas.cli.farm_cmd import clear_text_note
+
+    assert "in the clear" in clear_text_note("0.0.0.0", False)
+    assert "in the clear" in clear_text_note("192.168.1.20", False)
+    assert clear_text_note("0.0.0.0", True) is None
+    assert clear_text_note("127.0.0.1", False) is None and clear_text_note("::1", False) is None
+
+
 def test_specs_and_hosts():
     assert split_spec("http://lab:8470/pixel") == ("http://lab:8470", "pixel")
     assert split_spec("https://lab.example/farm/pixel-7") == ("https://lab.example/farm",
@@ -364,4 +373,5 @@ def test_serve_command_starts_answers_and_stops_cleanly(tmp_path, stop):
         os.killpg(p.pid, getattr(signal, stop))
         out, err = p.communicate(timeout=30)
     assert p.returncode == 0 and "mnas farm: stopped" in err, err
+    assert "note" not in err                                # loopback: no clear-text note
     assert not list(tmp_path.glob("tmp/mnas-farm-*"))      # its upload folder is removed
