@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import os
 import re
 import shutil
@@ -57,14 +58,22 @@ def default_name(spec: str) -> str:
 
 
 def check_model(path: Path, model_format: str) -> None:
-    """ValueError unless ``path`` is a model of ``model_format`` (parsed, never run)."""
+    """ValueError unless ``path`` is a self-contained model of ``model_format`` (parsed,
+    never run)."""
     if model_format == "onnx":
+        import onnx
+
         from latency.export import check_onnx
 
         try:
             check_onnx(path)
         except ValueError:
             raise ValueError("the upload is not an ONNX model") from None
+        model = onnx.load(str(path), load_external_data=False)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL
+               for t in model.graph.initializer):
+            raise ValueError("the upload refers to external data files; send a "
+                             "self-contained ONNX model")
     elif model_format == "tflite":
         from latency.tflite import is_tflite
 
@@ -74,8 +83,14 @@ def check_model(path: Path, model_format: str) -> None:
         raise ValueError(f"this farm cannot check {model_format!r} models")
 
 
+#: the largest value a client may ask for (so no request holds a device for hours)
+LIMITS: dict[str, float] = {"threads": 64, "warmup": 1000, "runs": 1000, "max_runs": 10000,
+                            "rel_ci": 1.0, "max_seconds": 600.0}
+
+
 def parse_settings(query: dict[str, str]) -> MeasureSettings:
-    """MeasureSettings from query parameters; ValueError naming a bad or unknown one."""
+    """MeasureSettings from query parameters; ValueError naming a bad or unknown one and
+    its valid range."""
     unknown = sorted(set(query) - set(SETTINGS))
     if unknown:
         raise ValueError(f"unknown setting {unknown[0]!r}; valid: {', '.join(SETTINGS)}")
@@ -88,7 +103,13 @@ def parse_settings(query: dict[str, str]) -> MeasureSettings:
         except ValueError:
             raise ValueError(f"setting {k}={v!r} is not {kind.__name__ !s} "
                              f"(e.g. {k}={getattr(defaults, k)})") from None
-    return MeasureSettings(**kw)
+        if k in LIMITS and not (math.isfinite(kw[k]) and 0 <= kw[k] <= LIMITS[k]):
+            raise ValueError(f"setting {k}={v!r} is out of range; valid: 0 to "
+                             f"{LIMITS[k]:g} on this farm")
+    settings = MeasureSettings(**kw)
+    if not (settings.rel_ci > 0 and settings.max_seconds > 0):
+        raise ValueError("settings rel_ci and max_seconds must be > 0")
+    return settings
 
 
 class Farm:
@@ -98,14 +119,16 @@ class Farm:
         devices: name → device (names as in the URLs; see :data:`NAME_RE`).
         token: the bearer token every client must send.
         max_upload_bytes: the largest model file accepted.
-        max_queue: measurements waiting or running per device before a 503.
+        max_queue: requests per device (uploading, waiting or measuring) before a 503.
         workdir: where uploads are kept while measured (a private temporary folder when
             None, removed by :meth:`close`).
+        retry_after_s: the ``Retry-After`` of a 503.
     """
 
     def __init__(self, devices: dict[str, Device], token: str,
                  max_upload_bytes: int = 64 << 20, max_queue: int = 32,
-                 workdir: str | os.PathLike[str] | None = None) -> None:
+                 workdir: str | os.PathLike[str] | None = None, retry_after_s: int = 5
+                 ) -> None:
         if not devices:
             raise ValueError("a farm needs at least one device")
         for name in devices:
@@ -117,9 +140,12 @@ class Farm:
         if max_upload_bytes < 1 or max_queue < 1:
             raise ValueError("max_upload_bytes and max_queue must be >= 1")
         self.devices = dict(devices)
+        # taken once, first: asking a phone again would talk to it beside a measurement
+        self._fingerprints = {n: d.fingerprint() for n, d in self.devices.items()}
         self.token = token
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_queue = int(max_queue)
+        self.retry_after_s = max(int(retry_after_s), 0)
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="mnas-farm-")) if workdir is None \
             else Path(workdir)
@@ -128,8 +154,6 @@ class Farm:
         self._queues = {n: ThreadPoolExecutor(1, thread_name_prefix=f"farm-{n}")
                         for n in self.devices}
         self._queued = dict.fromkeys(self.devices, 0)
-        # taken once, here: asking a phone again would talk to it beside a measurement
-        self._fingerprints = {n: d.fingerprint() for n, d in self.devices.items()}
         self._lock = threading.Lock()
 
     def info(self, name: str) -> dict[str, Any]:
@@ -146,21 +170,22 @@ class Farm:
             given.strip().encode(), self.token.encode())
 
     def reserve(self, name: str) -> bool:
-        """Take a place in ``name``'s queue; False when it is full."""
+        """Take a place in ``name``'s queue (before the upload is read, so uploads too are
+        bounded by the queue); False when it is full. :meth:`release` gives it back."""
         with self._lock:
             if self._queued[name] >= self.max_queue:
                 return False
             self._queued[name] += 1
             return True
 
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._queued[name] -= 1
+
     async def measure(self, name: str, path: Path, settings: MeasureSettings) -> Any:
-        """Measure on ``name``'s queue (a place must be reserved); frees the place."""
-        try:
-            fut = self._queues[name].submit(self.devices[name].measure, path, settings)
-            return await asyncio.wrap_future(fut)
-        finally:
-            with self._lock:
-                self._queued[name] -= 1
+        """Measure on ``name``'s queue (holding a place :meth:`reserve` took)."""
+        fut = self._queues[name].submit(self.devices[name].measure, path, settings)
+        return await asyncio.wrap_future(fut)
 
     def close(self) -> None:
         for q in self._queues.values():

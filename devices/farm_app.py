@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from pathlib import Path
@@ -13,10 +14,11 @@ from fastapi.responses import JSONResponse
 from devices.farm import Farm, check_model, parse_settings
 
 
-def _hide(e: BaseException, path: Path) -> str:
-    """An error's first line, the farm's own file path replaced (clients need not see it)."""
+def _hide(e: BaseException, path: Path, farm: Farm) -> str:
+    """An error's first line, the farm's own paths replaced (clients need not see them)."""
     lines = str(e).strip().splitlines()
-    return (lines[0] if lines else type(e).__name__).replace(str(path), "the upload")
+    line = lines[0] if lines else type(e).__name__
+    return line.replace(str(path), "the upload").replace(str(farm.workdir), "the farm")
 
 
 def create_app(farm: Farm) -> FastAPI:
@@ -64,9 +66,13 @@ def create_app(farm: Farm) -> FastAPI:
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise fail(413, too_big)
         fmt = farm.devices[name].model_format
-        fd, tmp = tempfile.mkstemp(suffix=f".{fmt}", dir=farm.workdir)
-        path = Path(tmp)
+        if not farm.reserve(name):      # before the upload: queued uploads count too
+            raise fail(503, f"device {name!r} has {farm.max_queue} requests queued; retry "
+                       "later", **{"Retry-After": str(farm.retry_after_s)})
+        path: Path | None = None
         try:
+            fd, tmp = tempfile.mkstemp(suffix=f".{fmt}", dir=farm.workdir)
+            path = Path(tmp)
             size = 0
             with os.fdopen(fd, "wb") as f:
                 async for chunk in request.stream():
@@ -76,21 +82,20 @@ def create_app(farm: Farm) -> FastAPI:
                     f.write(chunk)
             if size == 0:
                 raise fail(400, f"empty body: send the {fmt} model file as the request body")
-            try:
-                check_model(path, fmt)
+            try:   # parsing a large model would hold up every other request: a thread
+                await asyncio.to_thread(check_model, path, fmt)
             except ValueError as e:
                 raise fail(422, f"{e}; device {name!r} runs {fmt} models") from None
-            if not farm.reserve(name):
-                raise fail(503, f"device {name!r} has {farm.max_queue} measurements queued; "
-                           "retry later", **{"Retry-After": "5"})
             try:
                 m = await farm.measure(name, path, settings)
             except ValueError as e:     # the device refused the file or the settings
-                raise fail(422, f"device {name!r} refused: {_hide(e, path)}") from None
+                raise fail(422, f"device {name!r} refused: {_hide(e, path, farm)}") from None
             except Exception as e:  # noqa: BLE001 - the device failed: its reason, a 502
-                raise fail(502, f"device {name!r} failed: {_hide(e, path)}") from None
+                raise fail(502, f"device {name!r} failed: {_hide(e, path, farm)}") from None
         finally:
-            path.unlink(missing_ok=True)
+            if path is not None:
+                path.unlink(missing_ok=True)
+            farm.release(name)
         return JSONResponse(m.to_dict())
 
     return app

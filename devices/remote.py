@@ -21,8 +21,10 @@ or a TLS proxy in front of the farm) anywhere but a trusted network.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
+import math
 import os
 import ssl
 import time
@@ -72,11 +74,22 @@ def on_this_host(spec: str) -> bool:
         return False
 
 
+def _origin(url: str) -> tuple[str, str, int | None, list[str]]:
+    u = urllib.parse.urlsplit(url)
+    port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+    return u.scheme, (u.hostname or "").lower(), port, [p for p in u.path.split("/") if p]
+
+
 def server_options(base: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The ``[[farm.server]]`` entry whose ``url`` starts ``base`` (``{}`` if none)."""
+    """The ``[[farm.server]]`` entry for the farm at ``base`` (``{}`` if none): the same
+    scheme, host and port, and an entry path that is ``base``'s or a whole-segment prefix
+    of it (so a token never goes to a look-alike host)."""
     cfg = load_config() if config is None else config
+    scheme, host, port, path = _origin(base)
     for entry in cfg.get("farm", {}).get("server", []):
-        if base.rstrip("/").startswith(str(entry.get("url", "")).rstrip("/")):
+        e_scheme, e_host, e_port, e_path = _origin(str(entry.get("url", "")))
+        if (e_scheme, e_host, e_port) == (scheme, host, port) and e_host \
+                and path[: len(e_path)] == e_path:
             return dict(entry)
     return {}
 
@@ -141,7 +154,11 @@ class RemoteDevice(Device):
                              what=spec, tls=self.tls)
         except RuntimeError as e:   # nothing measured yet: a wrong address is bad input
             raise ValueError(str(e)) from None
-        self.model_format = str(self.info["model_format"])
+        if not (isinstance(self.info.get("model_format"), str)
+                and isinstance(self.info.get("fingerprint"), dict)):
+            raise ValueError(f"{spec}: the answer names no model format and fingerprint; "
+                             "is this a device farm (mnas farm serve)?")
+        self.model_format = self.info["model_format"]
 
     def __repr__(self) -> str:
         return f"RemoteDevice({self.spec!r})"
@@ -161,18 +178,43 @@ class RemoteDevice(Device):
         out = call(self.base, f"/devices/{self.name}/measure", self.token, method="POST",
                    body=p.read_bytes(), query=query, timeout=self.timeout_s,
                    retries=self.retries, what=self.spec, tls=self.tls)
-        return Measurement.from_dict(out).with_(device=self.spec)
+        try:
+            return Measurement.from_dict(out).with_(device=self.spec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RuntimeError(f"{self.spec}: the farm's answer is not a measurement "
+                               f"({type(e).__name__}: {e})") from None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would carry the token to wherever they point."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener(tls: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=tls))
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a ``Retry-After`` header: 0–60, 5 when absent or a date."""
+    try:
+        s = float(value or 5)
+    except ValueError:
+        return 5.0
+    return min(max(s, 0.0), 60.0) if math.isfinite(s) else 5.0
 
 
 def call(base: str, path: str, token: str | None, *, method: str = "GET",
          body: bytes | None = None, query: dict[str, Any] | None = None, timeout: float,
          retries: int = 0, what: str | None = None, tls: ssl.SSLContext | None = None
          ) -> dict[str, Any]:
-    """One JSON request to the farm at ``base``. A full queue (503) is retried ``retries``
-    times after its ``Retry-After``, a refused or reset connection after 1, 2, 4… s (a
-    timeout is not: the measurement may still be running). ValueError for the farm's 4xx
-    (its one-line ``detail``, prefixed by ``what``), RuntimeError when it cannot be
-    reached or fails."""
+    """One JSON request to the farm at ``base``; its answer, a JSON object. A full queue
+    (503) is retried ``retries`` times after its ``Retry-After``, a refused or reset
+    connection after 1, 2, 4… s (a timeout is not: the measurement may still be
+    running). Redirects are refused. ValueError for the farm's 4xx (its one-line
+    ``detail``, prefixed by ``what``), RuntimeError when it cannot be reached, fails or
+    answers something else than JSON."""
     url = base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
     what = what or base
     headers = {"Accept": "application/json"}
@@ -180,19 +222,28 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
         headers["Authorization"] = f"Bearer {token}"
     if body is not None:
         headers["Content-Type"] = "application/octet-stream"
+    opener = _opener(tls)
     for attempt in range(retries + 1):
         req = urllib.request.Request(url, data=body, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=timeout, context=tls) as r:  # noqa: S310
-                return json.loads(r.read())
+            with opener.open(req, timeout=timeout) as r:
+                out = json.loads(r.read())
+            if not isinstance(out, dict):
+                raise ValueError("not a JSON object")
+            return out
         except urllib.error.HTTPError as e:
-            detail = _detail(e)
+            with e:
+                detail = _detail(e)
             if e.code == 503 and attempt < retries:
-                time.sleep(min(float(e.headers.get("Retry-After") or 5), 60.0))
+                time.sleep(_retry_after(e.headers.get("Retry-After")))
                 continue
             if e.code == 401:
                 raise ValueError(f"the farm at {base} refused the token ({detail}); set "
                                  f"${TOKEN_ENV} or token_file in devices.toml") from None
+            if 300 <= e.code < 400:
+                raise RuntimeError(f"{what}: the farm redirects to {e.headers.get('Location')}"
+                                   "; redirects are not followed (the token would go "
+                                   "along): name that address instead") from None
             if 400 <= e.code < 500 and e.code != 408:
                 raise ValueError(f"{what}: {detail}") from None
             raise RuntimeError(f"{what}: the farm answered {e.code}: {detail}") from None
@@ -201,12 +252,18 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
             if isinstance(why, ConnectionError) and attempt < retries:
                 time.sleep(2.0**attempt)    # refused or reset (a restart, Wi-Fi): again
                 continue
+            if isinstance(why, TimeoutError):
+                raise RuntimeError(f"{what}: no answer from the farm within {timeout:g} s "
+                                   "(timeout_s in devices.toml)") from None
             if isinstance(why, ssl.SSLCertVerificationError):
                 why = f"its certificate is not trusted ({why.verify_message}); name its " \
                       f"CA with ca_file in devices.toml or ${CA_ENV}"
             raise RuntimeError(f"cannot reach the device farm at {base}: {why}") from None
-        except json.JSONDecodeError:
-            raise RuntimeError(f"{what}: the farm's answer is not JSON") from None
+        except http.client.HTTPException as e:    # not HTTP at all (another service)
+            raise RuntimeError(f"{base} does not answer as a device farm ("
+                               f"{type(e).__name__}: {e})") from None
+        except ValueError:      # JSON, UTF-8 or shape
+            raise RuntimeError(f"{what}: the farm's answer is not a JSON object") from None
     raise AssertionError("unreachable")
 
 

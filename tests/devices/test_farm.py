@@ -3,6 +3,7 @@ the real client (``http://HOST:PORT/NAME`` devices) measuring through it."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
@@ -188,20 +189,48 @@ def test_one_measurement_at_a_time_per_device_and_devices_in_parallel(onnx_model
 def test_a_full_queue_is_a_503_the_client_retries(onnx_model):
     gate, started = threading.Event(), threading.Event()
     slow = Gated(gate=gate, opens=started)
-    with running_farm({"a": slow}, max_queue=1) as (base, _):
+    with running_farm({"a": slow}, max_queue=1, retry_after_s=1) as (base, farm):
         first = threading.Thread(target=lambda: RemoteDevice(f"{base}/a").measure(
             onnx_model, FAST), daemon=True)
         first.start()
         assert started.wait(20)
         status, body, headers = raw(base, "/devices/a/measure", method="POST",
                                     body=onnx_model.read_bytes())
-        assert status == 503 and "1 measurements queued" in body["detail"]
-        assert headers.get("retry-after") == "5"
+        assert status == 503 and "1 requests queued" in body["detail"]
+        assert headers.get("retry-after") == "1"
         with pytest.raises(RuntimeError, match="answered 503"):
             RemoteDevice(f"{base}/a", retries=0).measure(onnx_model, FAST)
-        gate.set()
+        # refused once, then measured after Retry-After once the first has finished
+        opener = threading.Timer(0.3, gate.set)
+        opener.start()
+        assert RemoteDevice(f"{base}/a", retries=1).measure(onnx_model, FAST).median_ms > 0
         first.join(30)
-        assert RemoteDevice(f"{base}/a", retries=0).measure(onnx_model, FAST).median_ms > 0
+        assert slow.most == 1 and farm.info("a")["queued"] == 0
+
+
+def test_settings_out_of_range_are_422_before_the_upload_is_read(onnx_model):
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        for query, text in (("runs=1000000000", "runs='1000000000' is out of range; valid: "
+                                                "0 to 1000"),
+                            ("warmup=5000", "0 to 1000"), ("threads=100000", "0 to 64"),
+                            ("max_seconds=nan", "out of range"), ("max_seconds=inf", "range"),
+                            ("max_seconds=0", "must be > 0"), ("rel_ci=-1", "out of range")):
+            status, body, _ = raw(base, f"/devices/cpu/measure?{query}", method="POST",
+                                  body=onnx_model.read_bytes())
+            assert status == 422 and text in body["detail"], (query, body)
+
+
+def test_an_onnx_model_with_external_data_is_refused(onnx_model, tmp_path):
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load(str(onnx_model))
+    convert_model_to_external_data(model, location="weights.bin", size_threshold=0)
+    onnx.save(model, str(tmp_path / "ext.onnx"))
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        status, body, _ = raw(base, "/devices/cpu/measure", method="POST",
+                              body=(tmp_path / "ext.onnx").read_bytes())
+    assert status == 422 and "external data" in body["detail"]
 
 
 def test_a_measurement_outlives_a_farm_restart(onnx_model):
@@ -231,15 +260,16 @@ def test_a_measurement_outlives_a_farm_restart(onnx_model):
     assert up.is_set() and m.median_ms > 0
 
 
-def test_a_failing_device_is_a_502_with_its_reason(onnx_model):
+def test_a_failing_device_is_a_502_with_its_reason(onnx_model, tmp_path):
     class Broken(Gated):
         def measure(self, model_path, settings):
             raise RuntimeError(f"benchmark_model crashed on {model_path}")
 
-    with running_farm({"a": Broken()}) as (base, _), pytest.raises(
-            RuntimeError, match="answered 502: device 'a' failed: benchmark_model crashed "
-            "on the upload"):
-        RemoteDevice(f"{base}/a").measure(onnx_model, FAST)
+    with running_farm({"a": Broken()}, workdir=tmp_path / "up") as (base, farm):
+        with pytest.raises(RuntimeError, match="answered 502: device 'a' failed: "
+                           "benchmark_model crashed on the upload"):
+            RemoteDevice(f"{base}/a").measure(onnx_model, FAST)
+        assert farm.info("a")["queued"] == 0 and list((tmp_path / "up").iterdir()) == []
 
 
 def test_https_with_the_farms_own_certificate(onnx_model, tmp_path, monkeypatch, capsys):
@@ -287,6 +317,90 @@ def test_plain_http_beyond_this_host_is_noted():
     assert "in the clear" in clear_text_note("192.168.1.20", False)
     assert clear_text_note("0.0.0.0", True) is None
     assert clear_text_note("127.0.0.1", False) is None and clear_text_note("::1", False) is None
+
+
+def test_a_token_goes_only_to_its_own_farm(tmp_path):
+    from devices.remote import server_options
+
+    cfg = {"farm": {"server": [{"url": "https://lab:8470", "token": "lab"},
+                               {"url": "http://gw/farm", "token": "gw"}]}}
+    assert server_options("https://lab:8470", cfg)["token"] == "lab"
+    assert server_options("https://LAB:8470/", cfg)["token"] == "lab"
+    assert server_options("http://gw/farm/sub", cfg)["token"] == "gw"
+    for other in ("https://lab.attacker.example:8470", "http://lab:8470", "https://lab:8471",
+                  "https://lab", "http://gw/farmer", "http://gw"):
+        assert server_options(other, cfg) == {}, other
+
+
+def test_redirects_and_other_services_are_refused_in_one_line():
+    import http.server
+
+    seen: list[str | None] = []
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            if self.path.startswith("/elsewhere"):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"model_format": "onnx", "fingerprint": {}}')
+            elif self.path.startswith("/devices/list"):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"[1, 2]")
+            elif self.path.startswith("/devices/bin"):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"\xff\xfe not json")
+            else:
+                self.send_response(302)
+                self.send_header("Location", "/elsewhere")
+                self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Odd)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        with pytest.raises(ValueError, match="redirects to /elsewhere; redirects are not "
+                           "followed"):
+            get_device(f"{base}/cpu")
+        assert seen == [f"Bearer {TOKEN}"]      # the redirect target never saw the token
+        for name in ("list", "bin"):
+            with pytest.raises(ValueError, match="answer is not a JSON object"):
+                get_device(f"{base}/{name}")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    with socket_speaking(b"SSH-2.0-OpenSSH_9.6\r\n") as port, pytest.raises(
+            ValueError, match="does not answer as a device farm"):
+        get_device(f"http://127.0.0.1:{port}/cpu")
+
+
+@contextlib.contextmanager
+def socket_speaking(line: bytes):
+    """A TCP server that answers every connection with ``line`` and closes it."""
+    import socket
+
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(line)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
 
 
 def test_specs_and_hosts():
