@@ -3,7 +3,7 @@
 One host with phones on USB (or Wi-Fi ADB), or a quiet CPU, serves every search and CI
 job that needs those devices: clients name a device as ``http://HOST:PORT/NAME``
 (:mod:`devices.remote`) and get the same :class:`~latency.Measurement` record a local
-device returns. Start it with ``mnas farm serve`` (the ``farm`` extra: FastAPI, uvicorn).
+device returns. Start it with ``mnas farm serve`` (the ``farm`` extra: Starlette, uvicorn).
 
 API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
 

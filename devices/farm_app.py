@@ -1,4 +1,11 @@
-"""The device farm's HTTP routes (FastAPI; the ``farm`` extra). See :mod:`devices.farm`."""
+"""The device farm's HTTP routes (Starlette; the ``farm`` extra). See :mod:`devices.farm`.
+
+DESIGN names FastAPI; these routes are on Starlette, FastAPI's own foundation, because
+FastAPI needs pydantic, whose current releases need typing-extensions >= 4.16 while the
+``tflite`` extra (litert-torch → xdsl) pins it below 4.13: with both extras pip gave up
+resolving (``resolution-too-deep``). The routes validate nothing through pydantic anyway:
+every check is here, with its own one-line message.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,12 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from devices.farm import Farm, check_model, parse_settings
 
@@ -21,9 +30,8 @@ def _hide(e: BaseException, path: Path, farm: Farm) -> str:
     return line.replace(str(path), "the upload").replace(str(farm.workdir), "the farm")
 
 
-def create_app(farm: Farm) -> FastAPI:
-    """The FastAPI application serving ``farm``."""
-    app = FastAPI(title="mnas device farm", docs_url=None, redoc_url=None, openapi_url=None)
+def create_app(farm: Farm) -> Starlette:
+    """The application serving ``farm``: JSON in and out, every error ``{"detail": …}``."""
 
     def fail(status: int, detail: str, **headers: str) -> HTTPException:
         return HTTPException(status, detail=detail, headers=headers or None)
@@ -33,29 +41,26 @@ def create_app(farm: Farm) -> FastAPI:
             raise fail(401, "missing or wrong bearer token (Authorization: Bearer TOKEN)",
                        **{"WWW-Authenticate": "Bearer"})
 
-    def known(name: str) -> None:
+    def known(request: Request) -> str:
+        name = request.path_params["name"]
         if name not in farm.devices:
             raise fail(404, farm.unknown(name))
+        return name
 
-    @app.get("/health")
-    def health() -> dict[str, bool]:
-        return {"ok": True}
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
 
-    @app.get("/devices")
-    def devices(request: Request) -> dict[str, Any]:
+    async def devices(request: Request) -> JSONResponse:
         auth(request)
-        return {"devices": [farm.info(n) for n in sorted(farm.devices)]}
+        return JSONResponse({"devices": [farm.info(n) for n in sorted(farm.devices)]})
 
-    @app.get("/devices/{name}")
-    def device(name: str, request: Request) -> dict[str, Any]:
+    async def device(request: Request) -> JSONResponse:
         auth(request)
-        known(name)
-        return farm.info(name)
+        return JSONResponse(farm.info(known(request)))
 
-    @app.post("/devices/{name}/measure")
-    async def measure(name: str, request: Request) -> JSONResponse:
+    async def measure(request: Request) -> JSONResponse:
         auth(request)
-        known(name)
+        name = known(request)
         try:
             settings = parse_settings(dict(request.query_params))
         except ValueError as e:
@@ -98,4 +103,12 @@ def create_app(farm: Farm) -> FastAPI:
             farm.release(name)
         return JSONResponse(m.to_dict())
 
-    return app
+    async def error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, HTTPException)
+        return JSONResponse({"detail": e.detail}, e.status_code, headers=e.headers)
+
+    return Starlette(routes=[
+        Route("/health", health), Route("/devices", devices),
+        Route("/devices/{name}", device), Route("/devices/{name}/measure", measure,
+                                                methods=["POST"])],
+        exception_handlers={HTTPException: error})

@@ -52,8 +52,8 @@ def measure_model(device: Device, path: str | os.PathLike[str], settings: Measur
     fp = device.fingerprint()
     runtime, version = _runtime_of(device, fp)
     hit = cache.get(sha, fp, runtime, version, settings)
-    if hit is not None:
-        return hit
+    if hit is not None:     # the same hardware, perhaps reached another way (a farm)
+        return hit if hit.device == device.spec else hit.with_(device=device.spec)
     m = device.measure(p, settings)
     cache.put(m, settings)
     return m

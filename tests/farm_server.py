@@ -1,4 +1,4 @@
-"""Run the real device farm (FastAPI under uvicorn) on a free loopback port in a thread."""
+"""Run the real device farm (Starlette under uvicorn) on a free loopback port in a thread."""
 
 from __future__ import annotations
 

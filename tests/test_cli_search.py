@@ -62,7 +62,7 @@ def test_workers_train_a_batch_in_ray_tasks_with_the_same_results(tiny_run):
 def test_a_search_measures_its_children_on_a_device_farm(tiny_run, monkeypatch):
     """--device http://HOST:PORT/NAME: the tiny run again, its children timed by a farm
     (the real server, in this process) instead of here: the same children and accuracies."""
-    pytest.importorskip("fastapi", reason="the farm needs the mnas[farm] extra")
+    pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
     from devices.local import LocalDevice
     from tests.farm_server import TOKEN, running_farm
 

@@ -121,7 +121,7 @@ def serve(args: argparse.Namespace) -> int:
     if not args.max_upload_mb > 0 or args.max_queue < 1:
         raise ValueError("--max-upload-mb must be > 0 and --max-queue >= 1")
     try:
-        import fastapi  # noqa: F401
+        import starlette  # noqa: F401
         import uvicorn
     except ImportError as e:
         raise CliError(f"mnas farm needs the farm extra ({e.name} is missing): "
@@ -137,7 +137,8 @@ def serve(args: argparse.Namespace) -> int:
     if len(token) < 16:
         raise ValueError("the farm's token must be at least 16 characters")
     try:
-        sock = socket.create_server((args.host, port), reuse_port=False)
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        sock = socket.create_server((args.host, port), family=family)
     except OSError as e:
         raise CliError(f"cannot listen on {args.host}:{port}: {e.strerror or e}") from None
     from devices.base import get_device

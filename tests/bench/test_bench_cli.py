@@ -271,7 +271,7 @@ def test_a_farm_device_gates_like_the_device_itself(tmp_path: Path, bench_models
     """A CI runner with no phone reaches one through a device farm: a suite run on
     ``http://HOST:PORT/NAME`` is compared with a baseline taken on the device itself
     (the same fingerprint), and a slower model under the same name fails the gate."""
-    pytest.importorskip("fastapi", reason="the farm needs the mnas[farm] extra")
+    pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
     from devices.local import LocalDevice
     from tests.farm_server import TOKEN, running_farm
 

@@ -1,4 +1,4 @@
-"""The device farm, end to end: the real FastAPI app under uvicorn on a loopback port, and
+"""The device farm, end to end: the real Starlette app under uvicorn on a loopback port, and
 the real client (``http://HOST:PORT/NAME`` devices) measuring through it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import torch
 
-pytest.importorskip("fastapi", reason="the farm needs the mnas[farm] extra")
+pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
 pytest.importorskip("uvicorn", reason="the farm needs the mnas[farm] extra")
 
 from devices.base import Device, get_device  # noqa: E402

@@ -45,6 +45,12 @@ def test_measure_model_caches(tmp_path: Path, device) -> None:
     assert len(device.calls) == 2 and not other.cached  # other settings: measured again
     measure_model(device, path, FAST, None)
     assert len(device.calls) == 3  # no cache: always measured
+    # the same hardware asked for under another spec (a farm's route to it): the cached
+    # record answers, naming the device it was asked for
+    device.spec = "http://lab:8470/cpu"
+    again = measure_model(device, path, FAST, cache)
+    assert len(device.calls) == 3 and again.cached and again.device == "http://lab:8470/cpu"
+    assert again.median_ms == first.median_ms
 
 
 def test_measured_latency_builds_full_size_and_caches(tmp_path: Path, device) -> None:
