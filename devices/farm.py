@@ -23,8 +23,8 @@ device's format before any runtime sees it, and is deleted afterwards.
 
 Every bad request is a 4xx whose ``detail`` is one line naming the problem and the valid
 choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 413 (too
-large), 422 (bad setting, not a model of the device's format), 503 (queue full; with
-``Retry-After``). A device that fails while measuring is a 502 with its reason.
+large), 408 (an upload that stalls), 422 (bad setting, not a model of the device's
+format), 503 (queue full; with ``Retry-After``). A device that fails while measuring is a 502 with its reason.
 """
 
 from __future__ import annotations
@@ -123,12 +123,13 @@ class Farm:
         workdir: where uploads are kept while measured (a private temporary folder when
             None, removed by :meth:`close`).
         retry_after_s: the ``Retry-After`` of a 503.
+        upload_stall_s: seconds an upload may send nothing before it is cut off (408).
     """
 
     def __init__(self, devices: dict[str, Device], token: str,
                  max_upload_bytes: int = 64 << 20, max_queue: int = 32,
-                 workdir: str | os.PathLike[str] | None = None, retry_after_s: int = 5
-                 ) -> None:
+                 workdir: str | os.PathLike[str] | None = None, retry_after_s: int = 5,
+                 upload_stall_s: float = 60.0) -> None:
         if not devices:
             raise ValueError("a farm needs at least one device")
         for name in devices:
@@ -146,6 +147,7 @@ class Farm:
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_queue = int(max_queue)
         self.retry_after_s = max(int(retry_after_s), 0)
+        self.upload_stall_s = float(upload_stall_s)
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="mnas-farm-")) if workdir is None \
             else Path(workdir)

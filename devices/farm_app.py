@@ -80,7 +80,16 @@ def create_app(farm: Farm) -> Starlette:
             path = Path(tmp)
             size = 0
             with os.fdopen(fd, "wb") as f:
-                async for chunk in request.stream():
+                chunks = request.stream().__aiter__()
+                while True:     # a client that stops sending must not hold a place
+                    try:
+                        async with asyncio.timeout(farm.upload_stall_s):
+                            chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise fail(408, f"the upload stalled: no data for "
+                                   f"{farm.upload_stall_s:g} s") from None
                     size += len(chunk)
                     if size > limit:
                         raise fail(413, too_big)

@@ -208,6 +208,21 @@ def test_a_full_queue_is_a_503_the_client_retries(onnx_model):
         assert slow.most == 1 and farm.info("a")["queued"] == 0
 
 
+def test_a_stalled_upload_is_cut_off_and_frees_its_place(tmp_path):
+    import socket
+
+    with running_farm({"cpu": LocalDevice()}, max_queue=1, upload_stall_s=0.5,
+                      workdir=tmp_path / "up") as (base, farm):
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(f"POST /devices/cpu/measure HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n"
+                      .encode() + b"x" * 10)       # then nothing more
+            answer = s.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 408") and "the upload stalled" in answer
+        assert farm.info("cpu")["queued"] == 0 and list((tmp_path / "up").iterdir()) == []
+
+
 def test_settings_out_of_range_are_422_before_the_upload_is_read(onnx_model):
     with running_farm({"cpu": LocalDevice()}) as (base, _):
         for query, text in (("runs=1000000000", "runs='1000000000' is out of range; valid: "
