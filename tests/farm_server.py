@@ -27,7 +27,10 @@ def running_farm(devices: dict[str, Any], token: str = TOKEN,
     farm = Farm(devices, token, **options)
     sock = socket.create_server(("127.0.0.1", port))
     ssl = {} if tls is None else {"ssl_certfile": tls[0], "ssl_keyfile": tls[1]}
-    server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level="warning", **ssl))
+    # log_config=None: uvicorn's own logging set-up would bind its handlers to whatever
+    # sys.stderr is now (a test's capture, closed after it) for the rest of the session
+    server = uvicorn.Server(uvicorn.Config(create_app(farm), log_level="warning",
+                                           log_config=None, **ssl))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -287,9 +287,13 @@ def test_a_farm_device_gates_like_the_device_itself(tmp_path: Path, bench_models
         for s, out in ((same, "same.json"), (heavier, "heavier.json")):
             rc, text, _ = run_cli(capsys, "bench", "run", s, "--out", tmp_path / out)
             assert rc == 0 and f"{base}/cpu" in text
+    # compared, not refused (another fingerprint would be exit 2). The farm here shares
+    # this process and its cores with the test, which slows a 0.05-ms model by up to
+    # ~50% under load: the tolerance leaves room for that, not for the wide model (~5x)
     rc, out, err = run_cli(capsys, "bench", "compare", tmp_path / "base.json",
-                           tmp_path / "same.json", "--inconclusive", "pass")
-    assert rc == 0, out + err
+                           tmp_path / "same.json", "--inconclusive", "pass",
+                           "--tolerance", "90%")
+    assert rc == 0 and "net" in out, out + err
     rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "base.json",
-                         tmp_path / "heavier.json")
+                         tmp_path / "heavier.json", "--tolerance", "90%")
     assert rc == 1 and "regression" in out
