@@ -29,7 +29,6 @@ format), 503 (queue full; with ``Retry-After``). A device that fails while measu
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import math
 import os
@@ -37,7 +36,7 @@ import re
 import shutil
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -184,10 +183,20 @@ class Farm:
         with self._lock:
             self._queued[name] -= 1
 
-    async def measure(self, name: str, path: Path, settings: MeasureSettings) -> Any:
-        """Measure on ``name``'s queue (holding a place :meth:`reserve` took)."""
-        fut = self._queues[name].submit(self.devices[name].measure, path, settings)
-        return await asyncio.wrap_future(fut)
+    def submit(self, name: str, path: Path, settings: MeasureSettings) -> Future[Any]:
+        """Queue a measurement of ``path`` on ``name``, holding a place :meth:`reserve`
+        took. The queue owns the file and the place from here: both go when the
+        measurement ends, even if the client has gone (the device may still be reading
+        the file when a request is cancelled)."""
+        def run() -> Any:
+            try:
+                return self.devices[name].measure(path, settings)
+            finally:
+                path.unlink(missing_ok=True)
+
+        fut = self._queues[name].submit(run)
+        fut.add_done_callback(lambda _: self.release(name))
+        return fut
 
     def close(self) -> None:
         for q in self._queues.values():

@@ -75,6 +75,7 @@ def create_app(farm: Farm) -> Starlette:
             raise fail(503, f"device {name!r} has {farm.max_queue} requests queued; retry "
                        "later", **{"Retry-After": str(farm.retry_after_s)})
         path: Path | None = None
+        handed = False      # once queued, the queue owns the file and the place
         try:
             fd, tmp = tempfile.mkstemp(suffix=f".{fmt}", dir=farm.workdir)
             path = Path(tmp)
@@ -100,16 +101,19 @@ def create_app(farm: Farm) -> Starlette:
                 await asyncio.to_thread(check_model, path, fmt)
             except ValueError as e:
                 raise fail(422, f"{e}; device {name!r} runs {fmt} models") from None
+            fut = farm.submit(name, path, settings)
+            handed = True
             try:
-                m = await farm.measure(name, path, settings)
+                m = await asyncio.wrap_future(fut)
             except ValueError as e:     # the device refused the file or the settings
                 raise fail(422, f"device {name!r} refused: {_hide(e, path, farm)}") from None
             except Exception as e:  # noqa: BLE001 - the device failed: its reason, a 502
                 raise fail(502, f"device {name!r} failed: {_hide(e, path, farm)}") from None
         finally:
-            if path is not None:
-                path.unlink(missing_ok=True)
-            farm.release(name)
+            if not handed:
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                farm.release(name)
         return JSONResponse(m.to_dict())
 
     async def error(request: Request, e: Exception) -> Response:

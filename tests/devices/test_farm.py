@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -246,6 +247,33 @@ def test_an_onnx_model_with_external_data_is_refused(onnx_model, tmp_path):
         status, body, _ = raw(base, "/devices/cpu/measure", method="POST",
                               body=(tmp_path / "ext.onnx").read_bytes())
     assert status == 422 and "external data" in body["detail"]
+
+
+def test_the_queue_owns_a_queued_upload_and_its_place(onnx_model, tmp_path):
+    """A request cancelled while its model is measured (a client gone, a shutdown) must
+    neither delete the file under the device nor free the place while it still works."""
+    import shutil
+
+    from devices.farm import Farm
+
+    gate = threading.Event()
+    farm = Farm({"a": Gated(gate=gate)}, TOKEN, workdir=tmp_path / "up")
+    try:
+        upload = Path(shutil.copy(onnx_model, tmp_path / "up" / "x.onnx"))
+        assert farm.reserve("a")
+        fut = farm.submit("a", upload, FAST)    # and nobody waits for it
+        time.sleep(0.2)
+        assert upload.exists() and farm.info("a")["queued"] == 1
+        gate.set()
+        assert fut.result(30).median_ms > 0
+        for _ in range(100):
+            if farm.info("a")["queued"] == 0:
+                break
+            time.sleep(0.01)
+        assert not upload.exists() and farm.info("a")["queued"] == 0
+    finally:
+        gate.set()
+        farm.close()
 
 
 def test_a_measurement_outlives_a_farm_restart(onnx_model):
