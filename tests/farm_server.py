@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from latency.measurement import MeasureSettings
+
 TOKEN = "test-token-0123456789abcdef"
+FAST = MeasureSettings(warmup=2, runs=5, max_runs=10, max_seconds=3.0)
 
 
 @contextlib.contextmanager
@@ -75,3 +81,16 @@ def self_signed(folder: Path) -> tuple[str, str]:
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return str(c), str(k)
+
+
+def raw(base: str, path: str, *, method: str = "GET", body: bytes | None = None,
+        token: str | None = TOKEN, headers: dict[str, str] | None = None
+        ) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request, errors included."""
+    h = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    req = urllib.request.Request(base + path, data=body, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), dict(e.headers)
