@@ -170,10 +170,11 @@ def test_a_full_queue_is_a_503_the_client_retries(onnx_model):
         assert headers.get("retry-after") == "1"
         with pytest.raises(RuntimeError, match="answered 503"):
             RemoteDevice(f"{base}/a", retries=0).measure(onnx_model, FAST)
-        # refused once, then measured after Retry-After once the first has finished
+        # refused, then measured after Retry-After once the first has finished (a loaded
+        # host may need more than one wait)
         opener = threading.Timer(0.3, gate.set)
         opener.start()
-        assert RemoteDevice(f"{base}/a", retries=1).measure(onnx_model, FAST).median_ms > 0
+        assert RemoteDevice(f"{base}/a", retries=5).measure(onnx_model, FAST).median_ms > 0
         first.join(30)
         assert slow.most == 1 and farm.info("a")["queued"] == 0
 
