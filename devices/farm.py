@@ -9,22 +9,26 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
 
 * ``GET /health`` — ``{"ok": true}``.
 * ``GET /devices`` — ``{"devices": [info, …]}``; ``GET /devices/NAME`` — one ``info``:
-  ``name``, ``spec``, ``model_format``, ``fingerprint``, ``queued`` (measurements waiting
-  or running).
+  ``name``, ``spec``, ``model_format``, ``fingerprint`` (taken when the farm starts),
+  ``queued`` (requests uploading, waiting or measuring).
 * ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
   with the model file as the raw body (``application/octet-stream``) — the measurement
-  (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults.
+  (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults;
+  :data:`LIMITS` caps them, so no request holds a device for hours.
 
 One queue per device: a device runs one measurement at a time (two at once would time each
-other), while different devices measure in parallel. Uploads are untrusted: the size is
-capped (``Content-Length`` is checked before reading, the stream while reading), the file
-goes to a private temporary folder under a name of ours, is checked to be a model of the
-device's format before any runtime sees it, and is deleted afterwards.
+other), while different devices measure in parallel. A request takes its place in the
+queue before its upload is read, so uploads are bounded by the queues too. Uploads are
+untrusted: the size is capped (``Content-Length`` is checked before reading, the stream
+while reading, and a stream that stalls is cut off), the file goes to a private temporary
+folder under a name of ours, is checked to be a self-contained model of the device's
+format before any runtime sees it, and is deleted when its measurement ends.
 
 Every bad request is a 4xx whose ``detail`` is one line naming the problem and the valid
-choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 413 (too
-large), 408 (an upload that stalls), 422 (bad setting, not a model of the device's
-format), 503 (queue full; with ``Retry-After``). A device that fails while measuring is a 502 with its reason.
+choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 408 (an upload
+that stalls), 413 (too large), 422 (bad setting; not a model of the device's format),
+503 (queue full; with ``Retry-After``). A device that fails while measuring is a 502 with
+its reason.
 """
 
 from __future__ import annotations
