@@ -93,6 +93,36 @@ def test_a_search_measures_its_children_on_a_device_farm(tiny_run, monkeypatch):
     assert {p.suffix for p in (farmed / "models").iterdir()} == {".onnx"}   # front models
 
 
+def test_resume_takes_the_same_device_reached_another_way(tiny_run, monkeypatch):
+    """A farm that moved (or a phone on Wi-Fi instead of USB): --resume --device with the
+    run's own fingerprint goes on there; another device is refused, nothing written."""
+    pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
+    import shutil
+
+    from devices.local import LocalDevice
+    from tests.farm_server import TOKEN, running_farm
+
+    out, _, _ = tiny_run
+    moved = out.parent / "moved"
+    shutil.copytree(out, moved)
+    cfg = json.loads((moved / "config.json").read_text())
+    assert cfg["device"] == "local:onnxruntime" and cfg["device_fingerprint"]["cpu"]
+    before = {p.name: p.read_bytes() for p in moved.iterdir() if p.is_file()}
+    r = mnas("search", "--out", str(moved), "--resume", "--budget", "4", "--device",
+             "local:litert", cache=out.parent / "mc")
+    assert r.returncode == 2 and "is not this run's device local:onnxruntime" in r.stderr
+    assert "fingerprints differ in runtime, runtime_version" in r.stderr
+    assert {p.name: p.read_bytes() for p in moved.iterdir() if p.is_file()} == before
+    monkeypatch.setenv("MNAS_FARM_TOKEN", TOKEN)
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        r = mnas("search", "--out", str(moved), "--resume", "--budget", "4", "--device",
+                 f"{base}/cpu", "--no-progress", cache=out.parent / "mc")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((moved / "config.json").read_text())["device"] == f"{base}/cpu"
+    with open(moved / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
 @pytest.mark.parametrize("latency, device, overlap", [
     ("measured", "local:onnxruntime", False), ("measured:anchored", "local:litert", False),
     ("measured", "adb:emulator-5554", True), ("table:x.csv#ms", "local:onnxruntime", True),
@@ -391,6 +421,10 @@ def test_a_table_search_resumes_and_refuses_a_torch_device(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert rc == 2 and f"trains no child, so --torch-device {IGNORED}" in err, err
     assert (out / "config.json").read_text() == before
+    rc = main(["search", "--out", str(out), "--resume", "--device", "local:onnxruntime"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device is not used by this run's latency (table:" in err, err
+    assert "device_fingerprint" not in json.loads(before)      # a table measures nothing
     assert main(["search", "--out", str(out), "--resume", "--budget", "4", "--no-progress"]) == 0
     with open(out / "trials.csv") as f:
         assert len(list(csv.DictReader(f))) == 4

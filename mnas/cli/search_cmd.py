@@ -62,7 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train children on this Ray cluster ('auto': the one this machine "
                         "joined) instead of a local one; may change on --resume")
     m = p.add_argument_group("latency")
-    m.add_argument("--device", default=None, help="device spec (default local:onnxruntime)")
+    m.add_argument("--device", default=None,
+                   help="device spec (default local:onnxruntime; a farm's "
+                        "http(s)://HOST:PORT/NAME); on --resume only the same device "
+                        "reached another way (the same fingerprint)")
     m.add_argument("--latency", default=None,
                    help="latency estimator: measured (default), measured:anchored (each child "
                         "timed alternately with the space's reference network and scaled "
@@ -232,7 +235,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
 
 #: flags a resumed run may take: where it is, how it reports, and a new budget
 _RESUME_FLAGS = {"out", "resume", "force", "no_progress", "no_export", "budget",
-                 "torch_device", "workers", "ray_address", "func", "command"}
+                 "torch_device", "workers", "ray_address", "device", "func", "command"}
 
 
 def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
@@ -243,11 +246,36 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
     if given:
         raise ValueError(f"--resume continues the run with its saved config.json; it cannot "
                          f"change {_flags(given)} (only --budget, --torch-device, --workers, "
-                         "--ray-address): start a new run with another --out, or --force to "
-                         "start over")
+                         "--ray-address, and --device for the same device reached another "
+                         "way): start a new run with another --out, or --force to start over")
+
+
+def _same_device_elsewhere(cfg: dict[str, Any], spec: str) -> None:
+    """Let a resumed run measure on ``spec`` if it is the run's own device reached another
+    way (a farm that moved, a phone on Wi-Fi instead of USB): the same fingerprint."""
+    from devices.base import get_device
+
+    if cfg["latency"].partition(":")[0] != "measured":
+        raise ValueError(f"--device is not used by this run's latency ({cfg['latency']})")
+    old = cfg.get("device_fingerprint")
+    if not old:
+        raise ValueError("this run recorded no device fingerprint (it predates them), so "
+                         "--resume cannot tell whether --device is its device")
+    device = get_device(spec)
+    try:
+        new = device.fingerprint()
+    finally:
+        device.close()
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differ:
+        raise ValueError(f"--device {spec} is not this run's device {cfg['device']}: their "
+                         f"fingerprints differ in {', '.join(differ)}; latencies measured on "
+                         "two devices do not compare, so start a new run")
+    cfg["device"] = spec
 
 
 def run(args: argparse.Namespace) -> int:
+    from devices.base import Device
     from mnas.spaces import get_space
     from search.base import get_strategy
     from search.ledger import Ledger
@@ -270,9 +298,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
         _refuse_unused_proxy_flags(cfg["accuracy"], ["torch_device"])
         cfg["proxy"]["torch_device"] = args.torch_device
+    if args.resume and args.device is not None:
+        _same_device_elsewhere(cfg, args.device)
     executor = _executor(args, cfg)
     space = get_space(cfg["space"], **cfg["space_options"])
     latency = runmod.make_latency(cfg, out)
+    if isinstance(getattr(latency, "device", None), Device):    # what --resume may check
+        cfg.setdefault("device_fingerprint", latency.device.fingerprint())
     accuracy = runmod.make_accuracy(cfg)
     cfg.setdefault("study_name", out.resolve().name)
     if cfg["targets_ms"] is None:
