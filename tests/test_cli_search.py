@@ -93,7 +93,7 @@ def test_a_search_measures_its_children_on_a_device_farm(tiny_run, monkeypatch):
     assert {p.suffix for p in (farmed / "models").iterdir()} == {".onnx"}   # front models
 
 
-def test_resume_takes_the_same_device_reached_another_way(tiny_run, monkeypatch):
+def test_resume_takes_the_same_device_reached_another_way(tiny_run, monkeypatch, capsys):
     """A farm that moved (or a phone on Wi-Fi instead of USB): --resume --device with the
     run's own fingerprint goes on there; another device is refused, nothing written."""
     pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
@@ -108,10 +108,13 @@ def test_resume_takes_the_same_device_reached_another_way(tiny_run, monkeypatch)
     cfg = json.loads((moved / "config.json").read_text())
     assert cfg["device"] == "local:onnxruntime" and cfg["device_fingerprint"]["cpu"]
     before = {p.name: p.read_bytes() for p in moved.iterdir() if p.is_file()}
-    r = mnas("search", "--out", str(moved), "--resume", "--budget", "4", "--device",
-             "local:litert", cache=out.parent / "mc")
-    assert r.returncode == 2 and "is not this run's device local:onnxruntime" in r.stderr
-    assert "fingerprints differ in runtime, runtime_version" in r.stderr
+    from mnas.cli import main
+
+    assert main(["search", "--out", str(moved), "--resume", "--budget", "4", "--device",
+                 "local:litert"]) == 2      # refused before anything runs: in this process
+    err = capsys.readouterr().err
+    assert "is not this run's device local:onnxruntime" in err
+    assert "fingerprints differ in runtime, runtime_version" in err
     assert {p.name: p.read_bytes() for p in moved.iterdir() if p.is_file()} == before
     monkeypatch.setenv("MNAS_FARM_TOKEN", TOKEN)
     with running_farm({"cpu": LocalDevice()}) as (base, _):
