@@ -1,0 +1,179 @@
+"""``mnas search`` and ``mnas train`` on bad input, flags a run would ignore, and settings
+checked before anything is written (in-process where nothing trains)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+
+import pytest
+
+from tests.cli_run import TABLE, TINY
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--space", "nope"], "valid: "),
+    (["--strategy", "nope"], "valid: "),
+    (["--device", "nope:x"], "valid: "),
+    (["--data", "nope"], "digits"),
+    (["--data", "imagefolder:/does/not/exist"], "/does/not/exist"),
+    (["--target-ms", "-3"], "target"),
+    (["--opt", "nope=1"], "valid: "),
+    (["--hard", "--alpha", "0.1"], "--hard"),
+    (["--torch-device", "cuda:99"], "valid here: cpu"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "4", "--batch", "2"], "--batch 2 < --workers 4"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, *args])
+    err = capsys.readouterr().err
+    assert rc == 2, (args, err[-2000:])
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err
+    assert not (tmp_path / "run").exists(), "refused before anything was written"
+
+
+def test_workers_without_ray_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)      # as if the ray extra were missing
+    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "pip install -e '.[ray]'" in err and not (tmp_path / "run").exists()
+
+
+IGNORED = "(the proxy's training) would be ignored"
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--epochs", "2", "--torch-device", "cpu"],
+     f"trains no child, so --epochs, --torch-device {IGNORED}: drop them"),
+    (["--data", "digits"], f"trains no child, so --data {IGNORED}: drop it"),
+    (["--workers", "2"], f"trains no child, so --workers {IGNORED}: drop it"),
+    (["--runs", "5", "--clock", "cpu"],
+     "times no child, so --runs, --clock (how children are timed) would be ignored: drop them"),
+])
+def test_flags_a_table_search_would_ignore_are_refused(tmp_path, monkeypatch, capsys, extra,
+                                                       needle):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--out", str(tmp_path / "run"), *TABLE, "--strategy", "random",
+               "--target-ms", "10", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err and not (tmp_path / "run").exists()
+
+
+def test_a_table_search_resumes_and_refuses_a_torch_device(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), *TABLE, "--strategy", "random",
+                 "--target-ms", "10"]) == 0
+    before = (out / "config.json").read_text()
+    capsys.readouterr()
+    rc = main(["search", "--out", str(out), "--resume", "--budget", "4", "--torch-device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"trains no child, so --torch-device {IGNORED}" in err, err
+    assert (out / "config.json").read_text() == before
+    rc = main(["search", "--out", str(out), "--resume", "--device", "local:onnxruntime"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device is not used by this run's latency (table:" in err, err
+    assert "device_fingerprint" not in json.loads(before)      # a table measures nothing
+    assert main(["search", "--out", str(out), "--resume", "--budget", "4", "--no-progress"]) == 0
+    with open(out / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+
+@pytest.mark.parametrize("bad", [["--data", "nope"], ["--device", "nope:x"],
+                                 ["--torch-device", "cuda:99"]])
+def test_force_with_a_bad_setting_keeps_the_old_run(tmp_path, monkeypatch, capsys, bad):
+    """--force clears an old run only once every setting has been checked."""
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.json", "study.db", "trials.csv"):
+        (out / name).write_text(f"old {name}")
+    rc = main(["search", "--out", str(out), "--force", *TINY, *bad])
+    assert rc == 2, capsys.readouterr().err[-2000:]
+    assert all((out / n).read_text() == f"old {n}"
+               for n in ("config.json", "study.db", "trials.csv"))
+
+
+ENAS_TINY = [f"--opt={k}={v}" for k, v in (("resolution", 8), ("width_mult", 0.25),
+                                            ("batch_size", 16), ("warmup_steps", 0),
+                                            ("shared_steps", 1), ("controller_steps", 1),
+                                            ("controller_batch", 2), ("candidates", 2))]
+
+
+@pytest.mark.parametrize("space, told", [("mnasnet", True), ("nb201", False)])
+def test_a_search_names_a_measured_limitation_of_its_strategy_once(tmp_path, monkeypatch,
+                                                                     capsys, space, told):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    flags = TABLE if space == "nb201" else [*TINY, "--space", space]
+    rc = main(["search", "--out", str(tmp_path / "run"), *flags, "--budget", "1",
+               "--strategy", "enas", "--target-ms", "10", *ENAS_TINY])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-2000:]
+    notes = [line for line in err.splitlines() if line.startswith("mnas: note:")]
+    assert len(notes) == told, err[-2000:]
+    if told:
+        assert "enas" in notes[0] and space in notes[0] and "latency estimate" in notes[0]
+
+
+def test_enas_supernet_from_is_checked_first_and_not_needed_to_resume(tmp_path, monkeypatch,
+                                                                      capsys):
+    """`--opt supernet_from=RUN`: an unfit source is one line before anything is written;
+    a run that took its supernet resumes after the source is deleted."""
+
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    common = [*TABLE, "--strategy", "enas", "--target-ms", "10", *ENAS_TINY]
+    src = tmp_path / "src"
+    assert main(["search", "--out", str(src), *common, "--budget", "1"]) == 0
+    capsys.readouterr()
+    unfit = tmp_path / "unfit"
+    rc = main(["search", "--out", str(unfit), *common, "--budget", "1",
+               f"--opt=supernet_from={src}", "--opt=resolution=16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "was trained with resolution=8, this search has resolution=16" in err
+    assert not unfit.exists()
+    reuse = tmp_path / "reuse"
+    assert main(["search", "--out", str(reuse), *common, "--budget", "1",
+                 f"--opt=supernet_from={src}"]) == 0
+    shutil.rmtree(src)
+    capsys.readouterr()
+    rc = main(["search", "--out", str(reuse), "--resume", "--budget", "2", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    with open(reuse / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["nope"], "does not exist"),
+    (["{tmp}", "--epochs", "0"], "--epochs must be >= 1"),
+    (["{tmp}", "--width", "-1"], "--width must be > 0"),
+    (["{tmp}"], "is not a run folder"),
+    (["{tmp}", "--torch-device", "tpu:0"], "valid here: cpu"),
+])
+def test_train_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    from mnas.cli import main
+
+    rc = main(["train", *(a.format(tmp=tmp_path) for a in args)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err
