@@ -165,7 +165,7 @@ def test_front_command_reprints_and_reexports(tiny_run):
     assert doc["trials"] == 3 and (out / "pareto.json").exists()
 
 
-def test_train_command_exports_the_trained_child(tiny_run):
+def test_train_command_exports_the_trained_child(tiny_run, capsys):
     out, cache, _ = tiny_run
     r = mnas("train", str(out), "--epochs", "2", "--no-progress", cache=cache)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -183,9 +183,12 @@ def test_train_command_exports_the_trained_child(tiny_run):
     assert list(sess.get_inputs()[0].shape) == [1, 3, 32, 32]
     assert abs(_onnx_val_accuracy(out / doc["model"], seed=3) - doc["val_accuracy"]) < 0.01
     assert doc["val_accuracy"] > 0.3
-    r = mnas("train", str(out), "--trial", "99", "--no-measure", cache=cache)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
-    assert "no trial 99" in r.stderr and f"complete trials: {done[0]['number']}" in r.stderr
+    from mnas.cli import main
+
+    assert main(["train", str(out), "--trial", "99", "--no-measure"]) == 2   # in-process
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no trial 99" in err
+    assert f"complete trials: {done[0]['number']}" in err
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -320,23 +323,29 @@ def test_train_resumed_after_its_last_epoch_validates_and_exports(tiny_run, monk
     assert not (out / "trained" / f"trial-{n}.ckpt").exists()
 
 
-def test_existing_run_is_not_overwritten(tiny_run):
+# refusals end before anything runs: in this process (a subprocess costs seconds)
+def test_existing_run_is_not_overwritten(tiny_run, capsys, monkeypatch):
+    from mnas.cli import main
+
     out, cache, _ = tiny_run
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(cache))
     before = (out / "study.db").read_bytes()
-    r = mnas("search", "--out", str(out), *TINY, cache=cache)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "--resume" in r.stderr and "Traceback" not in r.stderr
+    assert main(["search", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err
     assert (out / "study.db").read_bytes() == before
 
 
-def test_resume_refuses_settings_it_would_ignore(tiny_run):
+def test_resume_refuses_settings_it_would_ignore(tiny_run, capsys, monkeypatch):
+    from mnas.cli import main
+
     out, cache, _ = tiny_run
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(cache))
     before = (out / "study.db").read_bytes()
-    r = mnas("search", "--out", str(out), "--resume", "--strategy", "ppo", "--seed", "3",
-             cache=cache)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert "--seed, --strategy" in r.stderr and "--budget" in r.stderr
+    assert main(["search", "--out", str(out), "--resume", "--strategy", "ppo", "--seed",
+                 "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--seed, --strategy" in err and "--budget" in err
     assert (out / "study.db").read_bytes() == before
 
 
