@@ -85,8 +85,10 @@ def read_token(path: str | None) -> tuple[str, bool]:
         if not token:
             raise ValueError(f"--token-file {p} is empty")
         return token, False
-    if os.environ.get("MNAS_FARM_TOKEN", "").strip():
-        return os.environ["MNAS_FARM_TOKEN"].strip(), False
+    from devices.remote import TOKEN_ENV
+
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return os.environ[TOKEN_ENV].strip(), False
     return secrets.token_urlsafe(32), True
 
 

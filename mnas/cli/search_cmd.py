@@ -250,32 +250,37 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
                          "way): start a new run with another --out, or --force to start over")
 
 
-def _same_device_elsewhere(cfg: dict[str, Any], spec: str) -> None:
-    """Let a resumed run measure on ``spec`` if it is the run's own device reached another
-    way (a farm that moved, a phone on Wi-Fi instead of USB): the same fingerprint."""
-    from devices.base import get_device
-
+def _move_device(cfg: dict[str, Any], spec: str) -> str:
+    """Point a resumed run at ``spec``; its fingerprint is checked against the run's once
+    the latency evaluator has built it (:func:`_record_fingerprint`). Returns the old spec."""
     if cfg["latency"].partition(":")[0] != "measured":
         raise ValueError(f"--device is not used by this run's latency ({cfg['latency']})")
-    old = cfg.get("device_fingerprint")
-    if not old:
+    if not cfg.get("device_fingerprint"):
         raise ValueError("this run recorded no device fingerprint (it predates them), so "
                          "--resume cannot tell whether --device is its device")
-    device = get_device(spec)
-    try:
-        new = device.fingerprint()
-    finally:
-        device.close()
+    old, cfg["device"] = cfg["device"], spec
+    return old
+
+
+def _record_fingerprint(cfg: dict[str, Any], latency: Any, moved_from: str | None) -> None:
+    """Record the measuring device's fingerprint (what ``--resume --device`` checks); a
+    resumed run moved to another spec must have found the same device there: the run's
+    own reached another way (a farm that moved, a phone on Wi-Fi instead of USB)."""
+    from devices.base import Device
+
+    device = getattr(latency, "device", None)
+    if not isinstance(device, Device):
+        return
+    new = device.fingerprint()
+    old = cfg.setdefault("device_fingerprint", new)
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if differ:
-        raise ValueError(f"--device {spec} is not this run's device {cfg['device']}: their "
-                         f"fingerprints differ in {', '.join(differ)}; latencies measured on "
-                         "two devices do not compare, so start a new run")
-    cfg["device"] = spec
+    if moved_from is not None and differ:
+        raise ValueError(f"--device {cfg['device']} is not this run's device {moved_from}: "
+                         f"their fingerprints differ in {', '.join(differ)}; latencies "
+                         "measured on two devices do not compare, so start a new run")
 
 
 def run(args: argparse.Namespace) -> int:
-    from devices.base import Device
     from mnas.spaces import get_space
     from search.base import get_strategy
     from search.ledger import Ledger
@@ -298,13 +303,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
         _refuse_unused_proxy_flags(cfg["accuracy"], ["torch_device"])
         cfg["proxy"]["torch_device"] = args.torch_device
-    if args.resume and args.device is not None:
-        _same_device_elsewhere(cfg, args.device)
+    moved_from = _move_device(cfg, args.device) if args.resume and args.device else None
     executor = _executor(args, cfg)
     space = get_space(cfg["space"], **cfg["space_options"])
     latency = runmod.make_latency(cfg, out)
-    if isinstance(getattr(latency, "device", None), Device):    # what --resume may check
-        cfg.setdefault("device_fingerprint", latency.device.fingerprint())
+    _record_fingerprint(cfg, latency, moved_from)
     accuracy = runmod.make_accuracy(cfg)
     cfg.setdefault("study_name", out.resolve().name)
     if cfg["targets_ms"] is None:
