@@ -83,12 +83,13 @@ def conv_net(w: int = 32):
 
 def measure_sessions(args: argparse.Namespace) -> dict:
     from devices import get_device
+    from devices.base import can_pair
 
     dev = get_device(args.device)
     # the suite's defaults (adaptive: a noisy round gets up to max_runs samples)
     settings = replace(BENCH_SETTINGS, warmup=args.warmup, runs=args.runs,
                        max_runs=max(args.runs, args.max_runs), clock=args.clock)
-    paired = args.reference and args.paired and hasattr(dev, "measure_paired")
+    paired = args.reference and args.paired and can_pair(dev)
     with tempfile.TemporaryDirectory() as tmp:
         path, label = make_model(args, Path(tmp))
         ref = None

@@ -21,6 +21,9 @@ class Device(ABC):
     spec: str
     #: file format the device runs: "onnx" or "tflite"
     model_format: str = "onnx"
+    #: whether :meth:`measure_paired` can time two models alternately, inference by
+    #: inference (local runtimes, and a farm's local runtimes; not a phone's tool)
+    can_pair: bool = False
 
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
@@ -30,8 +33,23 @@ class Device(ABC):
     def measure(self, model_path: str | Path, settings: MeasureSettings) -> Measurement:
         """Measure one model file. Raises RuntimeError with a clear reason on failure."""
 
+    def measure_paired(self, model_path: str | Path, reference_path: str | Path | None,
+                       settings: MeasureSettings) -> tuple[Measurement, Measurement | None]:
+        """Measure a model and, alternately with it, a reference model (so both see the
+        same moments of the machine). Devices with :attr:`can_pair` override this; the
+        rest measure alone, and refuse a reference with a TypeError."""
+        if reference_path is None:
+            return self.measure(model_path, settings), None
+        raise TypeError(f"{self.spec} times one model at a time; timing two alternately "
+                        "needs a local runtime (here or on a device farm)")
+
     def close(self) -> None:  # noqa: B027  (optional hook)
         pass
+
+
+def can_pair(device: Any) -> bool:
+    """Whether ``device`` times two models alternately (:meth:`Device.measure_paired`)."""
+    return bool(getattr(device, "can_pair", False))
 
 
 DeviceFactory = Callable[[str], Device]

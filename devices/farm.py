@@ -10,11 +10,18 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
 * ``GET /health`` — ``{"ok": true}``.
 * ``GET /devices`` — ``{"devices": [info, …]}``; ``GET /devices/NAME`` — one ``info``:
   ``name``, ``spec``, ``model_format``, ``fingerprint`` (taken when the farm starts),
-  ``queued`` (requests uploading, waiting or measuring).
+  ``can_pair`` (whether it times two models alternately), ``queued`` (requests
+  uploading, waiting or measuring).
 * ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
   with the model file as the raw body (``application/octet-stream``) — the measurement
   (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults;
   :data:`LIMITS` caps them, so no request holds a device for hours.
+* ``POST /devices/NAME/measure_paired?split=N&…`` (devices with ``can_pair``) with the
+  model's N bytes and then a reference model's as the body — ``{"measurement": …,
+  "reference": …}``: the two timed alternately, inference by inference
+  (:meth:`~devices.base.Device.measure_paired`), so their ratio cancels the farm host's
+  slow moments, as it does for a local device (``measured:anchored``, a bench entry's
+  ``reference``, an anchored lookup table).
 
 One queue per device: a device runs one measurement at a time (two at once would time each
 other), while different devices measure in parallel. A request takes its place in the
@@ -45,7 +52,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from devices.base import Device
+from devices.base import Device, can_pair
 from latency.measurement import MeasureSettings
 
 #: a device's name in the farm's URLs
@@ -164,7 +171,8 @@ class Farm:
     def info(self, name: str) -> dict[str, Any]:
         d = self.devices[name]
         return {"name": name, "spec": d.spec, "model_format": d.model_format,
-                "fingerprint": self._fingerprints[name], "queued": self._queued[name]}
+                "fingerprint": self._fingerprints[name], "can_pair": can_pair(d),
+                "queued": self._queued[name]}
 
     def unknown(self, name: str) -> str:
         return f"unknown device {name!r}; valid: {', '.join(sorted(self.devices))}"
@@ -187,16 +195,20 @@ class Farm:
         with self._lock:
             self._queued[name] -= 1
 
-    def submit(self, name: str, path: Path, settings: MeasureSettings) -> Future[Any]:
-        """Queue a measurement of ``path`` on ``name``, holding a place :meth:`reserve`
-        took. The queue owns the file and the place from here: both go when the
-        measurement ends, even if the client has gone (the device may still be reading
-        the file when a request is cancelled)."""
+    def submit(self, name: str, paths: list[Path], settings: MeasureSettings) -> Future[Any]:
+        """Queue a measurement of ``paths[0]`` on ``name`` (paired with the reference
+        ``paths[1]`` when given: the future's result is then the pair), holding a place
+        :meth:`reserve` took. The queue owns the files and the place from here: they go
+        when the measurement ends, even if the client has gone (the device may still be
+        reading a file when a request is cancelled)."""
         def run() -> Any:
             try:
-                return self.devices[name].measure(path, settings)
+                if len(paths) == 1:
+                    return self.devices[name].measure(paths[0], settings)
+                return self.devices[name].measure_paired(paths[0], paths[1], settings)
             finally:
-                path.unlink(missing_ok=True)
+                for p in paths:
+                    p.unlink(missing_ok=True)
 
         fut = self._queues[name].submit(run)
         fut.add_done_callback(lambda _: self.release(name))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,14 +21,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from devices.base import can_pair
 from devices.farm import Farm, check_model, parse_settings
 
 
-def _hide(e: BaseException, path: Path, farm: Farm) -> str:
+def _hide(e: BaseException, paths: list[Path], farm: Farm) -> str:
     """An error's first line, the farm's own paths replaced (clients need not see them)."""
     lines = str(e).strip().splitlines()
     line = lines[0] if lines else type(e).__name__
-    return line.replace(str(path), "the upload").replace(str(farm.workdir), "the farm")
+    for p, what in zip(paths, ("the upload", "the reference"), strict=False):
+        line = line.replace(str(p), what)
+    return line.replace(str(farm.workdir), "the farm")
+
+
+def _split_file(path: Path, at: int) -> Path:
+    """Move the bytes of ``path`` from offset ``at`` on into a new file beside it."""
+    tail = path.with_name(path.stem + "-reference" + path.suffix)
+    with path.open("r+b") as f:
+        f.seek(at)
+        fd = os.open(tail, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(f, out)
+        f.truncate(at)
+    return tail
 
 
 def create_app(farm: Farm) -> Starlette:
@@ -58,63 +74,95 @@ def create_app(farm: Farm) -> Starlette:
         auth(request)
         return JSONResponse(farm.info(known(request)))
 
-    async def measure(request: Request) -> JSONResponse:
+    async def receive(request: Request, path: Path, fmt: str) -> int:
+        """Stream the body into ``path``; its size. 408 on a stall, 413 past the cap."""
+        limit = farm.max_upload_bytes
+        size = 0
+        with path.open("wb") as f:
+            chunks = request.stream().__aiter__()
+            while True:     # a client that stops sending must not hold a place
+                try:
+                    async with asyncio.timeout(farm.upload_stall_s):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise fail(408, f"the upload stalled: no data for "
+                               f"{farm.upload_stall_s:g} s") from None
+                size += len(chunk)
+                if size > limit:
+                    raise fail(413, f"the model file is larger than this farm accepts "
+                               f"({limit} bytes)")
+                f.write(chunk)
+        if size == 0:
+            raise fail(400, f"empty body: send the {fmt} model file as the request body")
+        return size
+
+    async def measure(request: Request, paired: bool = False) -> JSONResponse:
         auth(request)
         name = known(request)
+        query = dict(request.query_params)
+        split = 0
+        if paired:
+            if not can_pair(farm.devices[name]):
+                valid = [n for n in sorted(farm.devices) if can_pair(farm.devices[n])]
+                raise fail(422, f"device {name!r} times one model at a time (a phone's "
+                           "tool); measure_paired needs one of this farm's local runtimes; "
+                           f"valid: {', '.join(valid) or 'none on this farm'}")
+            raw = query.pop("split", "")
+            if not raw.isdigit() or int(raw) < 1:
+                raise fail(422, f"split={raw!r}: give the model's size in bytes "
+                           "(split=N), the reference model's bytes following it in the body")
+            split = int(raw)
         try:
-            settings = parse_settings(dict(request.query_params))
+            settings = parse_settings(query)
         except ValueError as e:
             raise fail(422, str(e)) from None
         limit = farm.max_upload_bytes
-        too_big = f"the model file is larger than this farm accepts ({limit} bytes)"
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            raise fail(413, too_big)
+            raise fail(413, f"the model file is larger than this farm accepts ({limit} bytes)")
         fmt = farm.devices[name].model_format
         if not farm.reserve(name):      # before the upload: queued uploads count too
             raise fail(503, f"device {name!r} has {farm.max_queue} requests queued; retry "
                        "later", **{"Retry-After": str(farm.retry_after_s)})
-        path: Path | None = None
-        handed = False      # once queued, the queue owns the file and the place
+        paths: list[Path] = []
+        handed = False      # once queued, the queue owns the files and the place
         try:
             fd, tmp = tempfile.mkstemp(suffix=f".{fmt}", dir=farm.workdir)
-            path = Path(tmp)
-            size = 0
-            with os.fdopen(fd, "wb") as f:
-                chunks = request.stream().__aiter__()
-                while True:     # a client that stops sending must not hold a place
-                    try:
-                        async with asyncio.timeout(farm.upload_stall_s):
-                            chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise fail(408, f"the upload stalled: no data for "
-                                   f"{farm.upload_stall_s:g} s") from None
-                    size += len(chunk)
-                    if size > limit:
-                        raise fail(413, too_big)
-                    f.write(chunk)
-            if size == 0:
-                raise fail(400, f"empty body: send the {fmt} model file as the request body")
-            try:   # parsing a large model would hold up every other request: a thread
-                await asyncio.to_thread(check_model, path, fmt)
-            except ValueError as e:
-                raise fail(422, f"{e}; device {name!r} runs {fmt} models") from None
-            fut = farm.submit(name, path, settings)
+            os.close(fd)
+            paths.append(Path(tmp))
+            size = await receive(request, paths[0], fmt)
+            if paired:
+                if split >= size:
+                    raise fail(422, f"split={split} leaves no reference model: the body "
+                               f"has {size} bytes (the model's, then the reference's)")
+                paths.append(await asyncio.to_thread(_split_file, paths[0], split))
+            for p, what in zip(paths, ("the upload", "the reference"), strict=False):
+                try:   # parsing a large model would hold up every other request: a thread
+                    await asyncio.to_thread(check_model, p, fmt)
+                except ValueError as e:
+                    raise fail(422, f"{str(e).replace('the upload', what)}; device "
+                               f"{name!r} runs {fmt} models") from None
+            fut = farm.submit(name, paths, settings)
             handed = True
             try:
                 m = await asyncio.wrap_future(fut)
-            except ValueError as e:     # the device refused the file or the settings
-                raise fail(422, f"device {name!r} refused: {_hide(e, path, farm)}") from None
+            except (ValueError, TypeError) as e:   # the device refused a file or the settings
+                raise fail(422, f"device {name!r} refused: {_hide(e, paths, farm)}") from None
             except Exception as e:  # noqa: BLE001 - the device failed: its reason, a 502
-                raise fail(502, f"device {name!r} failed: {_hide(e, path, farm)}") from None
+                raise fail(502, f"device {name!r} failed: {_hide(e, paths, farm)}") from None
         finally:
             if not handed:
-                if path is not None:
-                    path.unlink(missing_ok=True)
+                for p in paths:
+                    p.unlink(missing_ok=True)
                 farm.release(name)
+        if paired:
+            return JSONResponse({"measurement": m[0].to_dict(), "reference": m[1].to_dict()})
         return JSONResponse(m.to_dict())
+
+    async def measure_paired(request: Request) -> JSONResponse:
+        return await measure(request, paired=True)
 
     async def error(request: Request, e: Exception) -> Response:
         assert isinstance(e, HTTPException)
@@ -122,6 +170,7 @@ def create_app(farm: Farm) -> Starlette:
 
     return Starlette(routes=[
         Route("/health", health), Route("/devices", devices),
-        Route("/devices/{name}", device), Route("/devices/{name}/measure", measure,
-                                                methods=["POST"])],
+        Route("/devices/{name}", device),
+        Route("/devices/{name}/measure", measure, methods=["POST"]),
+        Route("/devices/{name}/measure_paired", measure_paired, methods=["POST"])],
         exception_handlers={HTTPException: error})

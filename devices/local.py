@@ -43,6 +43,8 @@ def cpu_model() -> str:
 class LocalDevice(Device):
     """This host's CPU with one registered runtime."""
 
+    can_pair = True
+
     def __init__(self, spec: str = "local:onnxruntime") -> None:
         scheme, _, name = spec.partition(":")
         valid = ", ".join(f"local:{n}" for n in runtime_names())

@@ -159,6 +159,8 @@ class RemoteDevice(Device):
             raise ValueError(f"{spec}: the answer names no model format and fingerprint; "
                              "is this a device farm (mnas farm serve)?")
         self.model_format = self.info["model_format"]
+        #: the farm's device times two models alternately (farms before this key: no)
+        self.can_pair = self.info.get("can_pair") is True
 
     def __repr__(self) -> str:
         return f"RemoteDevice({self.spec!r})"
@@ -171,16 +173,44 @@ class RemoteDevice(Device):
         """Upload and measure one model file. FileNotFoundError when it is missing,
         ValueError when the farm refuses it (not a model of the device's format, too
         large), RuntimeError when the farm or its device fails."""
-        p = Path(model_path)
-        if not p.is_file():
-            raise FileNotFoundError(2, "model file not found", str(p))
-        query = {k: getattr(settings, k) for k in SETTINGS}
-        out = call(self.base, f"/devices/{self.name}/measure", self.token, method="POST",
-                   body=p.read_bytes(), query=query, timeout=self.timeout_s,
-                   retries=self.retries, what=self.spec, tls=self.tls)
+        out = self._post("measure", [model_path], settings)
+        return self._measurement(out)
+
+    def measure_paired(self, model_path: str | os.PathLike[str],
+                       reference_path: str | os.PathLike[str] | None,
+                       settings: MeasureSettings) -> tuple[Measurement, Measurement | None]:
+        """Upload a model and a reference model in one request; the farm times them
+        alternately on the device (:meth:`devices.local.LocalDevice.measure_paired`).
+        TypeError when the farm's device cannot (:attr:`can_pair`); else errors as
+        :meth:`measure`."""
+        if reference_path is None:
+            return self.measure(model_path, settings), None
+        if not self.can_pair:
+            raise TypeError(f"{self.spec} times one model at a time; timing two "
+                            "alternately needs a local runtime (here or on a device farm)")
+        out = self._post("measure_paired", [model_path, reference_path], settings)
+        if not isinstance(out.get("measurement"), dict):
+            raise RuntimeError(f"{self.spec}: the farm's answer is not a pair of measurements")
+        return self._measurement(out["measurement"]), self._measurement(out.get("reference"))
+
+    def _post(self, route: str, paths: list[str | os.PathLike[str]],
+              settings: MeasureSettings) -> dict[str, Any]:
+        files = [Path(p) for p in paths]
+        for p in files:
+            if not p.is_file():
+                raise FileNotFoundError(2, "model file not found", str(p))
+        body = [p.read_bytes() for p in files]
+        query: dict[str, Any] = {k: getattr(settings, k) for k in SETTINGS}
+        if len(body) > 1:
+            query["split"] = len(body[0])
+        return call(self.base, f"/devices/{self.name}/{route}", self.token, method="POST",
+                    body=b"".join(body), query=query, timeout=self.timeout_s,
+                    retries=self.retries, what=self.spec, tls=self.tls)
+
+    def _measurement(self, doc: Any) -> Measurement:
         try:
-            return Measurement.from_dict(out).with_(device=self.spec)
-        except (KeyError, TypeError, ValueError) as e:
+            return Measurement.from_dict(doc).with_(device=self.spec)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise RuntimeError(f"{self.spec}: the farm's answer is not a measurement "
                                f"({type(e).__name__}: {e})") from None
 

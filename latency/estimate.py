@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import Device
+from devices.base import Device, can_pair
 from latency.cache import MeasurementCache
 from latency.export import file_sha256, get_exporter
 from latency.measurement import Measurement, MeasureSettings
@@ -100,9 +100,10 @@ class MeasuredLatency:
                  anchor: bool = False) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device must be a devices.Device, got {type(device).__name__}")
-        if anchor and not hasattr(device, "measure_paired"):
+        if anchor and not can_pair(device):
             raise ValueError(f"anchored measurement needs a device that can time two models "
-                             f"alternately (local runtimes); {device.spec} cannot")
+                             f"alternately (a local runtime, here or on a device farm); "
+                             f"{device.spec} cannot")
         if resolution is not None and int(resolution) < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
         if num_classes is not None and int(num_classes) < 1:
@@ -166,7 +167,7 @@ class MeasuredLatency:
         try:
             if self.anchor:
                 ref, nominal = self.reference(space)
-                m, r = self.device.measure_paired(path, ref, self.settings)  # type: ignore[attr-defined]
+                m, r = self.device.measure_paired(path, ref, self.settings)
                 return m.scaled(nominal / r.median_ms)
             return measure_model(self.device, path, self.settings, self.cache)
         except RuntimeError:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from devices.base import can_pair
 from latency.lut import LatencyTable
 from latency.measurement import Measurement, MeasureSettings
 
@@ -98,7 +99,7 @@ class Anchor:
                  network_ms: float | None = None) -> None:
         from latency.export import get_exporter
 
-        if not hasattr(device, "measure_paired"):
+        if not can_pair(device):
             raise ValueError(f"device {device.spec} cannot time two models alternately; "
                              "build the table without an anchor")
         self.reference = next(iter(space.named().values()))
@@ -158,7 +159,7 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
 
     settings = settings or MeasureSettings()
     if anchor is None:
-        anchor = hasattr(device, "measure_paired")
+        anchor = can_pair(device)
     res = int(resolution or space.deploy_resolution)
     classes = int(num_classes or space.deploy_classes)
     fp = device.fingerprint()

@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from devices.base import can_pair
 from latency.measurement import CLOCKS, MeasureSettings
 
 DEFAULT_DEVICE = "local:onnxruntime"
@@ -442,7 +443,7 @@ def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
                         continue
                     dev = opened[e.device]
                     try:
-                        if e.reference and hasattr(dev, "measure_paired"):
+                        if e.reference and can_pair(dev):
                             m, pm = dev.measure_paired(paths[e.name], paths[e.reference],
                                                        e.settings)
                             paired[e.name].append(pm)

@@ -72,7 +72,7 @@ def _fingerprint(spec: str, fields: dict[str, Any], fingerprint: bool,
                  **options: Any) -> dict[str, Any]:
     from devices.adb import make_adb_device
 
-    row = {"spec": spec, "kind": "adb", **fields}
+    row = {"spec": spec, "kind": "adb", "can_pair": False, **fields}
     if not fingerprint:
         row["usable"] = None
         return row
@@ -107,7 +107,7 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
         rt = RUNTIMES[name]()
         if rt.available():
             dev = LocalDevice(f"local:{name}")
-            rows.append({"spec": dev.spec, "kind": "local", "usable": True,
+            rows.append({"spec": dev.spec, "kind": "local", "usable": True, "can_pair": True,
                          "model_format": dev.model_format, "fingerprint": dev.fingerprint()})
         else:
             notes.append(f"local:{name}: runtime not installed")
@@ -139,8 +139,9 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
     for entry in load_config().get("farm", {}).get("server", []):
         try:
             for r in farm_devices(str(entry["url"]), timeout):
-                rows.append({"kind": "farm", "usable": True, **{k: r[k] for k in (
-                    "spec", "farm_spec", "model_format", "fingerprint", "queued")}})
+                rows.append({"kind": "farm", "usable": True, "can_pair": r.get("can_pair") is True,
+                             **{k: r[k] for k in ("spec", "farm_spec", "model_format",
+                                                  "fingerprint", "queued")}})
         except (RuntimeError, ValueError) as e:
             notes.append(f"farm {entry['url']}: {e}")
     return rows, notes
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             what = r.get("error") or r.get("state", "")
         if r["kind"] == "farm":
-            what = f"{r['farm_spec']} on a farm, {r['queued']} queued: {what}"
+            pairs = ", times pairs" if r["can_pair"] else ""
+            what = f"{r['farm_spec']} on a farm{pairs}, {r['queued']} queued: {what}"
         status = {True: "ok", False: "UNUSABLE", None: "listed"}[r["usable"]]
         print(f"{r['spec']:<32} {status:<9} {what}")
     for n in notes:

@@ -231,7 +231,7 @@ def test_the_queue_owns_a_queued_upload_and_its_place(onnx_model, tmp_path):
     try:
         upload = Path(shutil.copy(onnx_model, tmp_path / "up" / "x.onnx"))
         assert farm.reserve("a")
-        fut = farm.submit("a", upload, FAST)    # and nobody waits for it
+        fut = farm.submit("a", [upload], FAST)  # and nobody waits for it
         time.sleep(0.2)
         assert upload.exists() and farm.info("a")["queued"] == 1
         gate.set()

@@ -206,9 +206,12 @@ def test_devices_lists_a_farm_and_notes_one_it_cannot_reach(capsys, tmp_path, mo
         out = json.loads(capsys.readouterr().out)
         # the token came from the config entry whose url starts the spec
         assert get_device(f"{base}/cpu").measure  # no refusal
+        assert main(["devices", "--no-fingerprint"]) == 0
+        text = capsys.readouterr().out
     rows = [r for r in out["devices"] if r["kind"] == "farm"]
-    assert [(r["spec"], r["farm_spec"], r["model_format"]) for r in rows] == [
-        (f"{base}/cpu", "local:onnxruntime", "onnx")]
+    assert [(r["spec"], r["farm_spec"], r["model_format"], r["can_pair"]) for r in rows] == [
+        (f"{base}/cpu", "local:onnxruntime", "onnx", True)]
+    assert "local:onnxruntime on a farm, times pairs, 0 queued" in text
     assert any(n.startswith("farm http://127.0.0.1:1: cannot reach") for n in out["notes"])
 
 
