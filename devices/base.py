@@ -25,6 +25,12 @@ class Device(ABC):
     #: inference (local runtimes, and a farm's local runtimes; not a phone's tool)
     can_pair: bool = False
 
+    @property
+    def resource(self) -> str:
+        """The hardware this device measures on: devices with the same resource must not
+        measure at once (they would time each other). Default: the spec."""
+        return self.spec
+
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the hardware + software measuring (keys the cache)."""

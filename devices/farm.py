@@ -10,8 +10,9 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
 * ``GET /health`` — ``{"ok": true}``.
 * ``GET /devices`` — ``{"devices": [info, …]}``; ``GET /devices/NAME`` — one ``info``:
   ``name``, ``spec``, ``model_format``, ``fingerprint`` (taken when the farm starts),
-  ``can_pair`` (whether it times two models alternately), ``queued`` (requests
-  uploading, waiting or measuring).
+  ``can_pair`` (whether it times two models alternately), ``members`` (the specs of a
+  pool's devices; one for a single device), ``queued`` (requests uploading, waiting or
+  measuring).
 * ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
   with the model file as the raw body (``application/octet-stream``) — the measurement
   (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults;
@@ -24,7 +25,11 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
   ``reference``, an anchored lookup table).
 
 One queue per device: a device runs one measurement at a time (two at once would time each
-other), while different devices measure in parallel. A request takes its place in the
+other), while different devices measure in parallel. Several identical devices (the same
+fingerprint: phones of one model and build) may share a name as a *pool*: its queue
+measures on whichever member is free, as many at once as there are members. Devices on the
+same hardware (every local runtime is this host's CPU) take turns even under different
+names. A request takes its place in the
 queue before its upload is read, so uploads are bounded by the queues too. Uploads are
 untrusted: the size is capped (``Content-Length`` is checked before reading, the stream
 while reading, and a stream that stalls is cut off), the file goes to a private temporary
@@ -43,10 +48,12 @@ from __future__ import annotations
 import hmac
 import math
 import os
+import queue
 import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -93,6 +100,32 @@ def check_model(path: Path, model_format: str) -> None:
         raise ValueError(f"this farm cannot check {model_format!r} models")
 
 
+def pool_fingerprint(name: str, pool: list[Device]) -> dict[str, Any]:
+    """The fingerprint every member of ``pool`` shares; ValueError naming the first
+    difference (a pool's measurements must be interchangeable) or a device served twice."""
+    if not pool:
+        raise ValueError(f"device pool {name!r} is empty")
+    first = pool[0].fingerprint()
+    seen: dict[str, str] = {}
+    for d in pool:
+        if d.resource in seen:
+            raise ValueError(f"device pool {name!r} has {d.spec!r} and {seen[d.resource]!r} "
+                             "on the same hardware; a pool needs separate devices")
+        seen[d.resource] = d.spec
+    for d in pool[1:]:
+        if (d.model_format, can_pair(d)) != (pool[0].model_format, can_pair(pool[0])):
+            raise ValueError(f"device pool {name!r}: {d.spec!r} runs "
+                             f"{d.model_format} models, {pool[0].spec!r} runs "
+                             f"{pool[0].model_format}; a pool needs identical devices")
+        fp = d.fingerprint()
+        for k in sorted(set(first) | set(fp)):
+            if first.get(k) != fp.get(k):
+                raise ValueError(f"device pool {name!r}: {d.spec!r} differs from "
+                                 f"{pool[0].spec!r} in {k} ({fp.get(k)!r} vs "
+                                 f"{first.get(k)!r}); a pool needs identical devices")
+    return first
+
+
 #: the largest value a client may ask for (so no request holds a device for hours)
 LIMITS: dict[str, float] = {"threads": 64, "warmup": 1000, "runs": 1000, "max_runs": 10000,
                             "rel_ci": 1.0, "max_seconds": 600.0}
@@ -123,20 +156,25 @@ def parse_settings(query: dict[str, str]) -> MeasureSettings:
 
 
 class Farm:
-    """Named devices, one queue each, and the upload rules.
+    """Named devices (or pools of identical ones), one queue each, and the upload rules.
 
     Args:
-        devices: name → device (names as in the URLs; see :data:`NAME_RE`).
+        devices: name → device, or name → a pool of identical devices (the same
+            fingerprint: e.g. three phones of one model and build), measured by whichever
+            member is free; names as in the URLs (see :data:`NAME_RE`).
         token: the bearer token every client must send.
         max_upload_bytes: the largest model file accepted.
-        max_queue: requests per device (uploading, waiting or measuring) before a 503.
+        max_queue: requests per name (uploading, waiting or measuring) before a 503.
         workdir: where uploads are kept while measured (a private temporary folder when
             None, removed by :meth:`close`).
         retry_after_s: the ``Retry-After`` of a 503.
         upload_stall_s: seconds an upload may send nothing before it is cut off (408).
+
+    Devices that share hardware (:attr:`Device.resource`: this host's CPU for every local
+    runtime) take turns even under different names, so two runtimes never time each other.
     """
 
-    def __init__(self, devices: dict[str, Device], token: str,
+    def __init__(self, devices: Mapping[str, Device | Sequence[Device]], token: str,
                  max_upload_bytes: int = 64 << 20, max_queue: int = 32,
                  workdir: str | os.PathLike[str] | None = None, retry_after_s: int = 5,
                  upload_stall_s: float = 60.0) -> None:
@@ -150,9 +188,11 @@ class Farm:
             raise ValueError("the farm's token must be at least 16 characters")
         if max_upload_bytes < 1 or max_queue < 1:
             raise ValueError("max_upload_bytes and max_queue must be >= 1")
-        self.devices = dict(devices)
+        self.pools = {n: [d] if isinstance(d, Device) else list(d) for n, d in devices.items()}
+        #: each name's first device: its format and abilities are the pool's
+        self.devices = {n: p[0] for n, p in self.pools.items()}
         # taken once, first: asking a phone again would talk to it beside a measurement
-        self._fingerprints = {n: d.fingerprint() for n, d in self.devices.items()}
+        self._fingerprints = {n: pool_fingerprint(n, p) for n, p in self.pools.items()}
         self.token = token
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_queue = int(max_queue)
@@ -163,8 +203,17 @@ class Farm:
             else Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
-        self._queues = {n: ThreadPoolExecutor(1, thread_name_prefix=f"farm-{n}")
-                        for n in self.devices}
+        # one worker per pool member; a worker measures on a member it takes from the free
+        # list, holding the lock of that member's hardware
+        self._queues = {n: ThreadPoolExecutor(len(p), thread_name_prefix=f"farm-{n}")
+                        for n, p in self.pools.items()}
+        self._free: dict[str, queue.SimpleQueue[Device]] = {}
+        for n, p in self.pools.items():
+            self._free[n] = queue.SimpleQueue()
+            for d in p:
+                self._free[n].put(d)
+        self._hardware = {d.resource: threading.Lock()
+                          for p in self.pools.values() for d in p}
         self._queued = dict.fromkeys(self.devices, 0)
         self._lock = threading.Lock()
 
@@ -172,7 +221,7 @@ class Farm:
         d = self.devices[name]
         return {"name": name, "spec": d.spec, "model_format": d.model_format,
                 "fingerprint": self._fingerprints[name], "can_pair": can_pair(d),
-                "queued": self._queued[name]}
+                "members": [m.spec for m in self.pools[name]], "queued": self._queued[name]}
 
     def unknown(self, name: str) -> str:
         return f"unknown device {name!r}; valid: {', '.join(sorted(self.devices))}"
@@ -202,11 +251,14 @@ class Farm:
         when the measurement ends, even if the client has gone (the device may still be
         reading a file when a request is cancelled)."""
         def run() -> Any:
+            device = self._free[name].get()     # a worker per member: one is free
             try:
-                if len(paths) == 1:
-                    return self.devices[name].measure(paths[0], settings)
-                return self.devices[name].measure_paired(paths[0], paths[1], settings)
+                with self._hardware[device.resource]:
+                    if len(paths) == 1:
+                        return device.measure(paths[0], settings)
+                    return device.measure_paired(paths[0], paths[1], settings)
             finally:
+                self._free[name].put(device)
                 for p in paths:
                     p.unlink(missing_ok=True)
 
@@ -217,7 +269,8 @@ class Farm:
     def close(self) -> None:
         for q in self._queues.values():
             q.shutdown(wait=True, cancel_futures=True)
-        for d in self.devices.values():
-            d.close()
+        for p in self.pools.values():
+            for d in p:
+                d.close()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)

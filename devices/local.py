@@ -45,6 +45,10 @@ class LocalDevice(Device):
 
     can_pair = True
 
+    @property
+    def resource(self) -> str:
+        return "local"      # every local runtime measures on this host's CPU
+
     def __init__(self, spec: str = "local:onnxruntime") -> None:
         scheme, _, name = spec.partition(":")
         valid = ", ".join(f"local:{n}" for n in runtime_names())

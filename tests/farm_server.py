@@ -13,10 +13,61 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from devices.base import Device
+from devices.local import LocalDevice
 from latency.measurement import MeasureSettings
 
 TOKEN = "test-token-0123456789abcdef"
 FAST = MeasureSettings(warmup=2, runs=5, max_runs=10, max_seconds=3.0)
+
+
+class Gated(Device):
+    """A real local device standing in for a phone: its measurements count how many ran
+    at once (``most``; ``shared`` counts across devices that share one tally) and can
+    wait for a gate, so a test can see the queues. Each is its own hardware unless
+    ``resource`` says otherwise."""
+
+    model_format = "onnx"
+
+    def __init__(self, gate: threading.Event | None = None,
+                 opens: threading.Event | None = None, spec: str = "local:onnxruntime",
+                 resource: str | None = None, shared: dict[str, int] | None = None,
+                 fingerprint: dict[str, Any] | None = None) -> None:
+        self.inner, self.spec = LocalDevice(), spec
+        self.gate, self.opens = gate, opens
+        self._resource = resource or f"gated-{id(self)}"
+        self._fp = fingerprint
+        self.active = self.most = 0
+        self.shared = shared if shared is not None else {"active": 0, "most": 0}
+        self.lock = _TALLY
+
+    @property
+    def resource(self) -> str:
+        return self._resource
+
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._fp) if self._fp is not None else self.inner.fingerprint()
+
+    def measure(self, model_path: Any, settings: MeasureSettings) -> Any:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.shared["active"] += 1
+            self.shared["most"] = max(self.shared["most"], self.shared["active"])
+        try:
+            if self.opens is not None:
+                self.opens.set()
+            if self.gate is not None and not self.gate.wait(20):
+                raise RuntimeError("gate never opened")
+            m = self.inner.measure(model_path, settings)
+            return m.with_(device=self.spec, fingerprint=self.fingerprint())
+        finally:
+            with self.lock:
+                self.active -= 1
+                self.shared["active"] -= 1
+
+
+_TALLY = threading.Lock()
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 Searches and CI jobs elsewhere then measure on them as ``--device http://HOST:PORT/NAME``
 with the farm's token in ``$MNAS_FARM_TOKEN``. Each ``--device`` is ``SPEC`` or
 ``NAME=SPEC`` (default name: the spec with ``:`` as ``-``, e.g. ``local-onnxruntime``);
-without one the farm serves ``local:onnxruntime``. The token is read from
+without one the farm serves ``local:onnxruntime``. The same NAME for several identical
+devices (``--device pixel7=adb:A --device pixel7=adb:B``: the same fingerprint) makes a
+pool: a request is measured on whichever is free. The token is read from
 ``--token-file``, else ``$MNAS_FARM_TOKEN``; with neither a new one is made and printed.
 The farm listens on 127.0.0.1 unless ``--host`` says otherwise.
 """
@@ -34,7 +36,8 @@ def register(sub: Any) -> None:
     s = fsub.add_parser("serve", help="measure uploaded models on this host's devices",
                         description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     s.add_argument("--device", action="append", default=None, metavar="[NAME=]SPEC",
-                   help="a device to serve (repeatable; default local:onnxruntime)")
+                   help="a device to serve (repeatable; default local:onnxruntime; the "
+                        "same NAME for identical devices makes a pool)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=None,
@@ -55,11 +58,13 @@ def register(sub: Any) -> None:
     s.set_defaults(func=serve)
 
 
-def parse_devices(values: list[str]) -> dict[str, str]:
-    """``[NAME=]SPEC`` values → name → spec; ValueError on a bad or repeated name."""
+def parse_devices(values: list[str]) -> dict[str, list[str]]:
+    """``[NAME=]SPEC`` values → name → specs (a name given several specs is a pool of
+    identical devices); ValueError on a bad name or a spec served twice."""
     from devices.farm import NAME_RE, default_name
 
-    out: dict[str, str] = {}
+    out: dict[str, list[str]] = {}
+    served: dict[str, str] = {}
     for v in values:
         name, sep, spec = v.partition("=")
         if not sep:
@@ -67,10 +72,15 @@ def parse_devices(values: list[str]) -> dict[str, str]:
         if not NAME_RE.match(name):
             raise ValueError(f"--device {v!r}: name {name!r} must be 1-64 letters, digits, "
                              "'.', '_' or '-', starting with a letter or digit")
-        if name in out:
+        if spec in served:
+            raise ValueError(f"--device {v!r}: {spec!r} is already served as "
+                             f"{served[spec]!r}; a device is served once")
+        if name in out and not sep:
             raise ValueError(f"--device {v!r}: the name {name!r} is already taken by "
-                             f"{out[name]!r}; give one as NAME=SPEC")
-        out[name] = spec
+                             f"{out[name][0]!r}; give one as NAME=SPEC (the same NAME for "
+                             "several identical devices makes a pool)")
+        served[spec] = name
+        out.setdefault(name, []).append(spec)
     return out
 
 
@@ -147,22 +157,26 @@ def serve(args: argparse.Namespace) -> int:
     from devices.farm import Farm
     from devices.farm_app import create_app
 
-    devices = {}
+    devices: dict[str, list[Any]] = {}
     try:
-        for name, spec in names.items():
-            devices[name] = get_device(spec)
+        for name, specs in names.items():
+            for spec in specs:
+                devices.setdefault(name, []).append(get_device(spec))
         farm = Farm(devices, token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                     max_queue=args.max_queue)
     except BaseException:
         sock.close()
-        for d in devices.values():
-            d.close()
+        for pool in devices.values():
+            for d in pool:
+                d.close()
         raise
     host, bound = sock.getsockname()[:2]
     url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{bound}"
     print(f"mnas farm: {url} serving {len(devices)} device(s):", flush=True)
-    for name, d in devices.items():
-        print(f"  {url}/{name}  {d.spec} ({d.model_format})", flush=True)
+    for name, pool in devices.items():
+        what = pool[0].spec if len(pool) == 1 else \
+            f"a pool of {len(pool)}: {', '.join(d.spec for d in pool)}"
+        print(f"  {url}/{name}  {what} ({pool[0].model_format})", flush=True)
     if made:
         print(f"token (clients: export MNAS_FARM_TOKEN=...): {token}", flush=True)
     note = clear_text_note(host, bool(tls))

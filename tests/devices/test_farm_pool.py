@@ -1,0 +1,133 @@
+"""Pools of identical devices under one farm name, and devices that share hardware: the
+real farm on a loopback port, with stand-in phones (:class:`tests.farm_server.Gated`)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
+pytest.importorskip("uvicorn", reason="the farm needs the mnas[farm] extra")
+
+from devices.base import get_device  # noqa: E402
+from devices.farm import Farm  # noqa: E402
+from devices.local import LocalDevice  # noqa: E402
+from mnas.cli import main  # noqa: E402
+from tests.farm_server import FAST, TOKEN, Gated, raw, running_farm  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("farm_env")
+
+PHONE = {"kind": "android", "model": "Pixel 7", "sdk": "34", "runtime": "benchmark_model"}
+
+
+def _measure_at_once(specs: list[str], model) -> list:
+    out: list = [None] * len(specs)
+
+    def one(i: int) -> None:
+        try:
+            out[i] = get_device(specs[i]).measure(model, FAST)
+        except Exception as e:  # noqa: BLE001 - collected for the assertions
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(specs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_a_pool_measures_on_whichever_member_is_free(onnx_model):
+    a_started, b_started = threading.Event(), threading.Event()
+    # a waits until b has started and b until a has: only a pool of two finishes both
+    a = Gated(gate=b_started, opens=a_started, spec="adb:A", fingerprint=PHONE)
+    b = Gated(gate=a_started, opens=b_started, spec="adb:B", fingerprint=PHONE)
+    with running_farm({"pixel7": [a, b]}) as (base, farm):
+        info = farm.info("pixel7")
+        assert info["members"] == ["adb:A", "adb:B"] and info["fingerprint"] == PHONE
+        dev = get_device(f"{base}/pixel7")
+        assert dev.fingerprint() == PHONE
+        results = _measure_at_once([f"{base}/pixel7"] * 4, onnx_model)
+        assert all(getattr(m, "median_ms", 0) > 0 for m in results), results
+        assert all(m.device == f"{base}/pixel7" and m.fingerprint == PHONE for m in results)
+        assert a.most == 1 and b.most == 1          # each member one at a time
+        assert farm.info("pixel7")["queued"] == 0
+
+
+def test_devices_on_the_same_hardware_take_turns_under_different_names(onnx_model):
+    """Two runtimes of one host (say local:onnxruntime and local:litert) would time each
+    other; the farm runs them one at a time though their queues are apart."""
+    import time
+
+    tally = {"active": 0, "most": 0}
+    release, a_started = threading.Event(), threading.Event()
+    a = Gated(gate=release, opens=a_started, spec="local:onnxruntime", resource="local",
+              shared=tally)
+    b_started = threading.Event()
+    b = Gated(opens=b_started, spec="local:other", resource="local", shared=tally)
+    with running_farm({"a": a, "b": b}) as (base, farm):
+        out: list = []
+        first = threading.Thread(target=lambda: out.append(_measure_at_once(
+            [f"{base}/a"], onnx_model)[0]))
+        first.start()
+        assert a_started.wait(20)
+        second = threading.Thread(target=lambda: out.append(_measure_at_once(
+            [f"{base}/b"], onnx_model)[0]))
+        second.start()
+        for _ in range(50):         # b's request arrives and waits for a's hardware
+            if farm.info("b")["queued"] == 1:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert farm.info("b")["queued"] == 1 and not b_started.is_set()
+        release.set()
+        first.join(30)
+        second.join(30)
+    assert all(getattr(m, "median_ms", 0) > 0 for m in out) and len(out) == 2, out
+    assert tally["most"] == 1
+    assert LocalDevice().resource == LocalDevice("local:litert").resource
+
+
+def test_a_pool_of_unlike_devices_or_of_one_device_twice_is_refused():
+    other = {**PHONE, "sdk": "33"}
+    for pool, text in (
+            ([Gated(spec="adb:A", fingerprint=PHONE), Gated(spec="adb:B", fingerprint=other)],
+             "device pool 'p': 'adb:B' differs from 'adb:A' in sdk ('33' vs '34'); a pool "
+             "needs identical devices"),
+            ([Gated(spec="adb:A", resource="usb-1"), Gated(spec="adb:A2", resource="usb-1")],
+             "device pool 'p' has 'adb:A2' and 'adb:A' on the same hardware")):
+        with pytest.raises(ValueError) as e:
+            Farm({"p": pool}, TOKEN)
+        assert str(e.value) == text or str(e.value).startswith(text), e.value
+
+
+def test_serve_makes_a_pool_of_one_name_and_refuses_a_device_twice(capsys):
+    for argv, text in (
+            (["--device", "a=local:onnxruntime", "--device", "a=local:litert"],
+             "device pool 'a' has 'local:litert' and 'local:onnxruntime' on the same "
+             "hardware"),
+            (["--device", "a=local:onnxruntime", "--device", "b=local:onnxruntime"],
+             "'local:onnxruntime' is already served as 'a'")):
+        assert main(["farm", "serve", "--port", "0", *argv]) == 2
+        err = capsys.readouterr().err
+        assert text in err and err.count("\n") == 1, err
+    from mnas.cli.farm_cmd import parse_devices
+
+    assert parse_devices(["p=adb:A", "p=adb:B", "local:onnxruntime"]) == {
+        "p": ["adb:A", "adb:B"], "local-onnxruntime": ["local:onnxruntime"]}
+
+
+def test_a_pool_is_listed_with_its_members(tmp_path, monkeypatch, capsys):
+    pool = [Gated(spec=f"adb:{s}", fingerprint=PHONE) for s in "AB"]
+    with running_farm({"pixel7": pool, "cpu": LocalDevice()}) as (base, _):
+        status, body, _ = raw(base, "/devices")
+        cfg = tmp_path / "devices.toml"
+        cfg.write_text(f'[[farm.server]]\nurl = "{base}"\n')
+        monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(cfg))
+        assert main(["devices", "--no-fingerprint"]) == 0
+    assert status == 200
+    assert {d["name"]: d["members"] for d in body["devices"]} == {
+        "cpu": ["local:onnxruntime"], "pixel7": ["adb:A", "adb:B"]}
+    text = capsys.readouterr().out
+    assert f"{base}/pixel7" in text and "adb:A (a pool of 2) on a farm, 0 queued" in text
