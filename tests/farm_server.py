@@ -70,6 +70,27 @@ class Gated(Device):
 _TALLY = threading.Lock()
 
 
+def measure_at_once(specs: list[str], model: Path) -> list[Any]:
+    """Measure ``model`` on each farm device spec, all at once (one thread each, no
+    retries); each one's Measurement or the exception it raised."""
+    from devices.remote import RemoteDevice
+
+    out: list[Any] = [None] * len(specs)
+
+    def one(i: int) -> None:
+        try:
+            out[i] = RemoteDevice(specs[i], retries=0).measure(model, FAST)
+        except Exception as e:  # noqa: BLE001 - collected for the assertions
+            out[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(specs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
 @contextlib.contextmanager
 def running_farm(devices: dict[str, Any], token: str = TOKEN,
                  tls: tuple[str, str] | None = None, port: int = 0, **options: Any

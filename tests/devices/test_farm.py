@@ -18,7 +18,7 @@ from devices.base import get_device  # noqa: E402
 from devices.local import LocalDevice  # noqa: E402
 from devices.remote import RemoteDevice  # noqa: E402
 from latency.export import file_sha256  # noqa: E402
-from tests.farm_server import FAST, TOKEN, Gated, raw, running_farm  # noqa: E402
+from tests.farm_server import FAST, TOKEN, Gated, measure_at_once, raw, running_farm  # noqa: E402
 from tests.latency.tiny import SHAPE, tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("farm_env")
@@ -97,29 +97,12 @@ def test_bad_requests_are_one_line_4xx_naming_the_valid_choices(onnx_model, tmp_
         assert list((tmp_path / "uploads").iterdir()) == []     # nothing left behind
 
 
-def _measure_all(specs: list[str], model) -> list:
-    out: list = [None] * len(specs)
-
-    def one(i: int) -> None:
-        try:
-            out[i] = RemoteDevice(specs[i], retries=0).measure(model, FAST)
-        except Exception as e:  # noqa: BLE001 - collected for the assertions
-            out[i] = e
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(specs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
-
-
 def test_one_measurement_at_a_time_per_device_and_devices_in_parallel(onnx_model):
     a_started, b_started = threading.Event(), threading.Event()
     # a waits until b has started and b until a has: only parallel queues finish both
     a, b = Gated(gate=b_started, opens=a_started), Gated(gate=a_started, opens=b_started)
     with running_farm({"a": a, "b": b}) as (base, _):
-        results = _measure_all([f"{base}/a", f"{base}/a", f"{base}/a", f"{base}/b"],
+        results = measure_at_once([f"{base}/a", f"{base}/a", f"{base}/a", f"{base}/b"],
                                onnx_model)
     assert all(getattr(m, "median_ms", 0) > 0 for m in results), results
     assert a.most == 1 and b.most == 1

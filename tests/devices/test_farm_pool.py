@@ -14,28 +14,11 @@ from devices.base import get_device  # noqa: E402
 from devices.farm import Farm  # noqa: E402
 from devices.local import LocalDevice  # noqa: E402
 from mnas.cli import main  # noqa: E402
-from tests.farm_server import FAST, TOKEN, Gated, raw, running_farm  # noqa: E402
+from tests.farm_server import TOKEN, Gated, measure_at_once, raw, running_farm  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("farm_env")
 
 PHONE = {"kind": "android", "model": "Pixel 7", "sdk": "34", "runtime": "benchmark_model"}
-
-
-def _measure_at_once(specs: list[str], model) -> list:
-    out: list = [None] * len(specs)
-
-    def one(i: int) -> None:
-        try:
-            out[i] = get_device(specs[i]).measure(model, FAST)
-        except Exception as e:  # noqa: BLE001 - collected for the assertions
-            out[i] = e
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(specs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
 
 
 def test_a_pool_measures_on_whichever_member_is_free(onnx_model):
@@ -48,7 +31,7 @@ def test_a_pool_measures_on_whichever_member_is_free(onnx_model):
         assert info["members"] == ["adb:A", "adb:B"] and info["fingerprint"] == PHONE
         dev = get_device(f"{base}/pixel7")
         assert dev.fingerprint() == PHONE
-        results = _measure_at_once([f"{base}/pixel7"] * 4, onnx_model)
+        results = measure_at_once([f"{base}/pixel7"] * 4, onnx_model)
         assert all(getattr(m, "median_ms", 0) > 0 for m in results), results
         assert all(m.device == f"{base}/pixel7" and m.fingerprint == PHONE for m in results)
         assert a.most == 1 and b.most == 1          # each member one at a time
@@ -68,11 +51,11 @@ def test_devices_on_the_same_hardware_take_turns_under_different_names(onnx_mode
     b = Gated(opens=b_started, spec="local:other", resource="local", shared=tally)
     with running_farm({"a": a, "b": b}) as (base, farm):
         out: list = []
-        first = threading.Thread(target=lambda: out.append(_measure_at_once(
+        first = threading.Thread(target=lambda: out.append(measure_at_once(
             [f"{base}/a"], onnx_model)[0]))
         first.start()
         assert a_started.wait(20)
-        second = threading.Thread(target=lambda: out.append(_measure_at_once(
+        second = threading.Thread(target=lambda: out.append(measure_at_once(
             [f"{base}/b"], onnx_model)[0]))
         second.start()
         for _ in range(50):         # b's request arrives and waits for a's hardware
