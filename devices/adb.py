@@ -354,6 +354,10 @@ class AdbDevice(Device):
             self._fp = self._retrying("reading the fingerprint", read)
         return dict(self._fp)
 
+    def refresh_fingerprint(self) -> dict[str, Any]:
+        self._fp = None
+        return self.fingerprint()
+
     # -- thermal -----------------------------------------------------------------------
     def temperature_c(self) -> float | None:
         """The hottest plausible thermal zone reading (°C), None when none is readable."""

@@ -39,6 +39,13 @@ class Device(ABC):
     def measure(self, model_path: str | Path, settings: MeasureSettings) -> Measurement:
         """Measure one model file. Raises RuntimeError with a clear reason on failure."""
 
+    def refresh_fingerprint(self) -> dict[str, Any]:
+        """Read the fingerprint again, for a long-lived holder of the device (a farm): a
+        phone may have been updated, rebooted with another governor or given another
+        tool since. Devices that cache it override this; the default is
+        :meth:`fingerprint`."""
+        return self.fingerprint()
+
     def measure_paired(self, model_path: str | Path, reference_path: str | Path | None,
                        settings: MeasureSettings) -> tuple[Measurement, Measurement | None]:
         """Measure a model and, alternately with it, a reference model (so both see the

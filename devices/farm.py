@@ -9,9 +9,11 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
 
 * ``GET /health`` — ``{"ok": true}``.
 * ``GET /devices`` — ``{"devices": [info, …]}``; ``GET /devices/NAME`` — one ``info``:
-  ``name``, ``spec``, ``model_format``, ``fingerprint`` (taken when the farm starts),
+  ``name``, ``spec``, ``model_format``, ``fingerprint`` (read when the farm starts and
+  again every ``fingerprint_ttl_s`` while a queue holds the device: :class:`Pool`),
   ``can_pair`` (whether it times two models alternately), ``members`` (the specs of a
-  pool's devices; one for a single device), ``queued`` (requests uploading, waiting or
+  pool's devices; one for a single device), ``retired`` (members whose fingerprint
+  changed), ``queued`` (requests uploading, waiting or
   measuring).
 * ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
   with the model file as the raw body (``application/octet-stream``) — the measurement
@@ -46,6 +48,7 @@ its reason.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import os
 import queue
@@ -53,6 +56,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import fields
@@ -61,6 +65,8 @@ from typing import Any
 
 from devices.base import Device, can_pair
 from latency.measurement import MeasureSettings
+
+log = logging.getLogger(__name__)
 
 #: a device's name in the farm's URLs
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -155,6 +161,66 @@ def parse_settings(query: dict[str, str]) -> MeasureSettings:
     return settings
 
 
+class Pool:
+    """One name's devices: a free list, the fingerprint they share, the ones retired.
+
+    A device's fingerprint is read again, while the device is held for a measurement,
+    once ``ttl_s`` has passed since it was last read (a phone may have been updated or
+    rebooted with another governor since the farm started). A lone device's new
+    fingerprint becomes the name's; a pool member that no longer matches its pool is
+    retired (its measurements would no longer stand for the pool's), and a pool with none
+    left answers every request with that reason until the farm is restarted.
+    """
+
+    def __init__(self, name: str, devices: list[Device], ttl_s: float) -> None:
+        self.name, self.devices, self.ttl_s = name, list(devices), float(ttl_s)
+        self.fingerprint = pool_fingerprint(name, self.devices)
+        self.retired: list[Device] = []
+        self._read = {id(d): time.monotonic() for d in self.devices}
+        self._free: queue.SimpleQueue[Device | None] = queue.SimpleQueue()
+        for d in self.devices:
+            self._free.put(d)
+        self._lock = threading.Lock()
+
+    def take(self) -> Device:
+        """A free member (waits for one); RuntimeError once every member is retired."""
+        d = self._free.get()
+        if d is None:
+            self._free.put(None)    # and for every other waiter
+            raise RuntimeError(f"every device of {self.name!r} has changed since the farm "
+                               "started (see the farm's log); restart the farm to serve "
+                               "them as they are now")
+        return d
+
+    def give_back(self, d: Device) -> None:
+        self._free.put(d)
+
+    def current(self, d: Device) -> bool:
+        """Whether ``d``, held by the caller, is still what this name serves."""
+        now = time.monotonic()
+        if now - self._read[id(d)] < self.ttl_s:
+            return True
+        fp = d.refresh_fingerprint()    # a failure propagates: the device is kept
+        self._read[id(d)] = now
+        with self._lock:
+            if fp == self.fingerprint:
+                return True
+            what = ", ".join(f"{k} {self.fingerprint.get(k)!r} -> {fp.get(k)!r}"
+                             for k in sorted(set(fp) | set(self.fingerprint))
+                             if fp.get(k) != self.fingerprint.get(k))
+            if len(self.devices) == 1:
+                log.warning("farm: %s (%s) changed: %s; serving it as it is now",
+                            self.name, d.spec, what)
+                self.fingerprint = fp
+                return True
+            log.warning("farm: %s left pool %s, its fingerprint changed: %s", d.spec,
+                        self.name, what)
+            self.retired.append(d)
+            if len(self.retired) == len(self.devices):
+                self._free.put(None)
+            return False
+
+
 class Farm:
     """Named devices (or pools of identical ones), one queue each, and the upload rules.
 
@@ -169,6 +235,7 @@ class Farm:
             None, removed by :meth:`close`).
         retry_after_s: the ``Retry-After`` of a 503.
         upload_stall_s: seconds an upload may send nothing before it is cut off (408).
+        fingerprint_ttl_s: seconds before a device's fingerprint is read again (:class:`Pool`).
 
     Devices that share hardware (:attr:`Device.resource`: this host's CPU for every local
     runtime) take turns even under different names, so two runtimes never time each other.
@@ -177,7 +244,7 @@ class Farm:
     def __init__(self, devices: Mapping[str, Device | Sequence[Device]], token: str,
                  max_upload_bytes: int = 64 << 20, max_queue: int = 32,
                  workdir: str | os.PathLike[str] | None = None, retry_after_s: int = 5,
-                 upload_stall_s: float = 60.0) -> None:
+                 upload_stall_s: float = 60.0, fingerprint_ttl_s: float = 300.0) -> None:
         if not devices:
             raise ValueError("a farm needs at least one device")
         for name in devices:
@@ -188,11 +255,14 @@ class Farm:
             raise ValueError("the farm's token must be at least 16 characters")
         if max_upload_bytes < 1 or max_queue < 1:
             raise ValueError("max_upload_bytes and max_queue must be >= 1")
-        self.pools = {n: [d] if isinstance(d, Device) else list(d) for n, d in devices.items()}
+        if not fingerprint_ttl_s >= 0:
+            raise ValueError(f"fingerprint_ttl_s must be >= 0, got {fingerprint_ttl_s}")
+        # fingerprints are read here, then again only while a queue holds the device:
+        # asking a phone beside a measurement would disturb it
+        self.pools = {n: Pool(n, [d] if isinstance(d, Device) else list(d), fingerprint_ttl_s)
+                      for n, d in devices.items()}
         #: each name's first device: its format and abilities are the pool's
-        self.devices = {n: p[0] for n, p in self.pools.items()}
-        # taken once, first: asking a phone again would talk to it beside a measurement
-        self._fingerprints = {n: pool_fingerprint(n, p) for n, p in self.pools.items()}
+        self.devices = {n: p.devices[0] for n, p in self.pools.items()}
         self.token = token
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_queue = int(max_queue)
@@ -205,23 +275,20 @@ class Farm:
         os.chmod(self.workdir, 0o700)
         # one worker per pool member; a worker measures on a member it takes from the free
         # list, holding the lock of that member's hardware
-        self._queues = {n: ThreadPoolExecutor(len(p), thread_name_prefix=f"farm-{n}")
+        self._queues = {n: ThreadPoolExecutor(len(p.devices), thread_name_prefix=f"farm-{n}")
                         for n, p in self.pools.items()}
-        self._free: dict[str, queue.SimpleQueue[Device]] = {}
-        for n, p in self.pools.items():
-            self._free[n] = queue.SimpleQueue()
-            for d in p:
-                self._free[n].put(d)
         self._hardware = {d.resource: threading.Lock()
-                          for p in self.pools.values() for d in p}
+                          for p in self.pools.values() for d in p.devices}
         self._queued = dict.fromkeys(self.devices, 0)
         self._lock = threading.Lock()
 
     def info(self, name: str) -> dict[str, Any]:
         d = self.devices[name]
+        pool = self.pools[name]
         return {"name": name, "spec": d.spec, "model_format": d.model_format,
-                "fingerprint": self._fingerprints[name], "can_pair": can_pair(d),
-                "members": [m.spec for m in self.pools[name]], "queued": self._queued[name]}
+                "fingerprint": pool.fingerprint, "can_pair": can_pair(d),
+                "members": [m.spec for m in pool.devices],
+                "retired": [m.spec for m in pool.retired], "queued": self._queued[name]}
 
     def unknown(self, name: str) -> str:
         return f"unknown device {name!r}; valid: {', '.join(sorted(self.devices))}"
@@ -250,15 +317,25 @@ class Farm:
         :meth:`reserve` took. The queue owns the files and the place from here: they go
         when the measurement ends, even if the client has gone (the device may still be
         reading a file when a request is cancelled)."""
+        pool = self.pools[name]
+
         def run() -> Any:
-            device = self._free[name].get()     # a worker per member: one is free
             try:
-                with self._hardware[device.resource]:
-                    if len(paths) == 1:
-                        return device.measure(paths[0], settings)
-                    return device.measure_paired(paths[0], paths[1], settings)
+                while True:
+                    device = pool.take()    # a worker per member: one is free
+                    kept = True
+                    try:
+                        with self._hardware[device.resource]:
+                            kept = pool.current(device)
+                            if not kept:
+                                continue    # retired: another member measures
+                            if len(paths) == 1:
+                                return device.measure(paths[0], settings)
+                            return device.measure_paired(paths[0], paths[1], settings)
+                    finally:
+                        if kept:
+                            pool.give_back(device)
             finally:
-                self._free[name].put(device)
                 for p in paths:
                     p.unlink(missing_ok=True)
 
@@ -270,7 +347,7 @@ class Farm:
         for q in self._queues.values():
             q.shutdown(wait=True, cancel_futures=True)
         for p in self.pools.values():
-            for d in p:
+            for d in p.devices:
                 d.close()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)

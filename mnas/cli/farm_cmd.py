@@ -49,6 +49,10 @@ def register(sub: Any) -> None:
                    help="largest model file accepted, MiB (default 64)")
     s.add_argument("--max-queue", type=int, default=32,
                    help="measurements waiting per device before requests get 503 (default 32)")
+    s.add_argument("--fingerprint-every", type=float, default=300.0, metavar="SECONDS",
+                   help="read a device's fingerprint again once this long has passed, "
+                        "before its next measurement (default 300): an updated phone is "
+                        "served as it is now, and leaves a pool it no longer matches")
     s.add_argument("--tls-cert", default=None, metavar="PEM",
                    help="serve https with this certificate (with --tls-key); clients trust it "
                         "through ca_file in devices.toml or $MNAS_FARM_CA")
@@ -132,6 +136,9 @@ def serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be 0-65535, got {port}")
     if not args.max_upload_mb > 0 or args.max_queue < 1:
         raise ValueError("--max-upload-mb must be > 0 and --max-queue >= 1")
+    if not args.fingerprint_every >= 0:
+        raise ValueError(f"--fingerprint-every must be >= 0 seconds, got "
+                         f"{args.fingerprint_every:g}")
     try:
         import starlette  # noqa: F401
         import uvicorn
@@ -163,7 +170,7 @@ def serve(args: argparse.Namespace) -> int:
             for spec in specs:
                 devices.setdefault(name, []).append(get_device(spec))
         farm = Farm(devices, token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
-                    max_queue=args.max_queue)
+                    max_queue=args.max_queue, fingerprint_ttl_s=args.fingerprint_every)
     except BaseException:
         sock.close()
         for pool in devices.values():

@@ -227,9 +227,14 @@ def test_a_phone_through_the_farm(tmp_path, monkeypatch):
                         cache_dir=tmp_path / "cache")
     with fake_adbd(preinstalled=True) as d:
         phone = get_device(f"adb:{d.address}")
-        with running_farm({"pixel": phone}) as (base, _):
+        with running_farm({"pixel": phone}, fingerprint_ttl_s=0) as (base, farm):
             dev = get_device(f"{base}/pixel")
             assert dev.model_format == "tflite" and dev.fingerprint()["model"] == "Fake Pixel"
             m = dev.measure(tfl, FAST)
+            # the phone is updated while the farm runs: it is served as it is now
+            d.props["ro.build.version.sdk"] = "34"
+            updated = dev.measure(tfl, FAST)
+            assert farm.info("pixel")["fingerprint"]["sdk"] == "34"
         assert m.runtime == "benchmark_model" and m.median_ms > 0
+        assert m.fingerprint["sdk"] == "33" and updated.fingerprint["sdk"] == "34"
         assert any(c[0] == "taskset" for c in d.commands)

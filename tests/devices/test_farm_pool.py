@@ -13,8 +13,9 @@ pytest.importorskip("uvicorn", reason="the farm needs the mnas[farm] extra")
 from devices.base import get_device  # noqa: E402
 from devices.farm import Farm  # noqa: E402
 from devices.local import LocalDevice  # noqa: E402
+from devices.remote import RemoteDevice  # noqa: E402
 from mnas.cli import main  # noqa: E402
-from tests.farm_server import TOKEN, Gated, measure_at_once, raw, running_farm  # noqa: E402
+from tests.farm_server import FAST, TOKEN, Gated, measure_at_once, raw, running_farm  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("farm_env")
 
@@ -91,7 +92,8 @@ def test_serve_makes_a_pool_of_one_name_and_refuses_a_device_twice(capsys):
              "device pool 'a' has 'local:litert' and 'local:onnxruntime' on the same "
              "hardware"),
             (["--device", "a=local:onnxruntime", "--device", "b=local:onnxruntime"],
-             "'local:onnxruntime' is already served as 'a'")):
+             "'local:onnxruntime' is already served as 'a'"),
+            (["--fingerprint-every", "-1"], "--fingerprint-every must be >= 0 seconds")):
         assert main(["farm", "serve", "--port", "0", *argv]) == 2
         err = capsys.readouterr().err
         assert text in err and err.count("\n") == 1, err
@@ -114,3 +116,31 @@ def test_a_pool_is_listed_with_its_members(tmp_path, monkeypatch, capsys):
         "cpu": ["local:onnxruntime"], "pixel7": ["adb:A", "adb:B"]}
     text = capsys.readouterr().out
     assert f"{base}/pixel7" in text and "adb:A (a pool of 2) on a farm, 0 queued" in text
+
+
+def test_an_updated_device_is_served_as_it_is_now_and_leaves_a_pool_it_no_longer_matches(
+        onnx_model, caplog):
+    """Fingerprints are read again (here before every measurement): a lone device's new
+    one becomes its name's; a pool member that no longer matches is retired, and a pool
+    with none left says so on every request."""
+    lone = Gated(spec="adb:L", fingerprint=PHONE)
+    a, b = (Gated(spec=f"adb:{s}", fingerprint=PHONE) for s in "AB")
+    with running_farm({"lone": lone, "pixel7": [a, b]}, fingerprint_ttl_s=0) as (base, farm):
+        dev = get_device(f"{base}/lone")
+        assert dev.measure(onnx_model, FAST).fingerprint == PHONE
+        lone._fp = {**PHONE, "sdk": "35"}
+        assert dev.measure(onnx_model, FAST).fingerprint["sdk"] == "35"
+        assert farm.info("lone")["fingerprint"]["sdk"] == "35"
+        b._fp = {**PHONE, "sdk": "35"}
+        results = measure_at_once([f"{base}/pixel7"] * 4, onnx_model)
+        assert all(getattr(m, "fingerprint", None) == PHONE for m in results), results
+        assert farm.info("pixel7")["retired"] == ["adb:B"]
+        assert "adb:B left pool pixel7, its fingerprint changed: sdk '34' -> '35'" \
+            in caplog.text
+        a._fp = {**PHONE, "governors": ["powersave"]}
+        for _ in range(2):      # every request, none left waiting
+            with pytest.raises(RuntimeError, match="answered 502: .*every device of "
+                               "'pixel7' has changed since the farm started"):
+                RemoteDevice(f"{base}/pixel7", timeout_s=30).measure(onnx_model, FAST)
+        assert farm.info("pixel7")["retired"] == ["adb:B", "adb:A"]
+        assert farm.info("pixel7")["queued"] == 0
