@@ -24,6 +24,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import logging
 import math
 import os
 import ssl
@@ -38,6 +39,8 @@ from devices.base import Device, register_device
 from devices.config import load_config
 from devices.farm import NAME_RE, SETTINGS
 from latency.measurement import Measurement, MeasureSettings
+
+log = logging.getLogger(__name__)
 
 TOKEN_ENV = "MNAS_FARM_TOKEN"
 CA_ENV = "MNAS_FARM_CA"
@@ -209,10 +212,17 @@ class RemoteDevice(Device):
 
     def _measurement(self, doc: Any) -> Measurement:
         try:
-            return Measurement.from_dict(doc).with_(device=self.spec)
+            m = Measurement.from_dict(doc).with_(device=self.spec)
         except (AttributeError, KeyError, TypeError, ValueError) as e:
             raise RuntimeError(f"{self.spec}: the farm's answer is not a measurement "
                                f"({type(e).__name__}: {e})") from None
+        if m.fingerprint != self.info["fingerprint"]:
+            # the farm read it again (devices.farm.Pool): follow it, so the cache is
+            # asked for the device as it is now
+            log.warning("%s: the device changed since it was opened (its fingerprint, "
+                        "read again by the farm); measuring it as it is now", self.spec)
+            self.info["fingerprint"] = dict(m.fingerprint)
+        return m
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

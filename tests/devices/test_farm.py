@@ -235,6 +235,7 @@ def test_a_phone_through_the_farm(tmp_path, monkeypatch):
             d.props["ro.build.version.sdk"] = "34"
             updated = dev.measure(tfl, FAST)
             assert farm.info("pixel")["fingerprint"]["sdk"] == "34"
+            assert dev.fingerprint()["sdk"] == "34"     # the client follows it
         assert m.runtime == "benchmark_model" and m.median_ms > 0
         assert m.fingerprint["sdk"] == "33" and updated.fingerprint["sdk"] == "34"
         assert any(c[0] == "taskset" for c in d.commands)
