@@ -24,6 +24,8 @@ class Device(ABC):
     #: whether :meth:`measure_paired` can time two models alternately, inference by
     #: inference (local runtimes, and a farm's local runtimes; not a phone's tool)
     can_pair: bool = False
+    #: measurements it can run at once (a farm's pool of identical phones: its size)
+    concurrency: int = 1
 
     @property
     def resource(self) -> str:

@@ -164,6 +164,10 @@ class RemoteDevice(Device):
         self.model_format = self.info["model_format"]
         #: the farm's device times two models alternately (farms before this key: no)
         self.can_pair = self.info.get("can_pair") is True
+        #: a pool measures as many at once as it has members in service
+        members, retired = self.info.get("members"), self.info.get("retired")
+        self.concurrency = max(1, (len(members) if isinstance(members, list) else 1)
+                               - (len(retired) if isinstance(retired, list) else 0))
 
     def __repr__(self) -> str:
         return f"RemoteDevice({self.spec!r})"

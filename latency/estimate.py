@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,14 @@ class MeasuredLatency:
         #: per (space, input shape): the exported reference and its nominal latency (ms)
         self.references: dict[str, tuple[Path, float]] = {}
         self._refdir: Path | None = None
+        # building and exporting go one at a time (torch's exporter is not thread-safe);
+        # measurements may overlap up to the device's concurrency (a farm's pool)
+        self._lock = threading.Lock()
+
+    @property
+    def concurrency(self) -> int:
+        """Children that may be measured at once: the device's (a farm pool's size)."""
+        return max(1, int(getattr(self.device, "concurrency", 1)))
 
     def __repr__(self) -> str:
         return (f"MeasuredLatency({self.device!r}, {self.settings!r}, cache={self.cache!r}"
@@ -163,10 +172,12 @@ class MeasuredLatency:
         name = self._name(space, arch)
         digest = hashlib.sha256(
             f"{name}|{self.input_shape(space)}|{self.num_classes}".encode()).hexdigest()[:16]
-        path = self.export(space, arch, folder / f"{digest}{self.suffix}")
+        with self._lock:
+            path = self.export(space, arch, folder / f"{digest}{self.suffix}")
         try:
             if self.anchor:
-                ref, nominal = self.reference(space)
+                with self._lock:
+                    ref, nominal = self.reference(space)
                 m, r = self.device.measure_paired(path, ref, self.settings)
                 return m.scaled(nominal / r.median_ms)
             return measure_model(self.device, path, self.settings, self.cache)

@@ -18,6 +18,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,11 @@ class ChildScorer:
         if measure and not self.measure(trial, arch):
             return trial, None
         return trial, arch
+
+    @property
+    def concurrency(self) -> int:
+        """Children whose latency may be measured at once (a farm pool's size; else 1)."""
+        return max(1, int(getattr(self.latency, "concurrency", 1)))
 
     def measure(self, trial: Trial, arch: Any) -> bool:
         """The prepared ``trial``'s latency; False (the trial failed) if it has none."""
@@ -294,6 +300,17 @@ class SearchLoop:
             cb(trial)
         return int(new)
 
+    def _measure_all(self, jobs: list[tuple[Trial, Any]]) -> list[bool]:
+        """With ``overlap``, the latency of each (prepared trial, arch) — as many at once
+        as the device measures (a farm's pool), else in turn; without, nothing to do."""
+        if not self.overlap:
+            return [True] * len(jobs)
+        n = min(self.scorer.concurrency, len(jobs))
+        if n <= 1:
+            return [self.scorer.measure(t, a) for t, a in jobs]
+        with ThreadPoolExecutor(n, thread_name_prefix="measure") as pool:
+            return list(pool.map(lambda job: self.scorer.measure(*job), jobs))
+
     def _batch(self, executor: Executor, slots: dict[str, Any], TS: Any) -> int:
         """The pending batch on the executor: every slot opened, each child's latency
         measured here in turn, and all trained at once — after the measurements, or
@@ -322,8 +339,7 @@ class SearchLoop:
                 todo.append((i, arch))
         handle = executor.submit(train_child, (self.scorer.accuracy, self.space),
                                  [(arch,) for _, arch in todo])
-        measured = [not self.overlap or self.scorer.measure(trials[i], arch)  # type: ignore[arg-type]
-                    for i, arch in todo]
+        measured = self._measure_all([(trials[i], arch) for i, arch in todo])  # type: ignore[misc]
         outcomes = executor.collect(handle)
         for (i, _), ok, (value, err) in zip(todo, measured, outcomes, strict=True):
             if ok:      # a child without a latency stays failed, trained or not

@@ -144,3 +144,32 @@ def test_an_updated_device_is_served_as_it_is_now_and_leaves_a_pool_it_no_longer
                 RemoteDevice(f"{base}/pixel7", timeout_s=30).measure(onnx_model, FAST)
         assert farm.info("pixel7")["retired"] == ["adb:B", "adb:A"]
         assert farm.info("pixel7")["queued"] == 0
+
+
+def test_a_search_measures_as_many_children_at_once_as_the_pool_has_phones(tmp_path):
+    """The latency evaluator through a pool of two: two children measured at once (each
+    phone waits for the other to start), their exports one at a time."""
+    from latency.estimate import MeasuredLatency
+    from tests.latency.tiny import TinyArch, TinyLatencySpace
+
+    a_started, b_started = threading.Event(), threading.Event()
+    a = Gated(gate=b_started, opens=a_started, spec="adb:A", fingerprint=PHONE)
+    b = Gated(gate=a_started, opens=b_started, spec="adb:B", fingerprint=PHONE)
+    with running_farm({"pixel7": [a, b]}) as (base, _):
+        est = MeasuredLatency(get_device(f"{base}/pixel7"), FAST, workdir=tmp_path)
+        assert est.concurrency == 2
+        out: dict[int, object] = {}
+
+        def one(width: int) -> None:
+            try:
+                out[width] = est(TinyLatencySpace(), TinyArch(width))
+            except Exception as e:  # noqa: BLE001 - collected for the assertion
+                out[width] = e
+
+        threads = [threading.Thread(target=one, args=(w,)) for w in (4, 8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert all(getattr(m, "median_ms", 0) > 0 for m in out.values()) and len(out) == 2, out
+    assert a.most == b.most == 1

@@ -171,3 +171,43 @@ def test_ray_stores_the_evaluator_and_space_once_per_search(ray_executor, monkey
     monkeypatch.setattr(ray, "put", lambda obj, **kw: puts.append(type(obj)) or real(obj, **kw))
     trials = make_loop(None, budget=8, batch=2, executor=ray_executor).run()
     assert len(trials) == 8 and len(puts) == 2, puts      # 4 batches, 2 shared objects
+
+
+class _Pooled:
+    """The toy latency on a device that measures ``concurrency`` children at once (a
+    farm's pool), tallying how many calls overlapped."""
+
+    def __init__(self, concurrency: int) -> None:
+        import threading
+
+        self.concurrency, self.active, self.most = concurrency, 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, space, arch):
+        import time
+
+        from tests.search.toyloop import toy_latency
+
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.2)     # long enough for the others to start beside it
+            return toy_latency(space, arch)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_batch_is_measured_as_many_at_once_as_the_device_can(concurrency):
+    """Measured while the batch trains (overlap), a batch's children go to the device as
+    many at once as it measures (a farm's pool of phones), with the same results as one
+    at a time."""
+    ref = make_loop(None, budget=24, batch=4).run()
+    latency = _Pooled(concurrency)
+    got = make_loop(None, budget=24, batch=4, executor=SerialExecutor(), overlap=True,
+                    latency=latency).run()
+    assert [(t.number, t.arch, t.state, t.reward, t.reason) for t in got] == \
+        [(t.number, t.arch, t.state, t.reward, t.reason) for t in ref]
+    assert latency.most == concurrency
