@@ -157,15 +157,26 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     return RayExecutor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
 
 
-def _elsewhere(cfg: dict[str, Any]) -> bool:
+def _elsewhere(cfg: dict[str, Any], farm_spec: str | None = None) -> bool:
     """Whether latency can be measured while children train: it is not timed on this
-    host (a phone, a farm on another host, or a table), which the training would slow."""
+    host's CPU (a phone, a farm on another host or a farm here serving phones — its
+    device's own spec is ``farm_spec`` —, or a table), which the training would slow."""
     from devices.remote import on_this_host
 
     device = str(cfg["device"])
     scheme = device.partition(":")[0]
-    return cfg["latency"].partition(":")[0] != "measured" or not (
-        scheme == "local" or (scheme in ("http", "https") and on_this_host(device)))
+    if cfg["latency"].partition(":")[0] != "measured":
+        return True
+    if scheme in ("http", "https") and on_this_host(device):
+        return farm_spec is not None and farm_spec.partition(":")[0] != "local"
+    return scheme != "local"
+
+
+def _farm_spec(latency: Any) -> str | None:
+    """The spec a farm device has on its farm (``adb:…``, ``local:…``), if ``latency``
+    measures on one."""
+    spec = getattr(getattr(latency, "device", None), "info", {}).get("spec")
+    return spec if isinstance(spec, str) else None
 
 
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -320,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
     # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
                       batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
-                      executor=executor, overlap=_elsewhere(cfg))
+                      executor=executor, overlap=_elsewhere(cfg, _farm_spec(latency)))
     runmod.save_config(out, cfg)
     print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
           f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
