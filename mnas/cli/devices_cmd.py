@@ -141,6 +141,7 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
             for r in farm_devices(str(entry["url"]), timeout):
                 rows.append({"kind": "farm", "usable": True, "can_pair": r.get("can_pair") is True,
                              "members": list(r.get("members") or [r["farm_spec"]]),
+                             "retired": list(r.get("retired") or []),
                              **{k: r[k] for k in ("spec", "farm_spec", "model_format",
                                                   "fingerprint", "queued")}})
         except (RuntimeError, ValueError) as e:
@@ -168,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
             what = r.get("error") or r.get("state", "")
         if r["kind"] == "farm":
             pairs = ", times pairs" if r["can_pair"] else ""
-            n = len(r["members"])
-            pool = f" (a pool of {n})" if n > 1 else ""
+            n, out = len(r["members"]), len(r["retired"])
+            pool = f" (a pool of {n}{f', {out} retired' if out else ''})" if n > 1 else ""
             what = f"{r['farm_spec']}{pool} on a farm{pairs}, {r['queued']} queued: {what}"
         status = {True: "ok", False: "UNUSABLE", None: "listed"}[r["usable"]]
         print(f"{r['spec']:<32} {status:<9} {what}")

@@ -119,7 +119,7 @@ def test_a_pool_is_listed_with_its_members(tmp_path, monkeypatch, capsys):
 
 
 def test_an_updated_device_is_served_as_it_is_now_and_leaves_a_pool_it_no_longer_matches(
-        onnx_model, caplog):
+        onnx_model, caplog, tmp_path, monkeypatch, capsys):
     """Fingerprints are read again (here before every measurement): a lone device's new
     one becomes its name's; a pool member that no longer matches is retired, and a pool
     with none left says so on every request."""
@@ -144,6 +144,12 @@ def test_an_updated_device_is_served_as_it_is_now_and_leaves_a_pool_it_no_longer
                 RemoteDevice(f"{base}/pixel7", timeout_s=30).measure(onnx_model, FAST)
         assert farm.info("pixel7")["retired"] == ["adb:B", "adb:A"]
         assert farm.info("pixel7")["queued"] == 0
+        cfg = tmp_path / "devices.toml"
+        cfg.write_text(f'[[farm.server]]\nurl = "{base}"\n')
+        monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(cfg))
+        capsys.readouterr()
+        assert main(["devices", "--no-fingerprint"]) == 0
+        assert "(a pool of 2, 2 retired) on a farm" in capsys.readouterr().out
 
 
 def test_a_search_measures_as_many_children_at_once_as_the_pool_has_phones(tmp_path):
