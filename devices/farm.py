@@ -42,7 +42,8 @@ Every bad request is a 4xx whose ``detail`` is one line naming the problem and t
 choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 408 (an upload
 that stalls), 413 (too large), 422 (bad setting; not a model of the device's format),
 503 (queue full; with ``Retry-After``). A device that fails while measuring is a 502 with
-its reason.
+its reason (in a pool, after one other member has tried the model); a farm that cannot
+store an upload, a 507.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ import hmac
 import logging
 import math
 import os
-import queue
 import re
 import shutil
 import tempfile
@@ -161,15 +161,21 @@ def parse_settings(query: dict[str, str]) -> MeasureSettings:
     return settings
 
 
+#: seconds a pool member rests after failing a model another member measured
+REST_S = 60.0
+
+
 class Pool:
-    """One name's devices: a free list, the fingerprint they share, the ones retired.
+    """One name's devices: which are free, the fingerprint they share, the ones retired.
 
     A device's fingerprint is read again, while the device is held for a measurement,
     once ``ttl_s`` has passed since it was last read (a phone may have been updated or
     rebooted with another governor since the farm started). A lone device's new
     fingerprint becomes the name's; a pool member that no longer matches its pool is
     retired (its measurements would no longer stand for the pool's), and a pool with none
-    left answers every request with that reason until the farm is restarted.
+    left answers every request with that reason until the farm is restarted. A member
+    that fails a model another member then measures rests for :data:`REST_S` seconds (an
+    unplugged phone would otherwise fail every request it is free for).
     """
 
     def __init__(self, name: str, devices: list[Device], ttl_s: float) -> None:
@@ -177,32 +183,51 @@ class Pool:
         self.fingerprint = pool_fingerprint(name, self.devices)
         self.retired: list[Device] = []
         self._read = {id(d): time.monotonic() for d in self.devices}
-        self._free: queue.SimpleQueue[Device | None] = queue.SimpleQueue()
-        for d in self.devices:
-            self._free.put(d)
-        self._lock = threading.Lock()
+        self._free = list(self.devices)
+        self._rest_until: dict[int, float] = {}
+        self._cond = threading.Condition()
 
-    def take(self) -> Device:
-        """A free member (waits for one); RuntimeError once every member is retired."""
-        d = self._free.get()
-        if d is None:
-            self._free.put(None)    # and for every other waiter
-            raise RuntimeError(f"every device of {self.name!r} has changed since the farm "
-                               "started (see the farm's log); restart the farm to serve "
-                               "them as they are now")
-        return d
+    def take(self, exclude: Sequence[Device] = ()) -> Device | None:
+        """A free member not in ``exclude`` (waits for one); None when no member in service
+        is outside ``exclude``; RuntimeError once every member is retired."""
+        with self._cond:
+            while True:
+                if len(self.retired) == len(self.devices):
+                    raise RuntimeError(f"every device of {self.name!r} has changed since "
+                                       "the farm started (see the farm's log); restart the "
+                                       "farm to serve them as they are now")
+                if all(d in exclude or d in self.retired for d in self.devices):
+                    return None
+                now = time.monotonic()
+                ready = [d for d in self._free if d not in exclude
+                         and self._rest_until.get(id(d), 0.0) <= now]
+                if ready:
+                    self._free.remove(ready[0])
+                    return ready[0]
+                ends = [self._rest_until.get(id(d), 0.0) for d in self._free]
+                rests = [t - now for t in ends if t > now]    # wake when the first ends
+                self._cond.wait(min(rests) if rests else None)
 
     def give_back(self, d: Device) -> None:
-        self._free.put(d)
+        with self._cond:
+            self._free.append(d)
+            self._cond.notify_all()
+
+    def rest(self, d: Device, seconds: float = REST_S) -> None:
+        """Keep ``d`` from new requests for ``seconds`` (0: no longer)."""
+        with self._cond:
+            self._rest_until[id(d)] = time.monotonic() + seconds
+            self._cond.notify_all()
 
     def current(self, d: Device) -> bool:
-        """Whether ``d``, held by the caller, is still what this name serves."""
+        """Whether ``d``, held by the caller, is still what this name serves (False: it
+        is retired now, and not to be given back)."""
         now = time.monotonic()
         if now - self._read[id(d)] < self.ttl_s:
             return True
         fp = d.refresh_fingerprint()    # a failure propagates: the device is kept
         self._read[id(d)] = now
-        with self._lock:
+        with self._cond:
             if fp == self.fingerprint:
                 return True
             what = ", ".join(f"{k} {self.fingerprint.get(k)!r} -> {fp.get(k)!r}"
@@ -216,8 +241,7 @@ class Pool:
             log.warning("farm: %s left pool %s, its fingerprint changed: %s", d.spec,
                         self.name, what)
             self.retired.append(d)
-            if len(self.retired) == len(self.devices):
-                self._free.put(None)
+            self._cond.notify_all()
             return False
 
 
@@ -280,6 +304,7 @@ class Farm:
         self._hardware = {d.resource: threading.Lock()
                           for p in self.pools.values() for d in p.devices}
         self._queued = dict.fromkeys(self.devices, 0)
+        self._files: set[Path] = set()      # uploads queued or measuring
         self._lock = threading.Lock()
 
     def info(self, name: str) -> dict[str, Any]:
@@ -319,26 +344,51 @@ class Farm:
         reading a file when a request is cancelled)."""
         pool = self.pools[name]
 
+        def measure(device: Device) -> Any:
+            if len(paths) == 1:
+                return device.measure(paths[0], settings)
+            return device.measure_paired(paths[0], paths[1], settings)
+
         def run() -> Any:
+            tried: list[tuple[Device, BaseException]] = []
+            measured = False
             try:
                 while True:
-                    device = pool.take()    # a worker per member: one is free
-                    kept = True
+                    device = pool.take([d for d, _ in tried])   # a worker per member
+                    if device is None:      # no other member to try: the first's reason
+                        raise tried[0][1]
                     try:
                         with self._hardware[device.resource]:
-                            kept = pool.current(device)
-                            if not kept:
+                            if not pool.current(device):
                                 continue    # retired: another member measures
-                            if len(paths) == 1:
-                                return device.measure(paths[0], settings)
-                            return device.measure_paired(paths[0], paths[1], settings)
-                    finally:
-                        if kept:
-                            pool.give_back(device)
+                            out = measure(device)
+                    except (RuntimeError, OSError) as e:
+                        # rest it at once (an unplugged phone fails instantly, so it would
+                        # be free for the next request too) while another member tries
+                        pool.rest(device)
+                        pool.give_back(device)
+                        tried.append((device, e))
+                        if len(tried) > 1:  # two failed: most likely the model's fault
+                            raise tried[0][1] from None
+                        continue
+                    pool.give_back(device)
+                    measured = True
+                    for d, e in tried:      # another member measured it: d is at fault
+                        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                        log.warning("farm: %s failed a model another device of %s measured "
+                                    "(%s); resting it %g s", d.spec, name, why, REST_S)
+                    return out
             finally:
+                if tried and not measured:  # nobody measured it: the model's fault
+                    for d, _ in tried:
+                        pool.rest(d, 0.0)
+                with self._lock:
+                    self._files.difference_update(paths)
                 for p in paths:
                     p.unlink(missing_ok=True)
 
+        with self._lock:
+            self._files.update(paths)
         fut = self._queues[name].submit(run)
         fut.add_done_callback(lambda _: self.release(name))
         return fut
@@ -346,6 +396,8 @@ class Farm:
     def close(self) -> None:
         for q in self._queues.values():
             q.shutdown(wait=True, cancel_futures=True)
+        for p in self._files:   # cancelled before they ran
+            p.unlink(missing_ok=True)
         for p in self.pools.values():
             for d in p.devices:
                 d.close()

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -34,16 +35,19 @@ def _hide(e: BaseException, paths: list[Path], farm: Farm) -> str:
     return line.replace(str(farm.workdir), "the farm")
 
 
-def _split_file(path: Path, at: int) -> Path:
-    """Move the bytes of ``path`` from offset ``at`` on into a new file beside it."""
-    tail = path.with_name(path.stem + "-reference" + path.suffix)
+def _split_file(path: Path, at: int, tail: Path) -> None:
+    """Move the bytes of ``path`` from offset ``at`` on into the new file ``tail``."""
     with path.open("r+b") as f:
         f.seek(at)
         fd = os.open(tail, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(f, out)
         f.truncate(at)
-    return tail
+
+
+#: a byte count in a query or header: ASCII digits only (``str.isdigit`` takes "²"), and
+#: few enough for ``int`` (a farm caps uploads far below 10**18 bytes anyway)
+COUNT = re.compile(r"[0-9]{1,18}")
 
 
 def create_app(farm: Farm) -> Starlette:
@@ -86,6 +90,8 @@ def create_app(farm: Farm) -> Starlette:
                         chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
+                except ClientDisconnect:    # nobody to answer; no traceback in the log
+                    raise fail(400, "the client disconnected during the upload") from None
                 except TimeoutError:
                     raise fail(408, f"the upload stalled: no data for "
                                f"{farm.upload_stall_s:g} s") from None
@@ -110,7 +116,7 @@ def create_app(farm: Farm) -> Starlette:
                            "tool); measure_paired needs one of this farm's local runtimes; "
                            f"valid: {', '.join(valid) or 'none on this farm'}")
             raw = query.pop("split", "")
-            if not raw.isdigit() or int(raw) < 1:
+            if not COUNT.fullmatch(raw) or int(raw) < 1:
                 raise fail(422, f"split={raw!r}: give the model's size in bytes "
                            "(split=N), the reference model's bytes following it in the body")
             split = int(raw)
@@ -120,7 +126,7 @@ def create_app(farm: Farm) -> Starlette:
             raise fail(422, str(e)) from None
         limit = farm.max_upload_bytes
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        if length is not None and (not COUNT.fullmatch(length) or int(length) > limit):
             raise fail(413, f"the model file is larger than this farm accepts ({limit} bytes)")
         fmt = farm.devices[name].model_format
         if not farm.reserve(name):      # before the upload: queued uploads count too
@@ -137,7 +143,8 @@ def create_app(farm: Farm) -> Starlette:
                 if split >= size:
                     raise fail(422, f"split={split} leaves no reference model: the body "
                                f"has {size} bytes (the model's, then the reference's)")
-                paths.append(await asyncio.to_thread(_split_file, paths[0], split))
+                paths.append(paths[0].with_name(f"{paths[0].stem}-reference.{fmt}"))
+                await asyncio.to_thread(_split_file, paths[0], split, paths[1])
             for p, what in zip(paths, ("the upload", "the reference"), strict=False):
                 try:   # parsing a large model would hold up every other request: a thread
                     await asyncio.to_thread(check_model, p, fmt)
@@ -148,10 +155,13 @@ def create_app(farm: Farm) -> Starlette:
             handed = True
             try:
                 m = await asyncio.wrap_future(fut)
-            except (ValueError, TypeError) as e:   # the device refused a file or the settings
+            except ValueError as e:     # the device refused a file or the settings
                 raise fail(422, f"device {name!r} refused: {_hide(e, paths, farm)}") from None
             except Exception as e:  # noqa: BLE001 - the device failed: its reason, a 502
                 raise fail(502, f"device {name!r} failed: {_hide(e, paths, farm)}") from None
+        except OSError as e:    # storing the upload: a full disk, say
+            raise fail(507, f"the farm could not store the upload: "
+                       f"{e.strerror or type(e).__name__}") from None
         finally:
             if not handed:
                 for p in paths:

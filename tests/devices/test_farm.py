@@ -199,6 +199,19 @@ def test_the_queue_owns_a_queued_upload_and_its_place(onnx_model, tmp_path):
                 break
             time.sleep(0.01)
         assert not upload.exists() and farm.info("a")["queued"] == 0
+        # closing the farm cancels what waits in the queue, and its upload goes too
+        gate.clear()
+        running, waiting = (Path(shutil.copy(onnx_model, tmp_path / "up" / f"{n}.onnx"))
+                            for n in ("running", "waiting"))
+        assert farm.reserve("a") and farm.reserve("a")
+        farm.submit("a", [running], FAST)
+        farm.submit("a", [waiting], FAST)
+        closing = threading.Thread(target=farm.close)
+        closing.start()
+        time.sleep(0.2)
+        gate.set()
+        closing.join(30)
+        assert not closing.is_alive() and list((tmp_path / "up").iterdir()) == []
     finally:
         gate.set()
         farm.close()

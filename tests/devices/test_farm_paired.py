@@ -96,6 +96,8 @@ def test_bad_pairs_are_one_line_422s_and_leave_nothing_behind(onnx_model, tmp_pa
             ("cpu", f"?split={len(junk)}", junk + model,
              "the upload is not an ONNX model; device 'cpu' runs onnx models"),
             ("cpu", f"?split={n}&runs=x", model + model, "setting runs='x' is not int"),
+            ("cpu", "?split=%C2%B2", model + model, "split='²'"),       # a digit to isdigit
+            ("cpu", "?split=" + "9" * 5000, model + model, "split='999"),
             ("phone", f"?split={n}", model + model,
              "device 'phone' times one model at a time (a phone's tool); measure_paired "
              "needs one of this farm's local runtimes; valid: cpu"),
@@ -157,3 +159,22 @@ def test_the_farm_overhead_benchmark_compares_the_two_ways():
     lines = [ln for ln in r.stdout.splitlines() if "through the farm" in ln]
     assert [ln.split()[0] for ln in lines] == ["single", "paired"], r.stdout
     assert all("farm / here" in ln for ln in lines)
+
+
+def test_a_farm_that_cannot_store_a_pair_says_so_in_one_line(onnx_model, tmp_path,
+                                                             monkeypatch):
+    import errno
+
+    import devices.farm_app
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(devices.farm_app.shutil, "copyfileobj", full)
+    model = onnx_model.read_bytes()
+    with running_farm({"cpu": LocalDevice()}, workdir=tmp_path / "up") as (base, farm):
+        status, answer, _ = raw(base, f"/devices/cpu/measure_paired?split={len(model)}",
+                                method="POST", body=model + model)
+        assert status == 507 and answer["detail"] == \
+            "the farm could not store the upload: No space left on device"
+        assert list((tmp_path / "up").iterdir()) == [] and farm.info("cpu")["queued"] == 0

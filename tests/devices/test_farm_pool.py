@@ -4,6 +4,8 @@ real farm on a loopback port, with stand-in phones (:class:`tests.farm_server.Ga
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -172,10 +174,68 @@ def test_a_search_measures_as_many_children_at_once_as_the_pool_has_phones(tmp_p
             except Exception as e:  # noqa: BLE001 - collected for the assertion
                 out[width] = e
 
+        exports = {"active": 0, "most": 0}
+        real = est._export_fn
+
+        def export(*args, **kwargs):    # torch's exporter is not thread-safe
+            exports["active"] += 1
+            exports["most"] = max(exports["most"], exports["active"])
+            try:
+                time.sleep(0.2)
+                return real(*args, **kwargs)
+            finally:
+                exports["active"] -= 1
+
+        est._export_fn = export
         threads = [threading.Thread(target=one, args=(w,)) for w in (4, 8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
     assert all(getattr(m, "median_ms", 0) > 0 for m in out.values()) and len(out) == 2, out
-    assert a.most == b.most == 1
+    assert a.most == b.most == 1 and exports["most"] == 1
+
+
+class Offline(Gated):
+    """A pool member that fails at once (an unplugged phone) — or, with ``only``, fails
+    just that model (a model the phone's tool cannot run)."""
+
+    def __init__(self, *args, only: bytes | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.only, self.calls = only, 0
+
+    def measure(self, model_path, settings):
+        self.calls += 1
+        if self.only is None or Path(model_path).read_bytes() == self.only:
+            raise RuntimeError("adb: device offline")
+        return super().measure(model_path, settings)
+
+
+def test_a_failing_member_rests_while_the_others_measure(onnx_model, tmp_path, caplog):
+    """An unplugged phone fails at once, so it would be free for (and fail) most requests:
+    a request it fails is measured by another member, and it rests a while. A model that
+    fails on two members is the model's fault: a 502, and nobody rests."""
+    import shutil
+
+    offline = Offline(spec="adb:A", fingerprint=PHONE)
+    ok = Gated(spec="adb:B", fingerprint=PHONE)
+    with running_farm({"pixel7": [offline, ok]}, workdir=tmp_path / "up") as (base, farm):
+        results = measure_at_once([f"{base}/pixel7"] * 8, onnx_model)
+        assert all(getattr(m, "median_ms", 0) > 0 for m in results), results
+        assert offline.calls == 1 and "adb:A failed a model another device of pixel7 " \
+            "measured (adb: device offline); resting it 60 s" in caplog.text
+        assert farm.info("pixel7")["queued"] == 0 and not list((tmp_path / "up").iterdir())
+    bad = Path(shutil.copy(onnx_model, tmp_path / "bad.onnx"))
+    picky = [Offline(spec=f"adb:{s}", fingerprint=PHONE, only=bad.read_bytes()) for s in "AB"]
+    caplog.clear()
+    with running_farm({"pixel7": picky}) as (base, _):
+        with pytest.raises(RuntimeError, match="answered 502: device 'pixel7' failed: adb: "
+                           "device offline"):
+            RemoteDevice(f"{base}/pixel7", retries=0, timeout_s=30).measure(bad, FAST)
+        assert [d.calls for d in picky] == [1, 1] and "resting" not in caplog.text
+        good = tmp_path / "good.onnx"
+        from latency.export import export_onnx
+        from tests.latency.tiny import SHAPE, tiny_model
+
+        export_onnx(tiny_model(width=3).eval(), good, SHAPE)
+        assert measure_at_once([f"{base}/pixel7"] * 2, good)[0].median_ms > 0
