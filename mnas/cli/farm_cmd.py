@@ -171,11 +171,14 @@ def serve(args: argparse.Namespace) -> int:
                 devices.setdefault(name, []).append(get_device(spec))
         farm = Farm(devices, token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                     max_queue=args.max_queue, fingerprint_ttl_s=args.fingerprint_every)
-    except BaseException:
+    except BaseException as e:
         sock.close()
         for pool in devices.values():
             for d in pool:
                 d.close()
+        if isinstance(e, RuntimeError):     # a device it cannot reach: one line
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CliError(f"cannot serve the devices: {why}") from None
         raise
     host, bound = sock.getsockname()[:2]
     url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{bound}"

@@ -95,7 +95,9 @@ def test_serve_makes_a_pool_of_one_name_and_refuses_a_device_twice(capsys):
              "hardware"),
             (["--device", "a=local:onnxruntime", "--device", "b=local:onnxruntime"],
              "'local:onnxruntime' is already served as 'a'"),
-            (["--fingerprint-every", "-1"], "--fingerprint-every must be >= 0 seconds")):
+            (["--fingerprint-every", "-1"], "--fingerprint-every must be >= 0 seconds"),
+            (["--device", "p=adb:127.0.0.1:1?retries=0"], "cannot serve the devices: adb "
+             "device 127.0.0.1:1: reading the fingerprint failed")):
         assert main(["farm", "serve", "--port", "0", *argv]) == 2
         err = capsys.readouterr().err
         assert text in err and err.count("\n") == 1, err
