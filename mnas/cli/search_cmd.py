@@ -355,6 +355,9 @@ def run(args: argparse.Namespace) -> int:
               f"`mnas search --out {shlex.quote(str(out))} --resume` goes on",
               file=sys.stderr)
         raise
+    changed = device_changes(cfg, trials)
+    if changed:
+        print(f"mnas: note: {changed}", file=sys.stderr)
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
                                    latency=latency)
     if hasattr(strategy, "report"):  # e.g. PNAS's surrogate Spearman per stage
@@ -365,6 +368,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"strategy report: {json.dumps(report, default=str)}")
     _print_front(doc)
     return 0
+
+
+def device_changes(cfg: dict[str, Any], trials: list[Any]) -> str | None:
+    """What to say when children were measured on the run's device after it changed (a
+    farm reads a phone's fingerprint again: an OS update mid-run), else None."""
+    start = cfg.get("device_fingerprint")
+    if not start:
+        return None
+    later = [t for t in trials if isinstance(t.measurement, dict)
+             and isinstance(t.measurement.get("fingerprint"), dict)
+             and t.measurement["fingerprint"] != start]
+    if not later:
+        return None
+    fp = later[0].measurement["fingerprint"]
+    what = ", ".join(f"{k} {start.get(k)!r} -> {fp.get(k)!r}"
+                     for k in sorted(set(start) | set(fp)) if start.get(k) != fp.get(k))
+    return (f"{len(later)} of {len(trials)} children (from #{later[0].number} on) were "
+            f"measured after the device changed ({what}); their latencies do not compare "
+            "with the others' (each trial's measurement records its fingerprint)")
 
 
 def _resolve_targets(cfg: dict[str, Any], space: Any, latency: Any) -> list[float]:

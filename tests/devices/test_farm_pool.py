@@ -241,3 +241,31 @@ def test_a_failing_member_rests_while_the_others_measure(onnx_model, tmp_path, c
 
         export_onnx(tiny_model(width=3).eval(), good, SHAPE)
         assert measure_at_once([f"{base}/pixel7"] * 2, good)[0].median_ms > 0
+
+
+class Updated(Gated):
+    """A phone updated after its first measurement (its fingerprint changes)."""
+
+    def measure(self, model_path, settings):
+        m = super().measure(model_path, settings)
+        self._fp = {**PHONE, "sdk": "35"}
+        return m
+
+
+def test_a_search_says_when_its_device_changed_midway(tmp_path, monkeypatch, capsys):
+    """A farm phone updated during a search: the children measured after it are named,
+    since their latencies do not compare with the earlier ones."""
+    from tests.cli_run import NB201
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    with running_farm({"p": Updated(spec="adb:A", fingerprint=PHONE)},
+                      fingerprint_ttl_s=0) as (base, _):
+        # accuracy from the nb201 table: nothing trains, every child is measured there
+        rc = main(["search", "--space", "nb201", "--accuracy", f"table:{NB201}#cifar100_acc",
+                   "--strategy", "random", "--device", f"{base}/p", "--target-ms", "5",
+                   "--budget", "3", "--runs", "5", "--warmup", "1", "--max-runs", "10",
+                   "--no-progress", "--no-export", "--seed", "3", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "mnas: note: 2 of 3 children (from #1 on) were measured after the device " \
+        "changed (sdk '34' -> '35'); their latencies do not compare" in err, err
