@@ -16,13 +16,13 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import lightning as L
 import torch
 
 from mnas.evaluate import register_accuracy
-from mnas.train.data import make_datamodule
 from mnas.train.device import check_device, trainer_device
-from mnas.train.module import ClassifierModule, check_hparams
+
+# Lightning (and mnas.train.data / .module, which import it) load when a proxy is built:
+# importing it takes seconds, and every search loads this module to register the proxy
 
 _LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 
@@ -106,6 +106,9 @@ class ProxyAccuracy:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                     or threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        from mnas.train.data import make_datamodule
+        from mnas.train.module import check_hparams
+
         self.threads = threads
         self.torch_device = check_device(torch_device)
         self.data, self.epochs, self.batch_limit = data, epochs, batch_limit
@@ -146,6 +149,10 @@ class ProxyAccuracy:
             torch.use_deterministic_algorithms(saved_det, warn_only=saved_warn)
 
     def _train(self, space: Any, arch: Any) -> float:
+        import lightning as L
+
+        from mnas.train.module import ClassifierModule
+
         with quiet_lightning():
             L.seed_everything(self.seed, workers=True, verbose=False)
             model = space.build(arch, num_classes=self.num_classes, width_mult=self.width_mult,
