@@ -62,6 +62,21 @@ class Device(ABC):
         pass
 
 
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two fingerprints, sorted."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def describe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """What changed between two fingerprints: ``sdk '33' -> '34', …``."""
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed_keys(old, new))
+
+
+def first_line(e: BaseException) -> str:
+    """An error's first line (its class name when it says nothing)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def can_pair(device: Any) -> bool:
     """Whether ``device`` times two models alternately (:meth:`Device.measure_paired`)."""
     return bool(getattr(device, "can_pair", False))

@@ -63,7 +63,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from devices.base import Device, can_pair
+from devices.base import Device, can_pair, changed_keys, describe_change, first_line
 from latency.measurement import MeasureSettings
 
 log = logging.getLogger(__name__)
@@ -124,11 +124,12 @@ def pool_fingerprint(name: str, pool: list[Device]) -> dict[str, Any]:
                              f"{d.model_format} models, {pool[0].spec!r} runs "
                              f"{pool[0].model_format}; a pool needs identical devices")
         fp = d.fingerprint()
-        for k in sorted(set(first) | set(fp)):
-            if first.get(k) != fp.get(k):
-                raise ValueError(f"device pool {name!r}: {d.spec!r} differs from "
-                                 f"{pool[0].spec!r} in {k} ({fp.get(k)!r} vs "
-                                 f"{first.get(k)!r}); a pool needs identical devices")
+        differ = changed_keys(first, fp)
+        if differ:
+            k = differ[0]
+            raise ValueError(f"device pool {name!r}: {d.spec!r} differs from "
+                             f"{pool[0].spec!r} in {k} ({fp.get(k)!r} vs "
+                             f"{first.get(k)!r}); a pool needs identical devices")
     return first
 
 
@@ -230,9 +231,7 @@ class Pool:
         with self._cond:
             if fp == self.fingerprint:
                 return True
-            what = ", ".join(f"{k} {self.fingerprint.get(k)!r} -> {fp.get(k)!r}"
-                             for k in sorted(set(fp) | set(self.fingerprint))
-                             if fp.get(k) != self.fingerprint.get(k))
+            what = describe_change(self.fingerprint, fp)
             if len(self.devices) == 1:
                 log.warning("farm: %s (%s) changed: %s; serving it as it is now",
                             self.name, d.spec, what)
@@ -374,9 +373,9 @@ class Farm:
                     pool.give_back(device)
                     measured = True
                     for d, e in tried:      # another member measured it: d is at fault
-                        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
                         log.warning("farm: %s failed a model another device of %s measured "
-                                    "(%s); resting it %g s", d.spec, name, why, REST_S)
+                                    "(%s); resting it %g s", d.spec, name, first_line(e),
+                                    REST_S)
                     return out
             finally:
                 if tried and not measured:  # nobody measured it: the model's fault

@@ -22,14 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devices.base import can_pair
+from devices.base import can_pair, first_line
 from devices.farm import Farm, check_model, parse_settings
 
 
 def _hide(e: BaseException, paths: list[Path], farm: Farm) -> str:
     """An error's first line, the farm's own paths replaced (clients need not see them)."""
-    lines = str(e).strip().splitlines()
-    line = lines[0] if lines else type(e).__name__
+    line = first_line(e)
     for p, what in zip(paths, ("the upload", "the reference"), strict=False):
         line = line.replace(str(p), what)
     return line.replace(str(farm.workdir), "the farm")

@@ -177,8 +177,9 @@ def serve(args: argparse.Namespace) -> int:
             for d in pool:
                 d.close()
         if isinstance(e, RuntimeError):     # a device it cannot reach: one line
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CliError(f"cannot serve the devices: {why}") from None
+            from devices.base import first_line
+
+            raise CliError(f"cannot serve the devices: {first_line(e)}") from None
         raise
     host, bound = sock.getsockname()[:2]
     url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{bound}"

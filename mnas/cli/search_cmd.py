@@ -277,14 +277,14 @@ def _record_fingerprint(cfg: dict[str, Any], latency: Any, moved_from: str | Non
     """Record the measuring device's fingerprint (what ``--resume --device`` checks); a
     resumed run moved to another spec must have found the same device there: the run's
     own reached another way (a farm that moved, a phone on Wi-Fi instead of USB)."""
-    from devices.base import Device
+    from devices.base import Device, changed_keys
 
     device = getattr(latency, "device", None)
     if not isinstance(device, Device):
         return
     new = device.fingerprint()
     old = cfg.setdefault("device_fingerprint", new)
-    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    differ = changed_keys(old, new)
     if moved_from is not None and differ:
         raise ValueError(f"--device {cfg['device']} is not this run's device {moved_from}: "
                          f"their fingerprints differ in {', '.join(differ)}; latencies "
@@ -381,9 +381,9 @@ def device_changes(cfg: dict[str, Any], trials: list[Any]) -> str | None:
              and t.measurement["fingerprint"] != start]
     if not later:
         return None
-    fp = later[0].measurement["fingerprint"]
-    what = ", ".join(f"{k} {start.get(k)!r} -> {fp.get(k)!r}"
-                     for k in sorted(set(start) | set(fp)) if start.get(k) != fp.get(k))
+    from devices.base import describe_change
+
+    what = describe_change(start, later[0].measurement["fingerprint"])
     return (f"{len(later)} of {len(trials)} children (from #{later[0].number} on) were "
             f"measured after the device changed ({what}); their latencies do not compare "
             "with the others' (each trial's measurement records its fingerprint)")
