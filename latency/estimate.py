@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,18 @@ class MeasuredLatency:
     comparable (``benchmarks/anchor_spread.py``: 0.8–1.3% re-measurement spread where
     raw medians moved 2.4–6.1%). Anchored measurements are always fresh (the cache
     holds unscaled ones).
+
+    ``fingerprint_every_s``: the device's fingerprint is read again before a measurement
+    once this long has passed since it was last read (None: never). A phone updated
+    during a long search is then measured, recorded and cached as it is now, not under
+    the fingerprint it had when the search began.
     """
 
     def __init__(self, device: Device, settings: MeasureSettings | None = None,
                  cache: MeasurementCache | None = None,
                  workdir: str | os.PathLike[str] | None = None,
                  resolution: int | None = None, num_classes: int | None = None,
-                 anchor: bool = False) -> None:
+                 anchor: bool = False, fingerprint_every_s: float | None = 300.0) -> None:
         if not isinstance(device, Device):
             raise TypeError(f"device must be a devices.Device, got {type(device).__name__}")
         if anchor and not can_pair(device):
@@ -109,7 +115,12 @@ class MeasuredLatency:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
         if num_classes is not None and int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if fingerprint_every_s is not None and not fingerprint_every_s >= 0:
+            raise ValueError(f"fingerprint_every_s must be >= 0 or None, got "
+                             f"{fingerprint_every_s}")
         self.device = device
+        self.fingerprint_every_s = fingerprint_every_s
+        self._fp_read = time.monotonic()
         self.settings = settings if settings is not None else MeasureSettings()
         self.cache = cache
         self.workdir = Path(workdir) if workdir is not None else None
@@ -175,6 +186,7 @@ class MeasuredLatency:
         with self._lock:
             path = self.export(space, arch, folder / f"{digest}{self.suffix}")
         try:
+            self._refresh_fingerprint()
             if self.anchor:
                 with self._lock:
                     ref, nominal = self.reference(space)
@@ -185,6 +197,17 @@ class MeasuredLatency:
             raise
         except (ValueError, OSError) as e:  # our own export is not bad user input
             raise RuntimeError(f"{name}: measurement failed: {_context(e)}") from e
+
+    def _refresh_fingerprint(self) -> None:
+        """Read the device's fingerprint again when it is due (``fingerprint_every_s``)."""
+        every = self.fingerprint_every_s
+        if every is None:
+            return
+        with self._lock:
+            if time.monotonic() - self._fp_read < every:
+                return
+            self.device.refresh_fingerprint()
+            self._fp_read = time.monotonic()
 
     def reference(self, space: Any, nominal_ms: float | None = None) -> tuple[Path, float]:
         """(exported reference network, nominal ms) of ``space``, made on first use; the

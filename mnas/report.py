@@ -12,8 +12,34 @@ from mnas.pareto import hypervolume, pareto_front
 from mnas.trial import Trial
 
 TRIAL_COLUMNS = ["number", "state", "arch", "accuracy", "latency_ms", "reward", "target_ms",
-                 "params", "macs", "train_seconds", "measure_seconds", "noisy", "reason"]
+                 "params", "macs", "train_seconds", "measure_seconds", "noisy",
+                 "device_changed", "reason"]
 FRONT_COLUMNS = ["arch", "accuracy", "latency_ms", "reward", "params", "macs", "model"]
+
+
+def measured_after_change(trials: Sequence[Trial],
+                          fingerprint: dict[str, Any] | None) -> list[Trial]:
+    """Trials measured on the run's device after its fingerprint changed from ``fingerprint``
+    (the run's, recorded at its start): a phone updated mid-run, whose latencies do not
+    compare with the others'. Empty when the run recorded no fingerprint (a table)."""
+    if not fingerprint:
+        return []
+    return [t for t in trials if isinstance(t.measurement, dict)
+            and isinstance(t.measurement.get("fingerprint"), dict)
+            and t.measurement["fingerprint"] != fingerprint]
+
+
+def device_change_note(trials: Sequence[Trial], fingerprint: dict[str, Any] | None) -> str | None:
+    """One line naming the children measured after the device changed, else None."""
+    later = measured_after_change(trials, fingerprint)
+    if not later:
+        return None
+    from devices.base import describe_change
+
+    what = describe_change(fingerprint or {}, later[0].measurement["fingerprint"])
+    return (f"{len(later)} of {len(trials)} children (from #{later[0].number} on) were "
+            f"measured after the device changed ({what}); their latencies do not compare "
+            "with the others' (marked device_changed in trials.csv and pareto.csv)")
 
 
 def front_trials(trials: Sequence[Trial]) -> list[Trial]:
@@ -31,15 +57,19 @@ def reference_point(trials: Sequence[Trial]) -> tuple[float, float]:
 
 def write_reports(out: Path, trials: Sequence[Trial], *, target_ms: float | Sequence[float],
                   device: str, space: str,
-                  export_model: Callable[[str, Path], Path] | None = None) -> dict[str, Any]:
-    """Write every report file; returns the pareto.json document."""
+                  export_model: Callable[[str, Path], Path] | None = None,
+                  fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write every report file; returns the pareto.json document. ``fingerprint``: the
+    device's at the run's start; trials measured after it changed are marked."""
     out.mkdir(parents=True, exist_ok=True)
+    changed = {t.number for t in measured_after_change(trials, fingerprint)}
     with open(out / "trials.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=TRIAL_COLUMNS)
         w.writeheader()
         for t in trials:
             row = {k: getattr(t, k, None) for k in TRIAL_COLUMNS if hasattr(t, k)}
             row["noisy"] = bool((t.measurement or {}).get("noisy", False))
+            row["device_changed"] = t.number in changed
             w.writerow(row)
     front = front_trials(trials)
     models = out / "models"
@@ -54,9 +84,11 @@ def write_reports(out: Path, trials: Sequence[Trial], *, target_ms: float | Sequ
                 model = f"export failed: {type(e).__name__}: {e}"
         rows.append({"arch": t.arch, "accuracy": t.accuracy, "latency_ms": t.latency_ms,
                      "reward": t.reward, "params": t.params, "macs": t.macs, "model": model,
-                     "trial": t.number, "target_ms": t.target_ms})
+                     "trial": t.number, "target_ms": t.target_ms,
+                     "device_changed": t.number in changed})
     with open(out / "pareto.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FRONT_COLUMNS + ["trial", "target_ms"])
+        w = csv.DictWriter(f, fieldnames=FRONT_COLUMNS + ["trial", "target_ms",
+                                                          "device_changed"])
         w.writeheader()
         w.writerows(rows)
     ref = reference_point(trials)
@@ -70,6 +102,7 @@ def write_reports(out: Path, trials: Sequence[Trial], *, target_ms: float | Sequ
         "failed": sum(t.state == "failed" for t in trials),
         "hypervolume": hypervolume([(t.accuracy, t.latency_ms) for t in trials if t.ok], ref),
         "hypervolume_ref": list(ref),
+        "device_changed": sorted(changed),
         "front": rows,
     }
     (out / "pareto.json").write_text(json.dumps(doc, indent=2) + "\n")

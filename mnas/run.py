@@ -134,4 +134,5 @@ def write_run_reports(out: Path, cfg: dict[str, Any], trials: list, space: Any,
         return export_front_model(space, arch, path, latency)
 
     return write_reports(out, trials, target_ms=cfg["targets_ms"], device=cfg["device"],
-                         space=cfg["space"], export_model=exporter if export else None)
+                         space=cfg["space"], export_model=exporter if export else None,
+                         fingerprint=cfg.get("device_fingerprint"))

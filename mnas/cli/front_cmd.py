@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mnas import run as runmod
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mnas.cli.search_cmd import _print_front
+    from mnas.report import device_change_note
     from mnas.spaces import get_space
 
     out = Path(args.run_dir)
@@ -32,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     latency = runmod.make_latency(cfg, out) if not args.no_export else None
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
                                    latency=latency)
+    changed = device_change_note(trials, cfg.get("device_fingerprint"))
+    if changed:
+        print(f"mnas: note: {changed}", file=sys.stderr)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

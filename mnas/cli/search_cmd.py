@@ -355,7 +355,9 @@ def run(args: argparse.Namespace) -> int:
               f"`mnas search --out {shlex.quote(str(out))} --resume` goes on",
               file=sys.stderr)
         raise
-    changed = device_changes(cfg, trials)
+    from mnas.report import device_change_note
+
+    changed = device_change_note(trials, cfg.get("device_fingerprint"))
     if changed:
         print(f"mnas: note: {changed}", file=sys.stderr)
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
@@ -368,25 +370,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"strategy report: {json.dumps(report, default=str)}")
     _print_front(doc)
     return 0
-
-
-def device_changes(cfg: dict[str, Any], trials: list[Any]) -> str | None:
-    """What to say when children were measured on the run's device after it changed (a
-    farm reads a phone's fingerprint again: an OS update mid-run), else None."""
-    start = cfg.get("device_fingerprint")
-    if not start:
-        return None
-    later = [t for t in trials if isinstance(t.measurement, dict)
-             and isinstance(t.measurement.get("fingerprint"), dict)
-             and t.measurement["fingerprint"] != start]
-    if not later:
-        return None
-    from devices.base import describe_change
-
-    what = describe_change(start, later[0].measurement["fingerprint"])
-    return (f"{len(later)} of {len(trials)} children (from #{later[0].number} on) were "
-            f"measured after the device changed ({what}); their latencies do not compare "
-            "with the others' (each trial's measurement records its fingerprint)")
 
 
 def _resolve_targets(cfg: dict[str, Any], space: Any, latency: Any) -> list[float]:
@@ -404,7 +387,8 @@ def _print_front(doc: dict[str, Any]) -> None:
           f"front of {len(doc['front'])}, hypervolume {doc['hypervolume']:.4g}")
     for row in doc["front"]:
         print(f"  acc {100 * row['accuracy']:5.1f}%  {row['latency_ms']:8.2f} ms  "
-              f"reward {row['reward']:.4f}  {row['arch']}")
+              f"reward {row['reward']:.4f}  {row['arch']}"
+              + ("  (measured after the device changed)" if row.get("device_changed") else ""))
 
 
 class _Progress:

@@ -196,6 +196,27 @@ def test_measured_latency_exports_tflite_for_the_phone(tmp_path, monkeypatch):
         assert [p.suffix for p in (tmp_path / "w").iterdir()] == [".tflite"]
 
 
+@pytest.mark.parametrize("every", [0.0, None])
+def test_a_long_search_reads_an_updated_phones_fingerprint_again(tmp_path, every):
+    """A phone updated between two children: with the fingerprint read again, the second
+    is measured, recorded and cached as the phone is now; never re-read, it is not."""
+    space = TinyLatencySpace()
+    cache = MeasurementCache(tmp_path / "cache.db")
+    with fake_adbd(preinstalled=True) as d:
+        est = MeasuredLatency(get_device(f"adb:{d.address}"), FAST, cache=cache,
+                              fingerprint_every_s=every)
+        before = est(space, space.decode("w4"))
+        d.props["ro.build.version.sdk"] = "34"
+        after = est(space, space.decode("w8"))
+        again = est(space, space.decode("w4"))     # a cached child, asked for again
+    assert before.fingerprint["sdk"] == "33"
+    new = "34" if every is not None else "33"
+    assert after.fingerprint["sdk"] == new
+    assert again.fingerprint["sdk"] == new, "the updated phone is measured, not the cache"
+    assert again.model_sha256 == before.model_sha256
+    assert again.cached == (every is None)
+
+
 def test_spec_parsing_and_options(tmp_path, monkeypatch):
     assert split_spec("adb:10.0.0.2:5555?retries=1&key=%2Fk") == (
         "10.0.0.2:5555", {"retries": "1", "key": "/k"})

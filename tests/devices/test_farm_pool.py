@@ -3,6 +3,8 @@ real farm on a loopback port, with stand-in phones (:class:`tests.farm_server.Ga
 
 from __future__ import annotations
 
+import csv
+import json
 import threading
 import time
 from pathlib import Path
@@ -267,5 +269,17 @@ def test_a_search_says_when_its_device_changed_midway(tmp_path, monkeypatch, cap
                    "--no-progress", "--no-export", "--seed", "3", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "mnas: note: 2 of 3 children (from #1 on) were measured after the device " \
-        "changed (sdk '34' -> '35'); their latencies do not compare" in err, err
+    note = ("mnas: note: 2 of 3 children (from #1 on) were measured after the device "
+            "changed (sdk '34' -> '35'); their latencies do not compare")
+    assert note in err, err
+    # the files say which: trials.csv per child, pareto.json and pareto.csv for the front
+    run = tmp_path / "run"
+    with open(run / "trials.csv") as f:
+        marks = {int(r["number"]): r["device_changed"] for r in csv.DictReader(f)}
+    assert marks == {0: "False", 1: "True", 2: "True"}
+    doc = json.loads((run / "pareto.json").read_text())
+    assert doc["device_changed"] == [1, 2]
+    assert all(row["device_changed"] == (row["trial"] > 0) for row in doc["front"])
+    # `mnas front` says it again (it rewrites the same files from the ledger)
+    assert main(["front", str(run), "--no-export"]) == 0
+    assert note in capsys.readouterr().err
