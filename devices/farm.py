@@ -13,8 +13,8 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
   again every ``fingerprint_ttl_s`` while a queue holds the device: :class:`Pool`),
   ``can_pair`` (whether it times two models alternately), ``members`` (the specs of a
   pool's devices; one for a single device), ``retired`` (members whose fingerprint
-  changed), ``queued`` (requests uploading, waiting or
-  measuring).
+  no longer matches the pool's; they rejoin when it matches again), ``queued``
+  (requests uploading, waiting or measuring).
 * ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
   with the model file as the raw body (``application/octet-stream``) — the measurement
   (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults;
@@ -173,10 +173,12 @@ class Pool:
     once ``ttl_s`` has passed since it was last read (a phone may have been updated or
     rebooted with another governor since the farm started). A lone device's new
     fingerprint becomes the name's; a pool member that no longer matches its pool is
-    retired (its measurements would no longer stand for the pool's), and a pool with none
-    left answers every request with that reason until the farm is restarted. A member
-    that fails a model another member then measures rests for :data:`REST_S` seconds (an
-    unplugged phone would otherwise fail every request it is free for).
+    retired (its measurements would no longer stand for the pool's). A retired member's
+    fingerprint is read again by the first request after each ``ttl_s``, and it rejoins
+    once it matches again (a governor changed for a while); a pool with none in service
+    answers every request with that reason. A member that fails a model another member
+    then measures rests for :data:`REST_S` seconds (an unplugged phone would otherwise
+    fail every request it is free for).
     """
 
     def __init__(self, name: str, devices: list[Device], ttl_s: float) -> None:
@@ -186,20 +188,37 @@ class Pool:
         self._read = {id(d): time.monotonic() for d in self.devices}
         self._free = list(self.devices)
         self._rest_until: dict[int, float] = {}
+        self._probing: set[int] = set()     # retired members held to read them again
         self._cond = threading.Condition()
+
+    def _probe_due(self, d: Device, now: float) -> bool:
+        return (d in self.retired and id(d) not in self._probing
+                and now - self._read[id(d)] >= self.ttl_s
+                and self._rest_until.get(id(d), 0.0) <= now)
 
     def take(self, exclude: Sequence[Device] = ()) -> Device | None:
         """A free member not in ``exclude`` (waits for one); None when no member in service
         is outside ``exclude``; RuntimeError once every member is retired."""
         with self._cond:
             while True:
+                now = time.monotonic()
+                # a retired member due to be read again goes first: :meth:`current`
+                # decides whether it rejoins (else the caller takes another)
+                probe = [d for d in self.retired if d not in exclude
+                         and self._probe_due(d, now)]
+                if probe:
+                    self._probing.add(id(probe[0]))
+                    return probe[0]
                 if len(self.retired) == len(self.devices):
+                    if self._probing:       # one being read again may rejoin
+                        self._cond.wait()
+                        continue
                     raise RuntimeError(f"every device of {self.name!r} has changed since "
-                                       "the farm started (see the farm's log); restart the "
+                                       "the farm started (see the farm's log); they rejoin "
+                                       "when their fingerprints match again, or restart the "
                                        "farm to serve them as they are now")
                 if all(d in exclude or d in self.retired for d in self.devices):
                     return None
-                now = time.monotonic()
                 ready = [d for d in self._free if d not in exclude
                          and self._rest_until.get(id(d), 0.0) <= now]
                 if ready:
@@ -211,7 +230,10 @@ class Pool:
 
     def give_back(self, d: Device) -> None:
         with self._cond:
-            self._free.append(d)
+            if id(d) in self._probing:      # read again and failed: still retired
+                self._probing.discard(id(d))
+            else:
+                self._free.append(d)
             self._cond.notify_all()
 
     def rest(self, d: Device, seconds: float = REST_S) -> None:
@@ -224,11 +246,20 @@ class Pool:
         """Whether ``d``, held by the caller, is still what this name serves (False: it
         is retired now, and not to be given back)."""
         now = time.monotonic()
-        if now - self._read[id(d)] < self.ttl_s:
+        if now - self._read[id(d)] < self.ttl_s and d not in self.retired:
             return True
         fp = d.refresh_fingerprint()    # a failure propagates: the device is kept
         self._read[id(d)] = now
         with self._cond:
+            if d in self.retired:       # taken to be read again (:meth:`take`)
+                self._probing.discard(id(d))
+                self._cond.notify_all()
+                if fp != self.fingerprint:
+                    return False
+                self.retired.remove(d)
+                log.warning("farm: %s rejoined pool %s, its fingerprint matches again",
+                            d.spec, self.name)
+                return True
             if fp == self.fingerprint:
                 return True
             what = describe_change(self.fingerprint, fp)
@@ -350,16 +381,18 @@ class Farm:
 
         def run() -> Any:
             tried: list[tuple[Device, BaseException]] = []
+            retired: list[Device] = []      # found changed (or still changed) here
             measured = False
             try:
-                while True:
-                    device = pool.take([d for d, _ in tried])   # a worker per member
+                while True:     # a worker per member
+                    device = pool.take([d for d, _ in tried] + retired)
                     if device is None:      # no other member to try: the first's reason
                         raise tried[0][1]
                     try:
                         with self._hardware[device.resource]:
                             if not pool.current(device):
-                                continue    # retired: another member measures
+                                retired.append(device)  # another member measures
+                                continue
                             out = measure(device)
                     except (RuntimeError, OSError) as e:
                         # rest it at once (an unplugged phone fails instantly, so it would

@@ -156,6 +156,18 @@ def test_an_updated_device_is_served_as_it_is_now_and_leaves_a_pool_it_no_longer
         capsys.readouterr()
         assert main(["devices", "--no-fingerprint"]) == 0
         assert "(a pool of 2, 2 retired) on a farm" in capsys.readouterr().out
+        # a member that matches again rejoins (read again by the next request), and the
+        # pool serves again
+        a._fp = dict(PHONE)
+        assert RemoteDevice(f"{base}/pixel7", timeout_s=30).measure(
+            onnx_model, FAST).fingerprint == PHONE
+        assert farm.info("pixel7")["retired"] == ["adb:B"]
+        assert "adb:A rejoined pool pixel7, its fingerprint matches again" in caplog.text
+        b._fp = dict(PHONE)
+        results = measure_at_once([f"{base}/pixel7"] * 2, onnx_model)
+        assert all(getattr(m, "fingerprint", None) == PHONE for m in results), results
+        assert farm.info("pixel7")["retired"] == []
+        assert "adb:B rejoined pool pixel7" in caplog.text
 
 
 def test_a_search_measures_as_many_children_at_once_as_the_pool_has_phones(tmp_path):
