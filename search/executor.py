@@ -65,6 +65,10 @@ class SerialExecutor:
         return None
 
 
+def _quiet_auth_enabled(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
+
+
 class RayExecutor:
     """Jobs as Ray tasks: ``workers`` at a time on a local Ray instance, or on the
     cluster at ``address``. ``gpus`` is what one task asks for (1 where children
@@ -89,6 +93,11 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
+            # Ray turns token authentication on for a cluster it starts and says so on
+            # every run; that is the state we want, so only the notice goes (its warning
+            # that authentication is *off* still shows)
+            logging.getLogger("ray._private.authentication.authentication_token_setup") \
+                .addFilter(_quiet_auth_enabled)
             kw: dict[str, Any] = {"address": self.address} if self.address else \
                 {"num_cpus": self.workers, "num_gpus": None if self.gpus else 0}
             ray.init(include_dashboard=False, log_to_driver=False,

@@ -41,5 +41,6 @@ def test_search_on_adb_device_with_a_dropped_connection(tmp_path):
     assert doc["device"] == device and doc["trials"] == 2
     assert doc["completed"] == 2, "the dropped connection was retried, not a failed child"
     assert "2 workers (Ray)" in r.stderr
+    assert "Token authentication is enabled" not in r.stderr   # Ray's notice: our default
     for row in doc["front"]:
         assert row["model"].endswith(".tflite") and (out / row["model"]).is_file()
