@@ -12,6 +12,7 @@ import argparse
 import json
 import random
 
+from mnas.cli.options import doc_help
 from mnas.spaces import get_space, space_names
 
 DEFAULT_SPACE = "mnasnet"
@@ -64,7 +65,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("arch", help="inspect architectures (info, sample, list)",
-                                   description=__doc__,
+                                   description=doc_help(__doc__),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="arch_command", metavar="ACTION")
     sub.required = True

@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 from latency.regression import INCONCLUSIVE_POLICIES
+from mnas.cli.options import doc_help
 
 
 def _tolerance(text: str) -> float:
@@ -102,7 +103,7 @@ def _baseline_update(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="CI latency-regression gate: run a suite, "
                               "compare against a baseline",
-                              description=__doc__.split("\n\n")[0] if __doc__ else None)
+                              description=doc_help((__doc__ or "").split("\n\n")[0]))
     sub = p.add_subparsers(dest="bench_command", metavar="ACTION")
     sub.required = True
 

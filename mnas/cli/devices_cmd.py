@@ -1,7 +1,7 @@
 """``mnas devices``: the devices this host can measure on, with their fingerprints.
 
 Lists the local runtimes that are installed (``local:<runtime>``), the Android devices
-the local adb server knows (``adb devices -l``, when an ``adb`` binary is on the PATH)
+the local adb server knows (``adb devices -l``, when an ``adb`` binary is on the PATH),
 the TCP addresses of ``[[adb.device]]`` entries in ``~/.config/mnas/devices.toml`` and the
 devices of its ``[[farm.server]]`` entries (device farms: ``mnas farm serve``).
 Each phone is fingerprinted (getprop, cpufreq, benchmark tool sha256); one that cannot be
@@ -16,10 +16,12 @@ import shutil
 import subprocess
 from typing import Any
 
+from mnas.cli.options import doc_help
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list usable devices with their fingerprints",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                       description=doc_help(__doc__, skip_first=True))
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--adb-key", default=None, metavar="PATH",
                    help="ADB private key (default ~/.android/adbkey, created if missing)")

@@ -2,7 +2,7 @@
 
 Searches and CI jobs elsewhere then measure on them as ``--device http://HOST:PORT/NAME``
 with the farm's token in ``$MNAS_FARM_TOKEN``. Each ``--device`` is ``SPEC`` or
-``NAME=SPEC`` (default name: the spec with ``:`` as ``-``, e.g. ``local-onnxruntime``);
+``NAME=SPEC`` (default name: the spec with each ``:`` made ``-``, e.g. ``local-onnxruntime``);
 without one the farm serves ``local:onnxruntime``. The same NAME for several identical
 devices (``--device pixel7=adb:A --device pixel7=adb:B``: the same fingerprint) makes a
 pool: a request is measured on whichever is free. The token is read from
@@ -23,18 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from mnas.cli import CliError
+from mnas.cli.options import doc_help
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("farm", help="serve this host's devices over HTTP (a device farm)",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                       description=doc_help(__doc__, skip_first=True))
     fsub = p.add_subparsers(dest="farm_command", metavar="SUBCOMMAND",
                             parser_class=type(p))
     fsub.required = True
     s = fsub.add_parser("serve", help="measure uploaded models on this host's devices",
-                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                        description=doc_help(__doc__, skip_first=True))
     s.add_argument("--device", action="append", default=None, metavar="[NAME=]SPEC",
                    help="a device to serve (repeatable; default local:onnxruntime; the "
                         "same NAME for identical devices makes a pool)")
@@ -52,7 +53,8 @@ def register(sub: Any) -> None:
     s.add_argument("--fingerprint-every", type=float, default=300.0, metavar="SECONDS",
                    help="read a device's fingerprint again once this long has passed, "
                         "before its next measurement (default 300): an updated phone is "
-                        "served as it is now, and leaves a pool it no longer matches")
+                        "served as it is now, and leaves a pool it no longer matches (rejoining "
+                        "once it matches again)")
     s.add_argument("--tls-cert", default=None, metavar="PEM",
                    help="serve https with this certificate (with --tls-key); clients trust it "
                         "through ca_file in devices.toml or $MNAS_FARM_CA")

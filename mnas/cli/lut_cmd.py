@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mnas.cli.options import doc_help
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("lut", help="per-layer latency lookup tables (build, eval)",
-                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+                       description=doc_help(__doc__, skip_first=True))
     lsub = p.add_subparsers(dest="lut_command", metavar="{build,eval}")
     lsub.required = True
 

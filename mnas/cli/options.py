@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def doc_help(doc: str | None, skip_first: bool = False) -> str | None:
+    """A module docstring as ``--help`` text: reST markup (double backticks, ``:mod:``
+    roles) read on a terminal as noise, so it goes; ``skip_first`` drops the summary
+    paragraph (the parser's own ``help`` says it)."""
+    if not doc:
+        return None
+    if skip_first:
+        doc = doc.split("\n\n", 1)[1] if "\n\n" in doc else ""
+    doc = re.sub(r":[a-z]+:`([^`]+)`", r"\1", doc)
+    return doc.replace("``", "")
 
 
 def parse_kv(items: Sequence[str] | None, what: str) -> dict[str, str]:
