@@ -283,6 +283,8 @@ def _record_fingerprint(cfg: dict[str, Any], latency: Any, moved_from: str | Non
     if not isinstance(device, Device):
         return
     new = device.fingerprint()
+    # the front's model files and `mnas train`'s export need the format, not the device
+    cfg.setdefault("model_format", device.model_format)
     old = cfg.setdefault("device_fingerprint", new)
     differ = changed_keys(old, new)
     if moved_from is not None and differ:
