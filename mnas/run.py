@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,32 @@ def prepare_folder(out: Path, resume: bool, force: bool, create: bool = True) ->
         raise FileExistsError(f"{out} already holds a run ({', '.join(existing)}); "
                               "pass --resume to continue it or --force to start over")
     if not create:
+        _check_writable(out)
         return
     if force:
         for n in existing:
             p = out / n
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _check_writable(out: Path) -> None:
+    """ValueError unless the run folder ``out`` can be written (made, where missing): found
+    now, not after the target is measured. Whatever is made to find out is removed."""
+    missing = out
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    if not out.exists() and not missing.parent.is_dir():
+        raise NotADirectoryError(f"--out {out}: {missing.parent} is a file, not a folder")
+    try:
+        if out.exists():
+            with tempfile.TemporaryFile(dir=out):
+                pass
+        else:
+            missing.mkdir()
+            missing.rmdir()
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written: {e.strerror or e}") from None
 
 
 def save_config(out: Path, config: dict[str, Any]) -> None:

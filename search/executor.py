@@ -100,10 +100,20 @@ class RayExecutor:
                 .addFilter(_quiet_auth_enabled)
             kw: dict[str, Any] = {"address": self.address} if self.address else \
                 {"num_cpus": self.workers, "num_gpus": None if self.gpus else 0}
-            ray.init(include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False, **kw)
+            try:
+                ray.init(include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING, configure_logging=False, **kw)
+            except ConnectionError as e:    # no cluster at the address given
+                lines = str(e).strip().splitlines()
+                raise ValueError(f"--ray-address {self.address}: "
+                                 f"{lines[0] if lines else 'no Ray cluster there'}") from None
             self._started = True
         return ray
+
+    def connect(self) -> None:
+        """Join (or start) the cluster now: a wrong address is found before a run is
+        written, not at its first batch."""
+        self._ray()
 
     def submit(self, fn: Callable[..., Any], shared: Sequence[Any],
                jobs: Sequence[Sequence[Any]]) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,17 @@ class Ledger:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
         url = storage_url(storage) if storage is not None else None
-        if url and url.startswith("sqlite:///"):
-            _create_sqlite_atomically(Path(url[len("sqlite:///"):]), study_name)
         try:
+            if url and url.startswith("sqlite:///"):
+                _create_sqlite_atomically(Path(url[len("sqlite:///"):]), study_name)
             self.study = optuna.create_study(storage=url, study_name=study_name,
                                              directions=DIRECTIONS, load_if_exists=True)
-        except (ValueError, ImportError, ModuleNotFoundError) as e:  # bad URL / driver
-            raise ValueError(f"cannot open storage {url!r}: {e}") from e
+        except Exception as e:  # noqa: BLE001 — named below, else re-raised
+            # a bad URL or driver, an unreachable server, a file that is no database
+            if not isinstance(e, ValueError | ImportError | sqlite3.Error | OSError) and \
+                    not type(e).__module__.startswith(("sqlalchemy", "optuna")):
+                raise
+            raise ValueError(f"cannot open storage {url!r}: {_reason(e)}") from e
         if [d.name.lower() for d in self.study.directions] != DIRECTIONS:
             raise ValueError(f"study {study_name!r} in {url} has other objectives "
                              f"({self.study.directions}); use another --storage or study")
@@ -161,6 +166,12 @@ def _create_sqlite_atomically(path: Path, study_name: str) -> None:
     optuna.create_study(storage=storage, study_name=study_name, directions=DIRECTIONS)
     storage.engine.dispose()
     os.replace(tmp, path)
+
+
+def _reason(e: BaseException) -> str:
+    """An error's own first line, without SQLAlchemy's statement and help link."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__).removeprefix("(")
 
 
 def _finite(x: float | None) -> bool:

@@ -25,6 +25,17 @@ from tests.cli_run import TABLE, TINY
     (["--torch-device", "cuda:99"], "valid here: cpu"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--workers", "4", "--batch", "2"], "--batch 2 < --workers 4"),
+    (["--target-ms", "nan"], "target 'nan' is not a positive number"),
+    (["--target-ms", "inf"], "target 'inf' is not a positive number"),
+    (["--targets", "5,nan"], "target 'nan' is not a positive number"),
+    (["--targets", "5,,10"], "is not a comma-separated list of positive latencies"),
+    (["--targets", ","], "is not a comma-separated list of positive latencies"),
+    (["--targets", ""], "is not a comma-separated list of positive latencies"),
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--alpha", "nan"], "--alpha must be a finite number"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--runs", "20"], "--max-runs 10 < --runs 20"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main
@@ -69,6 +80,103 @@ def test_flags_a_table_search_would_ignore_are_refused(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert needle in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--device", "adb:XYZ"], "reads every child's latency from the table, so --device "
+                              "would be ignored: drop it"),
+    (["--storage", "nope://host/db"], "cannot open storage 'nope://host/db': Can't load "
+                                      "plugin"),
+    (["--storage", "sqlite:////no/such/folder/x.db"], "unable to open database file"),
+    (["--accuracy", "table:{tmp}#acc"], "is a folder, not a CSV file"),
+    (["--accuracy", "table:{tmp}/header.csv#acc"], "has a header but no rows"),
+    (["--accuracy", "table:{tmp}/binary.csv#acc"], "is not UTF-8 text"),
+    (["--space", "nasrl"], "does not hold architectures of the 'nasrl' space: "),
+])
+def test_a_table_search_refuses_bad_tables_and_storage_before_writing(
+        tmp_path, monkeypatch, capsys, extra, needle):
+    from mnas.cli import main
+
+    (tmp_path / "header.csv").write_text("arch,acc\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)))
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--out", str(tmp_path / "run"), *TABLE, "--strategy", "random",
+               "--target-ms", "10", *[a.format(tmp=tmp_path) for a in extra]])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert needle in err and not (tmp_path / "run").exists()
+
+
+def test_runs_sharing_a_storage_keep_apart_and_resume_their_own(tmp_path, monkeypatch,
+                                                                capsys):
+    """Two runs in folders of the same name, one Optuna storage: each writes and resumes
+    its own study (before, both were study 'run': the second reported the first's
+    children as its own)."""
+    import optuna
+
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    runs = [tmp_path / "a" / "run", tmp_path / "b" / "run"]
+    for seed, out in enumerate(runs):
+        assert main(["search", "--out", str(out), *TABLE, "--strategy", "random",
+                     "--target-ms", "10", "--seed", str(seed), "--storage", url]) == 0
+    assert main(["search", "--out", str(runs[1]), "--resume", "--budget", "4"]) == 0
+    capsys.readouterr()
+    names = [json.loads((out / "config.json").read_text())["study_name"] for out in runs]
+    assert names[0] != names[1] and all(n.startswith("run-") for n in names)
+    counts = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(url)}
+    assert counts == {names[0]: 3, names[1]: 4}
+    archs = [{r["arch"] for r in csv.DictReader(
+        (out / "trials.csv").read_text().splitlines())} for out in runs]
+    assert archs[0] != archs[1]
+
+
+def test_resume_and_force_together_are_refused(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), *TABLE, "--strategy", "random",
+                 "--target-ms", "10"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["search", "--out", str(out), "--resume", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give one of them" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("out, needle", [
+    ("{tmp}/afile/run", "afile is a file, not a folder"),
+    ("/proc/mnas-run", "cannot be written"),
+])
+def test_an_unwritable_out_is_refused_before_the_target_is_measured(
+        tmp_path, monkeypatch, capsys, out, needle):
+    """Found at once, not after measuring MobileNetV2 for --target-ms auto."""
+    from mnas.cli import main
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", "--out", out.format(tmp=tmp_path), *TINY,
+               "--device", "nope:never-built"])     # would fail later than --out does
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and needle in err, err
+
+
+def test_a_ray_address_without_a_cluster_is_one_line_before_anything_is_written(
+        tmp_path, monkeypatch, capsys):
+    ray = pytest.importorskip("ray", reason="--ray-address needs the mnas[ray] extra")
+    from mnas.cli import main
+
+    ray.shutdown()      # an earlier test's local cluster would answer instead
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    rc = main(["search", "--out", str(tmp_path / "run"), *TINY, "--ray-address", "auto"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("mnas: error: --ray-address auto: ") and "Ray instance" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_table_search_resumes_and_refuses_a_torch_device(tmp_path, monkeypatch, capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import secrets
 import shlex
 import sys
 import time
@@ -121,6 +123,9 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
     """A flag the chosen evaluators would silently ignore is named instead."""
     _refuse_unused_proxy_flags(accuracy, [k for k in _PROXY_FLAGS
                                           if getattr(args, k) is not None])
+    if args.device is not None and latency.partition(":")[0] == "table":
+        raise ValueError(f"--latency {latency} reads every child's latency from the table, "
+                         "so --device would be ignored: drop it")
     given = [k for k in _MEASURE_FLAGS if getattr(args, k) is not None]
     if given and latency.partition(":")[0] != "measured":
         raise ValueError(f"--latency {latency} times no child, so {_flags(given)} (how children "
@@ -130,6 +135,8 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
 def _batch(args: argparse.Namespace) -> int:
     """--batch, by default --workers: a batch is what trains at once."""
     batch = _pick(args.batch, args.workers or 1)
+    if batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
     if args.workers and batch < args.workers:
         raise ValueError(f"--batch {batch} < --workers {args.workers}: at most {batch} "
                          "children train at once; give --batch >= --workers (or leave it out)")
@@ -154,7 +161,10 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     if cfg["batch"] < workers:
         print(f"mnas: note: this run's batch is {cfg['batch']}: at most {cfg['batch']} of "
               f"the {workers} workers train at once", file=sys.stderr)
-    return RayExecutor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
+    executor = RayExecutor(workers, args.ray_address, gpus=1.0 if device == "cuda" else 0.0)
+    if args.ray_address:
+        executor.connect()
+    return executor
 
 
 def _elsewhere(cfg: dict[str, Any], farm_spec: str | None = None) -> bool:
@@ -195,6 +205,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     space = get_space(space_name, **space_opts)
     strategy_name = _pick(args.strategy, "ppo")
     seed = _pick(args.seed, 0)
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
     from search.base import strategy_factory
 
     get_strategy(strategy_name, space, seed=seed)  # validates name and space support
@@ -203,22 +215,36 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     strategy = get_strategy(strategy_name, space, seed=seed, **strat_opts)
     strategy.preflight()   # files a new run reads once (a resumed one has them in its checkpoint)
     targets: list[str] = []
-    if args.targets:
+    if args.targets is not None:
         if args.target_ms is not None:
             raise ValueError("give either --target-ms or --targets, not both")
-        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+        targets = [t.strip() for t in args.targets.split(",")]
+        if not any(targets) or not all(targets):
+            raise ValueError(f"--targets {args.targets!r} is not a comma-separated list of "
+                             "positive latencies in ms, e.g. 5,10,20")
     else:
         targets = [str(_pick(args.target_ms, "auto"))]
     for t in targets:
         if t != "auto":
             try:
-                if float(t) <= 0:
+                if not (math.isfinite(float(t)) and float(t) > 0):
                     raise ValueError
             except ValueError:
                 raise ValueError(f"target {t!r} is not a positive number of ms or 'auto'") from None
+    for flag, v in (("--alpha", args.alpha), ("--beta", args.beta)):
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"{flag} must be a finite number, got {v}")
+    if args.runs is not None and args.max_runs is not None and args.max_runs < args.runs:
+        raise ValueError(f"--max-runs {args.max_runs} < --runs {args.runs}: the cap on "
+                         "timed runs cannot be below their minimum")
+    for flag, v, least in (("--runs", args.runs, 1), ("--max-runs", args.max_runs, 1),
+                           ("--warmup", args.warmup, 0), ("--threads", args.threads, 1)):
+        if v is not None and v < least:
+            raise ValueError(f"{flag} must be >= {least}, got {v}")
     if "auto" in targets and len(targets) > 1:
         raise ValueError("'auto' can only be used as the single target")
-    _refuse_unused_flags(args, _pick(args.accuracy, "proxy"), _pick(args.latency, "measured"))
+    latency = _pick(args.latency, "measured")
+    _refuse_unused_flags(args, _pick(args.accuracy, "proxy"), latency)
     budget = _pick(args.budget, DEFAULT_BUDGET)
     if budget < 1:
         raise ValueError(f"--budget must be >= 1, got {budget}")
@@ -235,8 +261,10 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "proxy": {"data": _pick(args.data, "digits"), "epochs": args.epochs,
                   "batch_limit": args.batch_limit, "width_mult": args.width_mult,
                   "resolution": args.resolution, "torch_device": args.torch_device},
-        "device": _pick(args.device, "local:onnxruntime"),
-        "latency": _pick(args.latency, "measured"),
+        # a table's latencies were measured elsewhere: it is what the run is "on"
+        "device": latency if latency.partition(":")[0] == "table"
+        else _pick(args.device, "local:onnxruntime"),
+        "latency": latency,
         "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
         "runs": _pick(args.runs, 20), "max_runs": _pick(args.max_runs, 100),
         "clock": _pick(args.clock, "wall"),
@@ -245,13 +273,16 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: flags a resumed run may take: where it is, how it reports, and a new budget
-_RESUME_FLAGS = {"out", "resume", "force", "no_progress", "no_export", "budget",
+_RESUME_FLAGS = {"out", "resume", "no_progress", "no_export", "budget",
                  "torch_device", "workers", "ray_address", "device", "func", "command"}
 
 
 def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
     """--resume continues the saved configuration; a setting given beside it would be
     silently ignored, so name it instead."""
+    if args.force:
+        raise ValueError("--resume continues the run in --out and --force starts it over: "
+                         "give one of them")
     given = sorted(k for k, v in vars(args).items()
                    if k not in _RESUME_FLAGS and v not in (None, False, []))
     if given:
@@ -322,13 +353,21 @@ def run(args: argparse.Namespace) -> int:
     latency = runmod.make_latency(cfg, out)
     _record_fingerprint(cfg, latency, moved_from)
     accuracy = runmod.make_accuracy(cfg)
-    cfg.setdefault("study_name", out.resolve().name)
+    for evaluator in (accuracy, latency):   # e.g. a table of another space's archs
+        if hasattr(evaluator, "check"):
+            evaluator.check(space)
+    # a shared storage holds many runs' studies: a new run's name is its own, so two
+    # runs whose folders share a name never write into one study
+    cfg.setdefault("study_name", out.resolve().name + (
+        f"-{secrets.token_hex(4)}" if cfg["storage"] else ""))
     if cfg["targets_ms"] is None:
         cfg["targets_ms"] = _resolve_targets(cfg, space, latency)
+    # a storage elsewhere is opened before the run folder is made (a bad URL leaves none)
+    ledger = Ledger(cfg["storage"], study_name=cfg["study_name"]) if cfg["storage"] else None
     # every setting has been checked: only now may --force clear an old run
     runmod.prepare_folder(out, resume=args.resume, force=args.force)
     strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
-    ledger = Ledger(cfg["storage"] or out / runmod.STUDY, study_name=cfg["study_name"])
+    ledger = ledger or Ledger(out / runmod.STUDY, study_name=cfg["study_name"])
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
     # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],

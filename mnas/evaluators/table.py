@@ -80,6 +80,8 @@ _CACHE: dict[str, tuple[tuple[int, int], Table]] = {}
 def load_table(path: str | Path) -> Table:
     """Parse (or reuse) the CSV at ``path``; FileNotFoundError / ValueError if unusable."""
     p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        raise ValueError(f"table {p} is a folder, not a CSV file")
     if not p.is_file():
         raise FileNotFoundError(f"table {p} does not exist (relative paths resolve against "
                                 f"{Path.cwd()})")
@@ -88,6 +90,18 @@ def load_table(path: str | Path) -> Table:
     hit = _CACHE.get(str(p))
     if hit is not None and hit[0] == stamp:
         return hit[1]
+    try:
+        table = _parse(p)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"table {p} is not UTF-8 text (byte {e.start}): a CSV file is "
+                         "needed") from None
+    except csv.Error as e:
+        raise ValueError(f"table {p} is not a readable CSV: {e}") from None
+    _CACHE[str(p)] = (stamp, table)
+    return table
+
+
+def _parse(p: Path) -> Table:
     with p.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -118,9 +132,9 @@ def load_table(path: str | Path) -> Table:
             for h, cell in zip(header, row, strict=True):
                 if h != ARCH_COLUMN:
                     raw[h].append(cell)
-    table = Table(p, tuple(raw), archs, raw)
-    _CACHE[str(p)] = (stamp, table)
-    return table
+    if not archs:
+        raise ValueError(f"table {p} has a header but no rows")
+    return Table(p, tuple(raw), archs, raw)
 
 
 def parse_spec(arg: str, kind: str) -> tuple[Table, str]:
@@ -138,13 +152,39 @@ def _key(arch: Any) -> str:
     return arch if isinstance(arch, str) else arch.encode()
 
 
-class TableAccuracy:
+class _Tabulated:
+    table: Table
+    column: str
+    values: dict[str, float]
+
+    def _require_values(self) -> None:
+        if not self.values:
+            raise ValueError(f"table {self.table.path} column {self.column!r} holds no "
+                             "values")
+
+    def check(self, space: Any) -> None:
+        """ValueError unless the table's architectures are ``space``'s (checked on the
+        first rows): a table for another space would fail every child."""
+        reasons = []
+        for arch in list(self.values)[:5]:
+            try:
+                space.decode(arch)
+                return
+            except Exception as e:  # noqa: BLE001 — any decoder's refusal
+                reasons.append(str(e).strip().splitlines()[0] if str(e).strip() else
+                               type(e).__name__)
+        raise ValueError(f"table {self.table.path} does not hold architectures of the "
+                         f"{getattr(space, 'name', space)!r} space: {reasons[0]}")
+
+
+class TableAccuracy(_Tabulated):
     """Callable ``(space, arch) -> float``: the accuracy (fraction) tabulated for ``arch``."""
 
     def __init__(self, path: str | Path, column: str) -> None:
         self.table = load_table(path)
         self.column = column
         self.values = self.table.column(column)
+        self._require_values()
         bad = next(((a, v) for a, v in self.values.items() if not 0.0 <= v <= 1.0), None)
         if bad is not None:
             raise ValueError(f"table {self.table.path} column {column!r}: accuracy "
@@ -159,7 +199,7 @@ class TableAccuracy:
             raise _missing(self.table, self.column, key) from None
 
 
-class TableLatency:
+class TableLatency(_Tabulated):
     """Callable ``(space, arch) -> Measurement``: one tabulated sample, runtime ``table``,
     device = the column name, model hash = SHA-256 of the canonical string."""
 
@@ -167,6 +207,7 @@ class TableLatency:
         self.table = load_table(path)
         self.column = column
         self.values = self.table.column(column)
+        self._require_values()
         bad = next(((a, v) for a, v in self.values.items() if not v > 0.0), None)
         if bad is not None:
             raise ValueError(f"table {self.table.path} column {column!r}: latency {bad[1]} "
