@@ -207,15 +207,19 @@ class BenchResults:
                    dict(d.get("meta") or {}))
 
     @classmethod
-    def load(cls, path: str | Path) -> BenchResults:
+    def load(cls, path: str | Path, what: str = "results file") -> BenchResults:
+        """Read ``path``; ``what`` ("baseline") names the file in errors."""
         p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"{what} {p} is a directory, expected a .json file path")
         if not p.is_file():
-            raise FileNotFoundError(f"results file not found: {p}")
+            raise FileNotFoundError(f"{what} not found: {p}")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from None
-        return cls.from_dict(data, str(p))
+            raise ValueError(f"{what} {p}: not valid JSON ({e})") from None
+        # "results file X: not a mnas bench results file" would say it twice
+        return cls.from_dict(data, str(p) if what == "results file" else f"{what} {p}")
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
         """Write atomically; refuse to replace an existing file unless ``force``."""

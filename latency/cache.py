@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from latency.measurement import Measurement, MeasureSettings
+from latency.paths import folder_error
 
 #: seconds a writer waits for another process's lock before giving up
 BUSY_TIMEOUT_S = 60.0
@@ -63,9 +64,18 @@ class MeasurementCache:
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
         if self.path.exists() and not self.path.is_file():
             raise ValueError(f"latency cache path {self.path} exists and is not a file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute(_SCHEMA)
+        # opened here, before anything is measured, so a bad file is one line, not a
+        # traceback minutes later
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                con.execute(_SCHEMA)
+        except sqlite3.DatabaseError as e:   # not SQLite, or cannot be opened / written
+            raise ValueError(f"latency cache {self.path}: {e}; use another cache file "
+                             "(--cache or $MNAS_CACHE_DIR)") from None
+        except OSError as e:
+            raise ValueError(f"latency cache {self.path}: cannot create its folder "
+                             f"{self.path.parent} ({folder_error(e)})") from None
 
     def __repr__(self) -> str:
         return f"MeasurementCache({str(self.path)!r})"

@@ -49,7 +49,7 @@ def measure_model(device: Device, path: str | os.PathLike[str], settings: Measur
         return device.measure(path, settings)
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(2, "model file not found", str(p))
+        raise FileNotFoundError(f"model file not found: {p}")
     sha = file_sha256(p)
     fp = device.fingerprint()
     runtime, version = _runtime_of(device, fp)

@@ -72,7 +72,7 @@ def load_interpreter(path: str | os.PathLike[str], threads: int) -> Any:
         raise ValueError(f"threads must be >= 1, got {threads}")
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(2, "model file not found", str(p))
+        raise FileNotFoundError(f"model file not found: {p}")
     if not is_tflite(p):
         raise ValueError(f"{p} is not a TFLite model (no TFL3 flatbuffer identifier)")
     mod = _interpreter_module()

@@ -182,10 +182,14 @@ class MnasnetUnits:
         return m.eval()
 
 
+#: the spaces lookup tables can be built for (a unit enumerator each)
+LUT_SPACES = ("mnasnet",)
+
+
 def units_for(space: Any, resolution: int, num_classes: int) -> MnasnetUnits:
     """The unit enumerator of ``space``; ValueError for spaces without one."""
     name = getattr(space, "name", space)
-    if name != "mnasnet":
+    if name not in LUT_SPACES:
         raise ValueError(f"lookup tables support the space 'mnasnet' only, got {name!r}")
     dropout = getattr(space, "dropout", 0.2)
     return MnasnetUnits(resolution, num_classes, dropout if isinstance(dropout, float) else 0.2)
@@ -247,8 +251,11 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
         p = Path(path)
+        if p.is_dir():
+            raise ValueError(f"lookup table {p} is a directory, expected a table file "
+                             "written by 'mnas lut build'")
         if not p.is_file():
-            raise FileNotFoundError(2, "lookup table not found", str(p))
+            raise FileNotFoundError(f"lookup table not found: {p}")
         try:
             d = json.loads(p.read_text())
             if d.get("format") != FORMAT_VERSION:
@@ -259,6 +266,16 @@ class LatencyTable:
                        anchor=d.get("anchor"), passes=d.get("passes"))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{p} is not a mnas lookup table ({e})") from None
+
+    def check_fingerprint(self, fingerprint: dict[str, Any], spec: str) -> None:
+        """ValueError naming the keys where device ``spec``'s ``fingerprint`` differs from
+        the table's: its entries would not predict that device's latency."""
+        from devices.base import describe_change
+
+        if fingerprint != self.fingerprint:
+            raise ValueError(f"the lookup table was built on {self.device}; {spec} has another "
+                             f"fingerprint ({describe_change(self.fingerprint, fingerprint)}): "
+                             f"use the table's device or build a table for {spec}")
 
     def measure_settings(self) -> MeasureSettings:
         """The settings the table was measured with (clock included)."""

@@ -261,9 +261,7 @@ def evaluate_table(table: LatencyTable, device: Any, space: Any, n: int = 100, s
     ``raw`` holds the same metrics against the unscaled medians."""
     import tempfile
 
-    if device.fingerprint() != table.fingerprint:
-        raise ValueError(f"the table was built on {table.device} "
-                         f"({table.fingerprint}); {device.spec} has another fingerprint")
+    table.check_fingerprint(device.fingerprint(), device.spec)
     settings = settings or table.measure_settings()
     calib = {space.key(space.decode(s)) for s in table.calibration.get("archs", [])}
     archs = sample_archs(space, n, seed, exclude=calib)

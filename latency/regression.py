@@ -221,7 +221,8 @@ class Comparison:
         if self.verdict == "new":
             parts.append("not in the baseline (accept it with `mnas bench baseline update`)")
         elif self.verdict == "missing":
-            parts.append("in the baseline but not measured in these results")
+            parts.append("missing from the results: in the baseline but not measured in this "
+                         "run")
         else:
             change = f"{self.ratio - 1:+.1%} (95% CI {self.ci_low - 1:+.1%} .. " \
                      f"{self.ci_high - 1:+.1%})"
@@ -257,7 +258,7 @@ class Comparison:
                 "timed alternately with it" if self.paired else "measured in the same rounds"))
         if self.model_changed:
             parts.append("model file changed since the baseline")
-        if self.noisy:
+        if self.noisy and self.verdict != "missing":  # nothing of this run to be noisy
             parts.append("a measurement was flagged noisy")
         return "; ".join(parts)
 

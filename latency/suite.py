@@ -146,6 +146,8 @@ class Suite:
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file (see the module docstring for the format)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"suite file {p} is a directory, expected a .toml file path")
     if not p.is_file():
         raise FileNotFoundError(f"suite file not found: {p}")
     try:

@@ -38,13 +38,13 @@ def _tolerance(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from latency.paths import check_output_file
     from latency.suite import load_suite, run_suite
     from mnas.cli import CliError
 
     suite = load_suite(args.suite).select(args.entry)
-    out = Path(args.out)
-    if out.exists() and not args.force:  # refuse before minutes of measuring, not after
-        raise FileExistsError(f"{out} exists; pass --force to overwrite it")
+    # refuse before minutes of measuring, not after
+    out = check_output_file(args.out, "--out", force=args.force)
     try:
         results = run_suite(suite, progress=lambda line: print(line, flush=True))
     except RuntimeError as e:
@@ -61,9 +61,17 @@ def _run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from latency import bench_report
     from latency.bench_results import BenchResults
+    from latency.paths import check_output_file
     from latency.regression import compare_results, exit_code
 
-    baseline = BenchResults.load(args.baseline)
+    # the report files are checked first: a CI gate must not print a verdict, then fail
+    for flag, path, kind in (("--junit", args.junit, ".xml file"),
+                             ("--markdown", args.markdown, ".md file"),
+                             ("--plot", args.plot, ".png file")):
+        if path:
+            check_output_file(path, flag, kind=kind,
+                              suffix=".png" if flag == "--plot" else None)
+    baseline = BenchResults.load(args.baseline, what="baseline")
     results = BenchResults.load(args.results)
     cs = compare_results(baseline, results, tolerance=args.tolerance, force=args.force)
     print(bench_report.text_table(cs, args.inconclusive))
@@ -87,11 +95,12 @@ def _write(path: str, text: str) -> None:
 
 def _baseline_update(args: argparse.Namespace) -> int:
     from latency.bench_results import BenchResults
+    from latency.paths import check_output_file
     from latency.regression import update_baseline
 
+    bpath = check_output_file(args.baseline, "--baseline")
     runs = [BenchResults.load(p) for p in args.results]
-    bpath = Path(args.baseline)
-    old = BenchResults.load(bpath) if bpath.exists() else None
+    old = BenchResults.load(bpath, what="baseline") if bpath.exists() else None
     new, lines = update_baseline(old, runs, names=args.entry, force=args.force)
     for line in lines:
         print(f"baseline: {line}")

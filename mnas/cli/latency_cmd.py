@@ -11,6 +11,9 @@ from mnas.cli import CliError
 
 #: file endings taken as a model file rather than an architecture string
 MODEL_SUFFIXES = (".onnx", ".tflite")
+DEFAULT_SPACE = "mnasnet"
+#: flags that only shape a built ARCH; a model file fixes all of them
+ARCH_ONLY = ("space", "classes", "resolution")
 
 
 def register(sub: Any) -> None:
@@ -19,13 +22,14 @@ def register(sub: Any) -> None:
         "latency", help="measure a model's latency on a device",
         description="Measure MODEL.onnx, or ARCH (a named point or canonical string of "
                     "--space) built full size and exported at 1x3xRxR, with the adaptive "
-                    "protocol: warm-up, then repeats until the 95%% CI of the median is "
+                    "protocol: warm-up, then repeats until the 95% CI of the median is "
                     "within ±--rel-ci or a cap is reached. Results are cached by (model "
                     "sha256, device fingerprint, runtime, settings).")
     p.add_argument("target", metavar="MODEL.onnx|ARCH")
     p.add_argument("--device", default="local:onnxruntime",
                    help="device spec (default local:onnxruntime)")
-    p.add_argument("--space", default="mnasnet", help="space of ARCH (default mnasnet)")
+    # None: an ARCH-only flag given with a model file is refused, not silently ignored
+    p.add_argument("--space", default=None, help=f"space of ARCH (default {DEFAULT_SPACE})")
     p.add_argument("--classes", type=int, default=None,
                    help="classes of the built ARCH (default: the space's deploy classes)")
     p.add_argument("--resolution", type=int, default=None,
@@ -46,10 +50,11 @@ def register(sub: Any) -> None:
                    help="wall: perf_counter, the latency a user waits (default); cpu: the "
                         "measuring thread's CPU time, robust on a busy shared host "
                         "(--threads 1 only)")
-    p.add_argument("--cache", default=None, metavar="PATH",
-                   help="cache file (default $MNAS_CACHE_DIR/latency.db or "
-                        "~/.cache/mnas/latency.db)")
-    p.add_argument("--no-cache", action="store_true", help="measure afresh, store nothing")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache", default=None, metavar="PATH",
+                       help="cache file (default $MNAS_CACHE_DIR/latency.db or "
+                            "~/.cache/mnas/latency.db)")
+    cache.add_argument("--no-cache", action="store_true", help="measure afresh, store nothing")
     p.add_argument("--json", action="store_true", help="print the whole record as JSON")
     p.set_defaults(func=run)
 
@@ -93,13 +98,19 @@ def run(args: argparse.Namespace) -> int:
     from latency.export import check_onnx
 
     settings = _settings(args)
+    is_file = _is_model_file(args.target)
+    given = [f"--{k}" for k in ARCH_ONLY if getattr(args, k) is not None]
+    if is_file and given:
+        raise ValueError(f"{', '.join(given)} only {'apply' if len(given) > 1 else 'applies'} "
+                         f"to an ARCH (built at that size); the model file {args.target} fixes "
+                         f"its own: drop {'them' if len(given) > 1 else 'it'}")
     device = get_device(args.device)
     cache = None if args.no_cache else MeasurementCache(args.cache)
     try:
-        if _is_model_file(args.target):
+        if is_file:
             path = Path(args.target)
             if not path.exists():
-                raise FileNotFoundError(2, "model file not found", str(path))
+                raise FileNotFoundError(f"model file not found: {path}")
             if device.model_format == "onnx":
                 check_onnx(path)
             elif path.suffix.lower() != f".{device.model_format}":
@@ -110,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             from mnas.spaces import get_space
 
-            space = get_space(args.space)
+            space = get_space(args.space or DEFAULT_SPACE)
             arch = space.parse(args.target)
             est = MeasuredLatency(device, settings=settings, cache=cache,
                                   resolution=args.resolution, num_classes=args.classes)

@@ -13,9 +13,9 @@ import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any
 
+from latency.lut import LUT_SPACES
 from mnas.cli.options import doc_help
 
 
@@ -28,7 +28,8 @@ def register(sub: Any) -> None:
     b = lsub.add_parser("build", help="measure every layer configuration of a space once")
     b.add_argument("--device", default="local:onnxruntime",
                    help="device spec (default local:onnxruntime)")
-    b.add_argument("--space", default="mnasnet", help="search space (default mnasnet)")
+    b.add_argument("--space", default="mnasnet", choices=LUT_SPACES,
+                   help="search space; lookup tables exist for mnasnet only (default mnasnet)")
     b.add_argument("--resolution", type=int, default=None,
                    help="deployment input resolution R (default: the space's, 224)")
     b.add_argument("--classes", type=int, default=None,
@@ -81,11 +82,12 @@ def _measure_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cache_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", default=None, metavar="PATH",
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--cache", default=None, metavar="PATH",
                    help="measurement cache file (default $MNAS_CACHE_DIR/latency.db or "
                         "~/.cache/mnas/latency.db): every unit and network measurement is "
                         "kept with its samples")
-    p.add_argument("--no-cache", action="store_true", help="measure afresh, store nothing")
+    g.add_argument("--no-cache", action="store_true", help="measure afresh, store nothing")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -106,12 +108,14 @@ def _cache(args: argparse.Namespace) -> Any:
 def run_build(args: argparse.Namespace) -> int:
     from devices.base import get_device
     from latency.lut_measure import build_table
+    from latency.paths import check_output_file
     from mnas.spaces.base import get_space
 
     if args.calibrate < 1:
         raise ValueError(f"--calibrate must be >= 1, got {args.calibrate}")
     if args.passes < 1:
         raise ValueError(f"--passes must be >= 1, got {args.passes}")
+    check_output_file(args.out, "--out")   # an existing table is resumed, not refused
     space = get_space(args.space)
     device = get_device(args.device)
     t0 = time.monotonic()
@@ -140,11 +144,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from devices.base import get_device
     from latency.lut import LatencyTable
     from latency.lut_measure import evaluate_table
+    from latency.paths import check_output_file
     from mnas.spaces.base import get_space
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     table = LatencyTable.load(args.lut)
+    # before minutes of measuring; its folder is made as `lut build --out`'s is
+    rows_path = check_output_file(args.rows, "--rows") if args.rows else None
     space = get_space(table.space)
     device = get_device(args.device or table.device)
     settings = table.measure_settings()
@@ -158,8 +165,8 @@ def run_eval(args: argparse.Namespace) -> int:
         device.close()
     rows = res.pop("rows")
     res["seconds"] = time.monotonic() - t0
-    if args.rows:
-        Path(args.rows).write_text(json.dumps(rows, indent=1))
+    if rows_path is not None:
+        rows_path.write_text(json.dumps(rows, indent=1))
     if args.json:
         print(json.dumps(res, indent=1, sort_keys=True))
         return 0

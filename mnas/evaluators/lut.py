@@ -44,9 +44,21 @@ class LutLatency:
 
 
 @register_latency("lut", "lut:PATH")
-def lut(arg: str, *, resolution: int | None = None, **_: Any) -> LutLatency:
-    """``lut:PATH`` - PATH is a table written by ``mnas lut build``."""
+def lut(arg: str, *, resolution: int | None = None, device: str | None = None,
+        **_: Any) -> LutLatency:
+    """``lut:PATH`` - PATH is a table written by ``mnas lut build``. ``device`` (the
+    search's ``--device``) must have the table's fingerprint, as ``mnas lut eval``
+    requires: a table predicts the device it was measured on, no other."""
     if not arg:
         raise ValueError("latency scheme 'lut' needs the table's path: lut:PATH "
                          "(build one with 'mnas lut build')")
-    return LutLatency(arg, resolution)
+    est = LutLatency(arg, resolution)
+    if device is not None:
+        from devices.base import get_device
+
+        dev = get_device(device)
+        try:
+            est.table.check_fingerprint(dev.fingerprint(), device)
+        finally:
+            dev.close()
+    return est

@@ -227,7 +227,7 @@ def test_bad_compare_input(tmp_path: Path, capsys) -> None:
     rc, _, err = run_cli(capsys, "bench", "compare", tmp_path / "x.json", tmp_path / "x.json")
     assert rc == 2 and "not valid JSON" in err
     rc, _, err = run_cli(capsys, "bench", "compare", tmp_path / "no.json", tmp_path / "x.json")
-    assert rc == 2 and "results file not found" in err
+    assert rc == 2 and "baseline not found" in err
     with pytest.raises(SystemExit) as ei:
         main(["bench", "compare", "a", "b", "--tolerance", "5"])
     assert ei.value.code == 2

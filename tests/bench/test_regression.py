@@ -154,6 +154,14 @@ def test_compare_records_verdicts_budget_and_notes() -> None:
     assert compare_records("m", base, record("m", samples(11.0, seed=31)), 0.2).verdict == "ok"
 
 
+def test_a_missing_entry_says_so_not_that_a_measurement_was_noisy() -> None:
+    rounds = [meas(samples(10.0, seed=34)).with_(noisy=True)]
+    base = BenchRecord.from_rounds("m", {"name": "m", "tolerance": 0.05}, rounds)
+    assert base.measurement.noisy
+    text = compare_records("m", base, None).explain()
+    assert text.startswith("missing from the results") and "noisy" not in text
+
+
 def test_exit_codes_and_inconclusive_policy() -> None:
     base = record("m", samples(10.0, n=30, rel_sd=0.04, seed=4))
     inc = compare_records("m", base, record("m", samples(10.5, n=30, rel_sd=0.04, seed=5)))

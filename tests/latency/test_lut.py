@@ -109,7 +109,8 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
 
 
 def test_lut_latency_scheme_predicts_as_a_marked_measurement(tmp_path):
-    table = _synthetic(MnasnetUnits(224))
+    table = _synthetic(MnasnetUnits(224),
+                       fingerprint=get_device("local:onnxruntime").fingerprint())
     path = table.save(tmp_path / "t.json")
     est = make_latency(f"lut:{path}", device="local:onnxruntime", settings=None)
     a = _archs(1)[0]
@@ -120,8 +121,9 @@ def test_lut_latency_scheme_predicts_as_a_marked_measurement(tmp_path):
         make_latency("lut:")
     with pytest.raises(ValueError, match="resolution 224, not 160"):
         make_latency(f"lut:{path}", resolution=160)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as ei:
         make_latency(f"lut:{tmp_path / 'none.json'}")
+    assert str(ei.value) == f"lookup table not found: {tmp_path / 'none.json'}"  # no [Errno 2]
 
 
 def test_units_are_measured_with_the_tables_clock(tmp_path):

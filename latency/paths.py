@@ -1,0 +1,53 @@
+"""Output paths checked before measuring: a run that measures for minutes must not fail
+at the end because its output file cannot be written."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def check_output_file(path: str | os.PathLike[str], what: str, *, force: bool | None = None,
+                      suffix: str | None = None, kind: str = ".json file") -> Path:
+    """The path ``what`` (e.g. ``--out``) will be written to, once it is known to be
+    writable: not a directory, its folder created if missing, a file can be made there.
+
+    ``force``: None lets an existing file be replaced; False refuses one
+    (FileExistsError naming ``--force``). ``suffix``: the only ending accepted
+    (``.png``); ``kind`` says what is expected instead of a directory. Raises ValueError /
+    FileExistsError with one line naming the path."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{what} {p} is a directory, expected a {kind} path")
+    if suffix is not None and p.suffix.lower() != suffix:
+        raise ValueError(f"{what} {p}: expected a {suffix} file, got "
+                         f"{p.suffix or 'no extension'}")
+    if force is False and p.exists():
+        raise FileExistsError(f"{p} exists; pass --force to overwrite it")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot create its folder {p.parent} "
+                         f"({folder_error(e)})") from None
+    try:  # the results are written atomically there: a temporary file beside the target
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot create a file in {p.parent} "
+                         f"({e.strerror or e})") from None
+    if p.is_file():   # some writers replace it in place: it must open for writing
+        try:
+            with open(p, "a"):   # appends nothing: the file is left as it was
+                pass
+        except OSError as e:
+            raise ValueError(f"{what} {p}: cannot write it ({e.strerror or e})") from None
+    return p
+
+
+def folder_error(e: OSError) -> str:
+    """Why a folder could not be made; "File exists" would hide that a file is in the way."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return "a file is in the way"
+    return e.strerror or str(e)
