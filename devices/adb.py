@@ -56,7 +56,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from devices import android
-from devices.base import Device, register_device
+from devices.base import Device, DeviceUnreachable, register_device
 from devices.config import adb_options
 from latency.export import file_sha256
 from latency.measurement import Measurement, MeasureSettings
@@ -280,15 +280,22 @@ class AdbDevice(Device):
     def _retrying(self, what: str, fn: Any) -> Any:
         errors = _connection_errors()
         last: BaseException | None = None
+        connecting = False
         for attempt in range(self.retries + 1):
             try:
-                return fn(self._connect())
+                connecting = True
+                conn = self._connect()
+                connecting = False
+                return fn(conn)
             except errors as e:
                 last = e
                 self._disconnect()
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2 ** attempt)
-        raise RuntimeError(f"adb device {self.target}: {what} failed after "
+        # not even connecting: the phone is gone (a search stops). A connection lost
+        # mid-command may be this model's doing (the tool crashed adbd): a failed child
+        error = DeviceUnreachable if connecting else RuntimeError
+        raise error(f"adb device {self.target}: {what} failed after "
                            f"{self.retries + 1} attempts (unreachable or connection lost): "
                            f"{last.__class__.__name__}: {last}") from last
 

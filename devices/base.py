@@ -17,6 +17,13 @@ from typing import Any
 from latency.measurement import Measurement, MeasureSettings
 
 
+class DeviceUnreachable(RuntimeError):
+    """The device could not be reached at all, after its own retries (a farm that is
+    down, a phone unplugged): no fault of the model, and every later measurement would
+    fail the same way. A search stops with a resume hint rather than fail its remaining
+    children on it."""
+
+
 class Device(ABC):
     spec: str
     #: file format the device runs: "onnx" or "tflite"

@@ -35,7 +35,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devices.base import Device, register_device
+from devices.base import Device, DeviceUnreachable, register_device
 from devices.config import load_config
 from devices.farm import NAME_RE, SETTINGS
 from latency.measurement import Measurement, MeasureSettings
@@ -302,7 +302,9 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
             if isinstance(why, ssl.SSLCertVerificationError):
                 why = f"its certificate is not trusted ({why.verify_message}); name its " \
                       f"CA with ca_file in devices.toml or ${CA_ENV}"
-            raise RuntimeError(f"cannot reach the device farm at {base}: {why}") from None
+            if isinstance(why, ssl.SSLError | str):    # reached, but not trusted
+                raise RuntimeError(f"cannot reach the device farm at {base}: {why}") from None
+            raise DeviceUnreachable(f"cannot reach the device farm at {base}: {why}") from None
         except http.client.HTTPException as e:    # not HTTP at all (another service)
             raise RuntimeError(f"{base} does not answer as a device farm ("
                                f"{type(e).__name__}: {e})") from None

@@ -129,7 +129,12 @@ class ChildScorer:
         return max(1, int(getattr(self.latency, "concurrency", 1)))
 
     def measure(self, trial: Trial, arch: Any) -> bool:
-        """The prepared ``trial``'s latency; False (the trial failed) if it has none."""
+        """The prepared ``trial``'s latency; False (the trial failed) if it has none.
+        A device that cannot be reached at all stops the search instead
+        (:class:`devices.base.DeviceUnreachable`: every later child would fail the same
+        way); the child is not told, so a resumed search scores it."""
+        from devices.base import DeviceUnreachable
+
         try:
             t0 = time.perf_counter()
             m = self.latency(self.space, arch)
@@ -138,6 +143,8 @@ class ChildScorer:
             trial.latency_ms = float(m.median_ms)
             if not (math.isfinite(trial.latency_ms) and trial.latency_ms > 0):
                 raise RuntimeError(f"latency {trial.latency_ms} ms is not a positive number")
+        except DeviceUnreachable:
+            raise
         except Exception as e:  # noqa: BLE001 — a failing child is a failed trial
             _failed(trial, "latency", e)
             return False

@@ -56,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from devices.base import DeviceUnreachable
+
     try:
         rc = args.func(args)
     except (CliError, ValueError, TypeError, FileNotFoundError, FileExistsError,
-            NotADirectoryError, IsADirectoryError) as e:
+            NotADirectoryError, IsADirectoryError, DeviceUnreachable) as e:
         msg = str(e) or e.__class__.__name__
         if isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"

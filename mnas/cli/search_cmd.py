@@ -91,6 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: exit status of a search stopped because its device could not be reached (resumable)
+EXIT_STOPPED = 3
+
+
 def _pick(v: Any, default: Any) -> Any:
     return default if v is None else v
 
@@ -382,6 +386,8 @@ def run(args: argparse.Namespace) -> int:
     caveat = type(strategy).caveats.get(cfg["space"])
     if caveat:
         print(f"mnas: note: {caveat}", file=sys.stderr)
+    from devices.base import DeviceUnreachable, first_line
+
     bar = _Progress(cfg["budget"], ledger.finished_count(), disable=args.no_progress)
     loop.callbacks.append(bar.update)
     try:
@@ -391,11 +397,16 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
             if executor is not None:
                 executor.close()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DeviceUnreachable) as e:
+        if isinstance(e, DeviceUnreachable):
+            print(f"mnas: error: {first_line(e)}; the search stopped rather than fail its "
+                  "remaining children", file=sys.stderr)
         print(f"mnas: {ledger.finished_count()} of {cfg['budget']} children are saved; "
               f"`mnas search --out {shlex.quote(str(out))} --resume` goes on",
               file=sys.stderr)
-        raise
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return EXIT_STOPPED
     from mnas.report import device_change_note
 
     changed = device_change_note(trials, cfg.get("device_fingerprint"))

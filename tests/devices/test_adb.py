@@ -245,10 +245,20 @@ def test_spec_parsing_and_options(tmp_path, monkeypatch):
         make_adb_device("adb:1.2.3.4:5555")
 
 
-def test_unreachable_device_fails_after_retries():
+def test_unreachable_device_fails_after_retries(models):
+    """A phone that cannot be connected to is unreachable (a search stops); one whose
+    connection drops mid-benchmark is not (the model may be at fault: a failed child)."""
+    from devices.base import DeviceUnreachable
+
     dev = make_adb_device("adb:127.0.0.1:1", retries=1, backoff_s=0.01, connect_timeout_s=2)
-    with pytest.raises(RuntimeError, match="connection lost"):
+    with pytest.raises(DeviceUnreachable, match="connection lost"):
         dev.fingerprint()
+    with fake_adbd(preinstalled=True, drop_benchmarks=1000) as d:
+        dev = make_adb_device(f"adb:{d.address}", retries=1, backoff_s=0.01)
+        with pytest.raises(RuntimeError) as info:
+            dev.measure(models[0], FAST)
+        dev.close()
+    assert not isinstance(info.value, DeviceUnreachable)
 
 
 def test_a_usb_serial_that_is_not_attached_fails_with_the_reason(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("starlette", reason="the farm needs the mnas[farm] extra")
 pytest.importorskip("uvicorn", reason="the farm needs the mnas[farm] extra")
 
-from devices.base import get_device  # noqa: E402
+from devices.base import DeviceUnreachable, get_device  # noqa: E402
 from devices.local import LocalDevice  # noqa: E402
 from devices.remote import on_this_host, split_spec  # noqa: E402
 from mnas.cli import main  # noqa: E402
@@ -29,8 +29,8 @@ def test_a_measurement_outlives_a_farm_restart(onnx_model):
     with pytest.raises(ValueError, match="cannot reach the device farm"):
         get_device(f"{base}/cpu")               # the first request is not retried
     dev.retries = 0
-    with pytest.raises(RuntimeError, match="cannot reach the device farm"):
-        dev.measure(onnx_model, FAST)           # a failed trial, in a search
+    with pytest.raises(DeviceUnreachable, match="cannot reach the device farm"):
+        dev.measure(onnx_model, FAST)           # a search stops, to be resumed
     up, done = threading.Event(), threading.Event()
 
     def restart() -> None:
@@ -251,3 +251,42 @@ def test_serve_command_starts_answers_and_stops_cleanly(tmp_path, stop):
     assert p.returncode == 0 and "mnas farm: stopped" in err, err
     assert "note" not in err                                # loopback: no clear-text note
     assert not list(tmp_path.glob("tmp/mnas-farm-*"))      # its upload folder is removed
+
+
+def test_a_search_stops_when_its_farm_is_gone_and_resumes_without_a_failed_child(
+        tmp_path, monkeypatch, capsys):
+    """The farm unreachable mid-search (down, its host asleep): the search stops with the
+    resume line (exit 3) instead of failing every child left, and the resumed search
+    scores the child it was measuring."""
+    import csv
+
+    from devices.remote import RemoteDevice
+    from tests.cli_run import NB201
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    real, calls = RemoteDevice.measure, []
+
+    def flaky(self, model_path, settings):
+        calls.append(model_path)
+        if len(calls) == 3:     # the farm went away before the third child
+            raise DeviceUnreachable(f"cannot reach the device farm at {self.base}: "
+                                    "[Errno 111] Connection refused")
+        return real(self, model_path, settings)
+
+    out = tmp_path / "run"
+    search = ["search", "--space", "nb201", "--accuracy", f"table:{NB201}#cifar100_acc",
+              "--strategy", "random", "--target-ms", "5", "--runs", "5", "--warmup", "1",
+              "--max-runs", "10", "--no-progress", "--no-export", "--seed", "3"]
+    with running_farm({"cpu": LocalDevice()}) as (base, _):
+        monkeypatch.setattr(RemoteDevice, "measure", flaky)
+        rc = main([*search, "--device", f"{base}/cpu", "--budget", "5", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 3, err
+        assert "mnas: error: cannot reach the device farm at" in err
+        assert "the search stopped rather than fail its remaining children" in err
+        assert "2 of 5 children are saved; `mnas search --out" in err and "--resume` goes on" in err
+        monkeypatch.setattr(RemoteDevice, "measure", real)
+        assert main(["search", "--out", str(out), "--resume"]) == 0
+    rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
+    assert [r["state"] for r in rows] == ["complete"] * 5
+    assert sorted(int(r["number"]) for r in rows) == list(range(5))
