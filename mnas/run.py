@@ -110,7 +110,10 @@ def make_latency(cfg: dict[str, Any], out: Path) -> Any:
                                clock=cfg.get("clock", "wall"))
     # children are exported to a temporary folder each (a run keeps only front models);
     # the shared latency cache ($MNAS_CACHE_DIR) means no child is measured twice
-    return _make(cfg["latency"], device=cfg["device"], settings=settings, cache=None)
+    # a lookup table's device was checked when the run was made (it may be a phone that
+    # a search, its resume or `mnas front` never needs)
+    device = None if cfg["latency"].partition(":")[0] == "lut" else cfg["device"]
+    return _make(cfg["latency"], device=device, settings=settings, cache=None)
 
 
 def make_accuracy(cfg: dict[str, Any]) -> Any:

@@ -193,6 +193,23 @@ def _farm_spec(latency: Any) -> str | None:
     return spec if isinstance(spec, str) else None
 
 
+def _device_of(args: argparse.Namespace, latency: str) -> str:
+    """What the run's latencies are of: the --device it measures on; a table's spec (its
+    latencies were measured elsewhere); a lookup table's own device, or the --device it
+    is checked against (same fingerprint) — checked here, once, as the device may be a
+    phone the search itself never needs."""
+    scheme, _, arg = latency.partition(":")
+    if scheme == "table":
+        return latency
+    if scheme == "lut":
+        from mnas.evaluate import make_latency
+
+        if args.device is None:
+            return str(make_latency(latency).table.device)
+        make_latency(latency, device=args.device)   # ValueError: another fingerprint
+    return _pick(args.device, "local:onnxruntime")
+
+
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of a new run, defaults filled in (written to config.json)."""
     from mnas.spaces import get_space
@@ -265,9 +282,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "proxy": {"data": _pick(args.data, "digits"), "epochs": args.epochs,
                   "batch_limit": args.batch_limit, "width_mult": args.width_mult,
                   "resolution": args.resolution, "torch_device": args.torch_device},
-        # a table's latencies were measured elsewhere: it is what the run is "on"
-        "device": latency if latency.partition(":")[0] == "table"
-        else _pick(args.device, "local:onnxruntime"),
+        "device": _device_of(args, latency),
         "latency": latency,
         "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
         "runs": _pick(args.runs, 20), "max_runs": _pick(args.max_runs, 100),

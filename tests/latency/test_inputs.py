@@ -204,3 +204,29 @@ def test_a_cache_that_cannot_be_opened_is_one_line(model: Path, capsys) -> None:
         MeasurementCache("/proc/x.db")
     err = _one_error(capsys, ["latency", model, "--cache", "/proc/x.db"])
     assert "latency cache /proc/x.db" in err
+
+
+def test_a_search_on_a_phones_table_needs_no_phone(tmp_path: Path, capsys) -> None:
+    """--latency lut: without --device searches for the table's own device (a phone that
+    is not attached here: never contacted); with --device, that device must have the
+    table's fingerprint, checked before anything is written."""
+    import json
+
+    units = MnasnetUnits(224)
+    rng = np.random.default_rng(0)
+    phone = "adb:127.0.0.1:1?retries=0"      # nothing listens there
+    path = LatencyTable(space="mnasnet", resolution=224, num_classes=1000, device=phone,
+                        fingerprint={"kind": "android", "model": "Pixel 7", "sdk": "34"},
+                        settings={"warmup": 1, "runs": 3, "max_runs": 3},
+                        entries={u.key: float(rng.uniform(0.01, 0.05))
+                                 for u in units.enumerate()}).save(tmp_path / "phone.json")
+    search = ["search", "--latency", f"lut:{path}", "--strategy", "random", "--budget", "1",
+              "--epochs", "1", "--batch-limit", "2", "--target-ms", "10", "--no-progress",
+              "--no-export"]
+    err = _one_error(capsys, [*search, "--device", "local:onnxruntime",
+                              "--out", tmp_path / "here"])
+    assert "the lookup table was built on adb:127.0.0.1:1" in err and "model 'Pixel 7'" in err
+    assert not (tmp_path / "here").exists()
+    assert main([*search, "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["device"] == phone
+    assert main(["front", str(tmp_path / "run"), "--no-export"]) == 0   # nor here
