@@ -130,6 +130,6 @@ class LocalDevice(Device):
             raise
 
 
-@register_device("local", "local:onnxruntime")
+@register_device("local", "local:onnxruntime | local:litert")
 def _local(spec: str) -> Device:
     return LocalDevice(spec)

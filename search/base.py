@@ -52,7 +52,8 @@ class Strategy(ABC):
         for cap in self.requires:
             if not isinstance(space, cap):
                 raise TypeError(f"strategy {self.name!r} needs a space with "
-                                f"{cap.__name__}; {space.name!r} has none")
+                                f"{cap.__name__}; {space.name!r} has none (spaces that "
+                                f"have it: {', '.join(_spaces_with(cap)) or 'none'})")
         if self.spaces is not None and space.name not in self.spaces:
             raise TypeError(f"strategy {self.name!r} works on spaces {list(self.spaces)}, "
                             f"not {space.name!r}")
@@ -135,6 +136,13 @@ def strategy_factory(name: str) -> StrategyFactory:
         # the constructor validates the variant (ValueError listing the valid ones)
         return functools.partial(STRATEGIES[base], **{STRATEGIES[base].variant_option: variant})
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(strategy_names())}")
+
+
+def _spaces_with(cap: type) -> list[str]:
+    """The registered spaces (at their defaults) that have capability ``cap``."""
+    from mnas.spaces import SPACES, get_space
+
+    return [n for n in SPACES if isinstance(get_space(n), cap)]
 
 
 def get_strategy(name: str, space: SearchSpace, seed: int = 0, **options: Any) -> Strategy:

@@ -36,6 +36,8 @@ from tests.cli_run import TABLE, TINY
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--runs", "20"], "--max-runs 10 < --runs 20"),
     (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--strategy", "pnas"], "has none (spaces that have it: nb201, pnas)"),
+    (["--device", "nope:x"], "local:onnxruntime | local:litert"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main
@@ -131,6 +133,20 @@ def test_runs_sharing_a_storage_keep_apart_and_resume_their_own(tmp_path, monkey
     archs = [{r["arch"] for r in csv.DictReader(
         (out / "trials.csv").read_text().splitlines())} for out in runs]
     assert archs[0] != archs[1]
+
+
+def test_a_resume_with_nothing_left_to_search_says_so(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), *TABLE, "--strategy", "random",
+                 "--target-ms", "10"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--out", str(out), "--resume", "--budget", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "this run already has 3 children (budget 2): nothing to search" in err, err
+    assert "children:" not in err           # no progress bar for nothing
 
 
 def test_resume_and_force_together_are_refused(tmp_path, monkeypatch, capsys):
@@ -236,9 +252,12 @@ def test_a_search_names_a_measured_limitation_of_its_strategy_once(tmp_path, mon
     err = capsys.readouterr().err
     assert rc == 0, err[-2000:]
     notes = [line for line in err.splitlines() if line.startswith("mnas: note:")]
-    assert len(notes) == told, err[-2000:]
+    caveats = [line for line in notes if "trains on digits" not in line]
+    assert len(caveats) == told, err[-2000:]
     if told:
-        assert "enas" in notes[0] and space in notes[0] and "latency estimate" in notes[0]
+        assert "enas" in caveats[0] and space in caveats[0] and "latency estimate" in caveats[0]
+    # with a table's accuracy, the supernet's own task is named (and how to change it)
+    assert len(notes) - len(caveats) == (space == "nb201"), err[-2000:]
 
 
 def test_enas_supernet_from_is_checked_first_and_not_needed_to_resume(tmp_path, monkeypatch,

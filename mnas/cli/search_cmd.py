@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--data", default=None,
                    help="dataset: digits (default), imagefolder:PATH, cifar10:PATH, "
                         "cifar100:PATH, module:pkg.mod:Class")
-    a.add_argument("--epochs", type=int, default=None)
+    a.add_argument("--epochs", type=int, default=None,
+                   help="proxy training epochs per child (default 2)")
     a.add_argument("--batch-limit", type=int, default=None, help="train batches per epoch")
     a.add_argument("--width-mult", type=float, default=None, help="proxy width multiplier")
     a.add_argument("--resolution", type=int, default=None, help="proxy input resolution")
@@ -401,9 +402,21 @@ def run(args: argparse.Namespace) -> int:
     caveat = type(strategy).caveats.get(cfg["space"])
     if caveat:
         print(f"mnas: note: {caveat}", file=sys.stderr)
+    # a strategy that trains on data of its own (enas's supernet)
+    opts = getattr(strategy, "options", None)
+    own_data = opts.get("data") if isinstance(opts, dict) else None
+    if isinstance(own_data, str) and cfg["accuracy"].partition(":")[0] == "table":
+        print(f"mnas: note: {cfg['strategy']} trains on {own_data} while the children's "
+              f"accuracy comes from {cfg['accuracy']}; --opt data=SPEC gives it the "
+              "table's task", file=sys.stderr)
     from devices.base import DeviceUnreachable, first_line
 
-    bar = _Progress(cfg["budget"], ledger.finished_count(), disable=args.no_progress)
+    done = ledger.finished_count()
+    if done >= cfg["budget"]:
+        print(f"mnas: note: this run already has {done} children (budget {cfg['budget']}): "
+              "nothing to search; its reports are written again (a larger --budget goes "
+              "on)", file=sys.stderr)
+    bar = _Progress(cfg["budget"], done, disable=args.no_progress or done >= cfg["budget"])
     loop.callbacks.append(bar.update)
     try:
         try:
