@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import struct
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -235,7 +236,8 @@ class SearchLoop:
         except pickle.UnpicklingError as e:
             raise ValueError(f"{self.checkpoint} is not a strategy checkpoint mnas reads "
                              f"({e}); refused, none of its code ran") from None
-        except (EOFError, AttributeError, ImportError, IndexError, TypeError) as e:
+        except (EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError,
+                KeyError, struct.error) as e:   # how a pickle reader meets junk bytes
             raise ValueError(f"{self.checkpoint} is truncated or corrupt ({e!r}): the run "
                              "cannot be resumed") from None
         if not isinstance(ck, dict):

@@ -154,3 +154,21 @@ def test_a_planted_checkpoint_stops_resume_with_one_line(tmp_path, monkeypatch, 
     assert "strategy.ckpt" in err and "none of its code ran" in err and "posix.system" in err
     assert not marker.exists()
     assert ((out / "study.db").read_bytes(), (out / "config.json").read_bytes()) == before
+
+
+@pytest.mark.parametrize("junk", [b"garbage", b"", b"\x80\x05\x95", b"\xff" * 40])
+def test_a_junk_checkpoint_is_one_line_naming_the_file(tmp_path, capsys, junk):
+    from mnas.cli import main
+
+    table = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201_dev.csv"
+    out = tmp_path / "run"
+    assert main(["search", "--out", str(out), "--budget", "2", "--space", "nb201",
+                 "--strategy", "random", "--accuracy", f"table:{table}#cifar100_acc",
+                 "--latency", f"table:{table}#raspi4_ms", "--target-ms", "10",
+                 "--no-progress", "--no-export"]) == 0
+    capsys.readouterr()
+    (out / "strategy.ckpt").write_bytes(junk)
+    rc = main(["search", "--out", str(out), "--resume", "--budget", "3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "strategy.ckpt" in err and "Traceback" not in err
