@@ -133,29 +133,39 @@ def reference_arch(space: Any) -> tuple[str, Any]:
                      f"{space.name!r} has none; give --target-ms N")
 
 
-def export_front_model(space: Any, arch_str: str, path: Path, latency: Any = None) -> Path:
+def export_front_model(space: Any, arch_str: str, path: Path, latency: Any = None,
+                       model_format: str | None = None) -> Path:
     """The full-size child (deployment classes and input) as the device's model file.
 
-    Through the latency estimator when it can export (same seeded weights, same format
-    and hash as the measured model); otherwise as ONNX.
+    Through the latency estimator when it can export; otherwise built the way it builds
+    children (fixed seed, width 1.0) and exported as ``model_format`` (the run's recorded
+    format; ONNX when None), so the file is the one measured without reaching the device.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     arch = space.decode(arch_str)
     if hasattr(latency, "export"):
         return latency.export(space, arch, path.with_suffix(getattr(latency, "suffix", ".onnx")))
-    from latency.export import export_onnx
+    import torch
 
-    model = space.build(arch, num_classes=space.deploy_classes).eval()
+    from latency.estimate import BUILD_SEED
+    from latency.export import get_exporter
+
+    fmt = model_format or "onnx"
+    export = get_exporter(fmt)
+    with torch.random.fork_rng(devices=[]):   # the measured weights, the caller's RNG kept
+        torch.manual_seed(BUILD_SEED)
+        model = space.build(arch, num_classes=space.deploy_classes, width_mult=1.0).eval()
     r = space.deploy_resolution
-    return export_onnx(model, path, input_shape=(1, 3, r, r))
+    return export(model, path.with_suffix(f".{fmt}"), input_shape=(1, 3, r, r))
 
 
 def write_run_reports(out: Path, cfg: dict[str, Any], trials: list, space: Any,
                       export: bool = True, latency: Any = None) -> dict[str, Any]:
     from mnas.report import write_reports
 
+    # without an estimator that exports, the run's recorded format (none: ONNX)
     def exporter(arch: str, path: Path) -> Path:
-        return export_front_model(space, arch, path, latency)
+        return export_front_model(space, arch, path, latency, cfg.get("model_format"))
 
     return write_reports(out, trials, target_ms=cfg["targets_ms"], device=cfg["device"],
                          space=cfg["space"], export_model=exporter if export else None,

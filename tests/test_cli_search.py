@@ -201,7 +201,7 @@ def test_train_on_the_torch_device_exports_the_trained_weights(tiny_run, device)
     with open(out / "trials.csv") as f:
         n = next(row["number"] for row in csv.DictReader(f) if row["state"] == "complete")
     r = mnas("train", str(out), "--trial", n, "--epochs", "1", "--batch-limit", "8",
-             "--no-measure", "--no-progress", "--torch-device", device, cache=cache)
+             "--no-measure", "--no-progress", "--torch-device", device, "--force", cache=cache)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((out / "trained" / f"trial-{n}.json").read_text())
     assert doc["torch_device"] == device
@@ -243,7 +243,7 @@ def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run, 
              "--no-progress"]
     env = {**os.environ, "MNAS_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     # SIGINT handled as a terminal would (a shell's background jobs inherit it ignored)
-    proc = subprocess.Popen([sys.executable, "-m", "mnas", "train", str(out), *flags],
+    proc = subprocess.Popen([sys.executable, "-m", "mnas", "train", str(out), *flags, "--force"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -317,7 +317,7 @@ def test_train_resumed_after_its_last_epoch_validates_and_exports(tiny_run, monk
              "--no-measure", "--no-progress"]
     with monkeypatch.context() as m:     # keep the checkpoint, as a crash in export would
         m.setattr(Path, "unlink", lambda self, missing_ok=False: None)
-        assert main(flags) == 0
+        assert main([*flags, "--force"]) == 0
     done = json.loads((out / "trained" / f"trial-{n}.json").read_text())
     assert (out / "trained" / f"trial-{n}.ckpt").is_file()
     assert main([*flags, "--resume"]) == 0

@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from mnas import run as runmod
+from mnas.cli import CliError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Reads the run's ledger and rewrites trials.csv, "
                        "pareto.csv/json/png and the front models.")
     p.add_argument("run_dir", help="a folder written by `mnas search`")
-    p.add_argument("--no-export", action="store_true", help="skip exporting front models")
+    p.add_argument("--no-export", action="store_true",
+                   help="skip exporting front models (models/ is left as it is)")
     p.add_argument("--json", action="store_true", help="print pareto.json instead of a table")
     p.set_defaults(func=run)
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = runmod.load_config(out)
     trials = runmod.load_trials(out, cfg)
     space = get_space(cfg["space"], **cfg.get("space_options", {}))
-    latency = runmod.make_latency(cfg, out) if not args.no_export else None
+    latency = _exporting_latency(cfg, out) if not args.no_export else None
     doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
                                    latency=latency)
     changed = device_change_note(trials, cfg.get("device_fingerprint"))
@@ -42,3 +45,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_front(doc)
     return 0
+
+
+def _exporting_latency(cfg: dict[str, Any], out: Path) -> Any:
+    """The estimator that exports the front models, where only the run's device can say
+    their format: a measured run from before config.json recorded ``model_format``.
+    Otherwise None (the recorded format, or ONNX for a table or lookup table), so
+    printing the front never waits on a device that has gone."""
+    if cfg.get("model_format") or cfg["latency"].partition(":")[0] != "measured":
+        return None
+    try:
+        return runmod.make_latency(cfg, out)
+    except (ValueError, RuntimeError, OSError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CliError(f"the run's config.json predates model_format, so only its device "
+                       f"{cfg['device']} can say the front models' format, and it cannot be "
+                       f"reached ({why}); --no-export prints the front without them") from None

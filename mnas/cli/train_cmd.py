@@ -22,6 +22,11 @@ it refuses different settings, which would silently change the recipe. It goes o
 the last finished epoch with its weights, optimiser and schedule; the data order and
 dropout draws after that differ from an uninterrupted run's. Both files are removed
 once the model is exported.
+
+The run's device is reached before training (an unreachable one fails at once);
+``--no-measure`` exports in the format config.json records without contacting it. A
+trial already trained is not trained again without ``--force``, and its old files are
+replaced only once the new ones are exported and measured.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=float, default=1.0,
                    help="width multiplier (default 1.0: the architecture whose latency "
                         "the search measured)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="training batch size (default 64, as the search's proxy)")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     p.add_argument("--torch-device", default="cpu", metavar="DEV",
@@ -70,7 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted training of this trial from its checkpoint "
                         "(trained/trial-N.ckpt; same settings)")
     p.add_argument("--no-measure", action="store_true",
-                   help="export only; do not measure the file on the run's device")
+                   help="export only; do not measure the file on the run's device (nor "
+                        "contact it, where config.json records its model format)")
+    p.add_argument("--force", action="store_true",
+                   help="train a trial that is already trained, replacing its "
+                        "trained/trial-N files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -140,6 +150,81 @@ def _check(args: argparse.Namespace) -> None:
     check_device(args.torch_device, "--torch-device")
 
 
+def _finished(folder: Path, number: int) -> list[Path]:
+    """A finished training's files: ``trial-N.json`` and its model file (any format)."""
+    return sorted(p for p in folder.glob(f"trial-{number}.*") if ".ckpt" not in p.name)
+
+
+def _refuse_replacing(folder: Path, number: int, resume: bool, force: bool) -> list[Path]:
+    """A trained model is a long training's result: another training of the trial may
+    replace it only with ``--force``. Returns the finished files it will replace."""
+    if resume and force:
+        raise ValueError(f"--resume goes on with trial {number}'s interrupted training and "
+                         "--force starts it over: give one of them")
+    done = _finished(folder, number)
+    names = ", ".join(p.name for p in done)
+    if resume and done and not (folder / f"trial-{number}.ckpt").is_file():
+        raise ValueError(f"no checkpoint to resume: trial {number}'s training finished "
+                         f"({names} in {folder}); --force trains it again, replacing them")
+    # a checkpoint beside finished files was started with --force (or its export was cut
+    # short): resuming it is what was asked for
+    if done and not resume and not force:
+        raise FileExistsError(f"trial {number} is already trained ({names} in {folder}); "
+                              "--force trains it again and replaces them")
+    return done
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _target(cfg: dict[str, Any], out: Path, no_measure: bool) -> tuple[str, Any, str | None]:
+    """(model format, the latency estimator to measure with or None, why not measured).
+
+    Decided before training: an unreachable device is one line now, not after the
+    epochs. ``--no-measure`` never contacts the device where config.json records the
+    format; only a run from before ``model_format`` must ask the device for it."""
+    scheme = cfg["latency"].partition(":")[0]
+    if scheme != "measured":
+        what = {"table": "a table", "lut": "a lookup table"}.get(scheme, scheme)
+        why = f"the run's latency came from {what} ({cfg['latency']}): no device to measure on"
+        return cfg.get("model_format") or "onnx", None, why
+    if no_measure and cfg.get("model_format"):
+        return cfg["model_format"], None, "--no-measure"
+    try:
+        latency = runmod.make_latency(cfg, out)
+        if not no_measure:
+            latency.device.fingerprint()     # reaches a phone (a farm answered already)
+    except (ValueError, RuntimeError, OSError) as e:
+        if no_measure:
+            raise CliError(f"the run's config.json predates model_format, so only its device "
+                           f"{cfg['device']} can say which model file to export, and it cannot "
+                           f"be reached ({_first_line(e)})") from None
+        raise CliError(f"cannot measure on the run's device {cfg['device']} "
+                       f"({_first_line(e)}); --no-measure trains and exports the model "
+                       "without it") from None
+    if no_measure:
+        latency.device.close()
+        return latency.device.model_format, None, "--no-measure"
+    return latency.device.model_format, latency, None
+
+
+def _searched_accuracy(cfg: dict[str, Any], accuracy: float | None) -> str:
+    """What the search scored the child with, named as what it is: a proxy training or a
+    table's published accuracy (not a result of this training's task)."""
+    if accuracy is None:
+        return "no searched accuracy"
+    spec = cfg.get("accuracy") or "proxy"
+    scheme, _, arg = spec.partition(":")
+    if scheme == "proxy":
+        return f"proxy {accuracy:.4f}"
+    if scheme == "table":
+        table, _, column = arg.rpartition("#")
+        return f"table accuracy {accuracy:.4f}: {column} in {Path(table).name}"
+    return f"searched accuracy {accuracy:.4f}: {spec}"
+
+
 def run(args: argparse.Namespace) -> int:
     _check(args)
     out = Path(args.run_dir)
@@ -147,9 +232,18 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"run folder {out} does not exist")
     cfg = runmod.load_config(out)
     trial = _pick(runmod.load_trials(out, cfg), args.trial)
+    replaced = _refuse_replacing(out / TRAINED, trial.number, args.resume, args.force)
+    fmt, latency, unmeasured = _target(cfg, out, args.no_measure)
+    try:
+        return _train(args, cfg, out, trial, fmt, latency, unmeasured, replaced)
+    finally:
+        if latency is not None:
+            latency.device.close()
 
+
+def _train(args: argparse.Namespace, cfg: dict[str, Any], out: Path, trial: Any, fmt: str,
+           latency: Any, unmeasured: str | None, replaced: list[Path]) -> int:
     import lightning as L
-    import torch
 
     from mnas.evaluators.proxy import lightning_interrupts, quiet_lightning
     from mnas.spaces import get_space
@@ -228,47 +322,80 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("training ended without a validation result")
     train_seconds = time.perf_counter() - t0
 
-    latency = runmod.make_latency(cfg, out)
-    device = getattr(latency, "device", None)   # None: the run estimated latency (lut, table)
-    fmt = device.model_format if device is not None else "onnx"
-    from latency.export import file_sha256, get_exporter
-
     path = folder / f"trial-{trial.number}.{fmt}"
-    net = module.model.eval().cpu().to(memory_format=torch.contiguous_format)
+    result = folder / f"trial-{trial.number}.json"
+    # written under other names until measured: a failure leaves an older result whole
+    part = folder / f".part-trial-{trial.number}.{fmt}"
+    part_json = folder / f".part-trial-{trial.number}.json"
     try:
-        get_exporter(fmt)(net, path, input_shape=(1, channels, resolution, resolution))
-    except RuntimeError as e:
-        raise CliError(f"trial {trial.number}: {e}") from None
-    doc: dict[str, Any] = {
-        "trial": trial.number, "arch": trial.arch, "space": cfg["space"], "data": data,
-        "classes": classes, "resolution": resolution, "width_mult": args.width,
-        "epochs": args.epochs, "batch_limit": args.batch_limit, "lr": args.lr, "seed": seed,
-        "torch_device": args.torch_device,
-        "val_accuracy": float(module.val_accuracy), "proxy_accuracy": trial.accuracy,
-        "searched_latency_ms": trial.latency_ms, "train_seconds": round(train_seconds, 2),
-        "model": str(path.relative_to(out)), "sha256": file_sha256(path),
-        "device": cfg["device"], "latency_ms": None,
-    }
-    if device is not None and not args.no_measure:
-        from latency.estimate import measure_model
-
-        try:
-            m = measure_model(device, path, latency.settings)
-        except RuntimeError as e:
-            raise CliError(f"trial {trial.number}: measuring {path.name}: {e}") from None
-        finally:
-            device.close()
-        doc["latency_ms"] = m.median_ms
-        doc["measurement"] = {k: v for k, v in m.to_dict().items() if k != "samples_ms"}
-    doc["resumed_from_epoch"] = (args.epochs if start.epoch is None else start.epoch
-                                 ) if args.resume else None
-    (folder / f"trial-{trial.number}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        got = _export_and_measure(_cpu_net(module), part, cfg, trial, latency, unmeasured,
+                                  (1, channels, resolution, resolution))
+        doc = {
+            "trial": trial.number, "arch": trial.arch, "space": cfg["space"], "data": data,
+            "classes": classes, "resolution": resolution, "width_mult": args.width,
+            "epochs": args.epochs, "batch_limit": args.batch_limit, "lr": args.lr,
+            "seed": seed, "torch_device": args.torch_device,
+            "val_accuracy": float(module.val_accuracy), "accuracy": cfg.get("accuracy"),
+            "searched_accuracy": trial.accuracy,
+            "proxy_accuracy": trial.accuracy if (cfg.get("accuracy") or "proxy").startswith(
+                "proxy") else None,
+            "searched_latency_ms": trial.latency_ms, "train_seconds": round(train_seconds, 2),
+            "model": str(path.relative_to(out)), **got,
+            "resumed_from_epoch": (args.epochs if start.epoch is None else start.epoch
+                                   ) if args.resume else None}
+        part_json.write_text(json.dumps(doc, indent=2) + "\n")
+        part.replace(path)
+        part_json.replace(result)
+    finally:
+        part.unlink(missing_ok=True)
+        part_json.unlink(missing_ok=True)
     ckpt.unlink(missing_ok=True)           # exported: the training state has done its job
     ckpt.with_suffix(".ckpt.json").unlink(missing_ok=True)
-    lat = "not measured" if doc["latency_ms"] is None else f"{doc['latency_ms']:.3f} ms"
+    for old in replaced:                   # --force: an older export in another format
+        if old not in (path, result):
+            old.unlink(missing_ok=True)
+    lat = (f"not measured ({unmeasured})" if doc["latency_ms"] is None
+           else f"{doc['latency_ms']:.3f} ms on {cfg['device']}")
     resumed = f" (resumed at epoch {doc['resumed_from_epoch']})" if args.resume else ""
     print(f"trial {trial.number} {trial.arch}\n  trained {args.epochs} epochs{resumed} on {data} "
           f"({classes} classes, {resolution}x{resolution}): val accuracy "
-          f"{doc['val_accuracy']:.4f} (proxy {trial.accuracy:.4f})\n  {doc['model']} "
-          f"(1x{channels}x{resolution}x{resolution}): {lat} on {cfg['device']}")
+          f"{doc['val_accuracy']:.4f} ({_searched_accuracy(cfg, trial.accuracy)})\n  "
+          f"{doc['model']} (1x{channels}x{resolution}x{resolution}): {lat}")
     return 0
+
+
+def _cpu_net(module: Any) -> Any:
+    """The trained network as the CPU model that is exported (trained on any device)."""
+    import torch
+
+    return module.model.eval().cpu().to(memory_format=torch.contiguous_format)
+
+
+def _export_and_measure(net: Any, path: Path, cfg: dict[str, Any], trial: Any, latency: Any,
+                        unmeasured: str | None, shape: tuple[int, int, int, int]
+                        ) -> dict[str, Any]:
+    """Export ``net`` to ``path`` in its suffix's format and measure it where ``latency``
+    says; the result document's model, device and latency keys."""
+    from latency.export import file_sha256, get_exporter
+
+    try:
+        get_exporter(path.suffix[1:])(net, path, input_shape=shape)
+    except RuntimeError as e:
+        raise CliError(f"trial {trial.number}: {e}") from None
+    doc: dict[str, Any] = {"sha256": file_sha256(path), "device": cfg["device"],
+                           "latency_ms": None}
+    if latency is None:
+        doc["not_measured"] = unmeasured
+        return doc
+    from latency.estimate import measure_model
+
+    try:
+        m = measure_model(latency.device, path, latency.settings)
+    except (RuntimeError, ValueError, OSError) as e:
+        # the checkpoint stays: --resume exports and measures it again, no epoch lost
+        raise CliError(f"trial {trial.number}: measuring its model on {cfg['device']}: "
+                       f"{_first_line(e)}; the same command with --resume measures it again "
+                       "(with --no-measure: exports it without the device)") from None
+    doc["latency_ms"] = m.median_ms
+    doc["measurement"] = {k: v for k, v in m.to_dict().items() if k != "samples_ms"}
+    return doc
