@@ -72,6 +72,14 @@ def save_config(out: Path, config: dict[str, Any]) -> None:
     tmp.replace(out / CONFIG)
 
 
+def check_run_folder(out: Path) -> None:
+    """FileNotFoundError / NotADirectoryError unless ``out`` is a folder (a run's)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a run folder")
+    if not out.is_dir():
+        raise FileNotFoundError(f"run folder {out} does not exist")
+
+
 def load_config(out: Path) -> dict[str, Any]:
     path = out / CONFIG
     if not path.exists():

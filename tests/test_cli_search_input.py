@@ -304,3 +304,15 @@ def test_train_bad_input_is_one_line_exit_2(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert needle in err
+
+
+@pytest.mark.parametrize("command", ["front", "train"])
+def test_a_file_given_as_a_run_folder_is_named_as_one(tmp_path, capsys, command):
+    from mnas.cli import main
+
+    (tmp_path / "afile").write_text("")
+    assert main([command, str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "afile is a file, not a run folder" in err, err
+    assert main([command, str(tmp_path / "none")]) == 2
+    assert "run folder" in capsys.readouterr().err

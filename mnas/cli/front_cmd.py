@@ -29,8 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from mnas.spaces import get_space
 
     out = Path(args.run_dir)
-    if not out.is_dir():
-        raise FileNotFoundError(f"run folder {out} does not exist")
+    runmod.check_run_folder(out)
     cfg = runmod.load_config(out)
     trials = runmod.load_trials(out, cfg)
     space = get_space(cfg["space"], **cfg.get("space_options", {}))

@@ -228,8 +228,7 @@ def _searched_accuracy(cfg: dict[str, Any], accuracy: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     _check(args)
     out = Path(args.run_dir)
-    if not out.is_dir():
-        raise FileNotFoundError(f"run folder {out} does not exist")
+    runmod.check_run_folder(out)
     cfg = runmod.load_config(out)
     trial = _pick(runmod.load_trials(out, cfg), args.trial)
     replaced = _refuse_replacing(out / TRAINED, trial.number, args.resume, args.force)
