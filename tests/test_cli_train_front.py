@@ -195,3 +195,21 @@ def test_every_option_says_what_it_does(command):
     missing = [a.option_strings or a.dest for a in sub.choices[command]._actions
                if not a.help]
     assert missing == []
+
+
+def test_train_says_when_the_runs_device_changed_since_the_search(run_on, capsys):
+    """Measured on the run's device, but it is not as the search found it (an update):
+    the latency is kept and marked, since it does not compare with the front's."""
+    from devices.base import get_device
+    from mnas.cli import main
+
+    out = run_on("local:onnxruntime")
+    cfg = json.loads((out / "config.json").read_text())
+    cfg.update(runs=5, warmup=1, max_runs=10, device_fingerprint={
+        **get_device("local:onnxruntime").fingerprint(), "runtime_version": "0.0"})
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert main(["train", str(out), "--trial", "1", *TRAIN]) == 0
+    err = capsys.readouterr().err
+    assert "the run's device changed since its search (runtime_version '0.0' -> " in err, err
+    doc = json.loads((out / "trained" / "trial-1.json").read_text())
+    assert doc["latency_ms"] > 0 and doc["device_changed"].startswith("runtime_version")

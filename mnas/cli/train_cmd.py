@@ -397,4 +397,12 @@ def _export_and_measure(net: Any, path: Path, cfg: dict[str, Any], trial: Any, l
                        "(with --no-measure: exports it without the device)") from None
     doc["latency_ms"] = m.median_ms
     doc["measurement"] = {k: v for k, v in m.to_dict().items() if k != "samples_ms"}
+    start = cfg.get("device_fingerprint")
+    if start and m.fingerprint and m.fingerprint != start:
+        from devices.base import describe_change
+
+        doc["device_changed"] = describe_change(start, m.fingerprint)
+        print(f"mnas: note: the run's device changed since its search "
+              f"({doc['device_changed']}): this latency does not compare with the front's",
+              file=sys.stderr)
     return doc
