@@ -324,6 +324,20 @@ def _move_device(cfg: dict[str, Any], spec: str) -> str:
     return old
 
 
+def _format_offline(spec: str) -> str:
+    """The model format of device ``spec`` where it is known without reaching the device
+    (a local runtime; a phone's tool, by its spec): else ONNX, the default."""
+    from devices.base import get_device
+
+    if spec.partition(":")[0] not in ("local", "adb"):
+        return "onnx"       # a farm would have to be asked
+    device = get_device(spec)   # connects on first use, not here
+    try:
+        return device.model_format
+    finally:
+        device.close()
+
+
 def _record_fingerprint(cfg: dict[str, Any], latency: Any, moved_from: str | None) -> None:
     """Record the measuring device's fingerprint (what ``--resume --device`` checks); a
     resumed run moved to another spec must have found the same device there: the run's
@@ -332,6 +346,8 @@ def _record_fingerprint(cfg: dict[str, Any], latency: Any, moved_from: str | Non
 
     device = getattr(latency, "device", None)
     if not isinstance(device, Device):
+        if cfg["latency"].partition(":")[0] == "lut":    # a phone's table: its format
+            cfg.setdefault("model_format", _format_offline(cfg["device"]))
         return
     new = device.fingerprint()
     # the front's model files and `mnas train`'s export need the format, not the device

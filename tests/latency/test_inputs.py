@@ -228,5 +228,6 @@ def test_a_search_on_a_phones_table_needs_no_phone(tmp_path: Path, capsys) -> No
     assert "the lookup table was built on adb:127.0.0.1:1" in err and "model 'Pixel 7'" in err
     assert not (tmp_path / "here").exists()
     assert main([*search, "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["device"] == phone
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["device"] == phone and cfg["model_format"] == "tflite"   # the phone's files
     assert main(["front", str(tmp_path / "run"), "--no-export"]) == 0   # nor here
