@@ -16,6 +16,7 @@ from mnas.spaces import get_space
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201_dev.csv"
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_relative_path_resolves_against_cwd(tmp_path, space, monkeypatch):
 
 
 def test_missing_arch_names_the_table(tmp_path, space):
-    path = write(tmp_path / "t.csv", f"arch,acc,ms\n{BEST},0.5,\n")
+    path = write(tmp_path / "t.csv", f"arch,acc,ms\n{BEST},0.5,\n{NONE},0.1,2.5\n")
     acc = make_accuracy(f"table:{path}#acc")
     other = space.parse("resnet")
     with pytest.raises(ArchNotInTable, match=r"arch not in table .*t\.csv: \|nor_conv_3x3~0\|"):
@@ -99,6 +100,8 @@ def test_bad_spec_errors(tmp_path, spec, err, needle):
     ("arch,acc\nA,0.1\nA,0.2\n", "accuracy", "line 3: arch 'A' repeats line 2"),
     ("name,acc\nA,0.1\n", "accuracy", "no 'arch' column; columns: name, acc"),
     ("arch,acc\nA,0.1,9\n", "accuracy", "line 2: 3 cells"),
+    ("arch,acc\nA,\nB,\n", "latency", "column 'acc' holds no values"),
+    ("arch,acc\n", "accuracy", "has a header but no rows"),
 ])
 def test_bad_tables_fail_at_load(tmp_path, body, kind, needle):
     path = write(tmp_path / "t.csv", body)
