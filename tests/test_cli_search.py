@@ -169,10 +169,12 @@ def test_front_command_reprints_and_reexports(tiny_run):
     assert doc["trials"] == 3 and (out / "pareto.json").exists()
 
 
-def test_train_command_exports_the_trained_child(tiny_run, capsys):
+def test_train_command_exports_the_trained_child(tiny_run, capsys, monkeypatch):
+    from mnas.cli import main
+
     out, cache, _ = tiny_run
-    r = mnas("train", str(out), "--epochs", "2", "--no-progress", cache=cache)
-    assert r.returncode == 0, r.stderr[-3000:]
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(cache))
+    assert main(["train", str(out), "--epochs", "2", "--no-progress"]) == 0   # in-process
     with open(out / "trials.csv") as f:
         done = [row for row in csv.DictReader(f) if row["state"] == "complete"]
     best = max(done, key=lambda row: float(row["reward"]))    # the default pick
@@ -187,22 +189,23 @@ def test_train_command_exports_the_trained_child(tiny_run, capsys):
     assert list(sess.get_inputs()[0].shape) == [1, 3, 32, 32]
     assert abs(_onnx_val_accuracy(out / doc["model"], seed=3) - doc["val_accuracy"]) < 0.01
     assert doc["val_accuracy"] > 0.3
-    from mnas.cli import main
-
-    assert main(["train", str(out), "--trial", "99", "--no-measure"]) == 2   # in-process
+    capsys.readouterr()
+    assert main(["train", str(out), "--trial", "99", "--no-measure"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no trial 99" in err
     assert f"complete trials: {done[0]['number']}" in err
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_train_on_the_torch_device_exports_the_trained_weights(tiny_run, device):
+def test_train_on_the_torch_device_exports_the_trained_weights(tiny_run, device, monkeypatch):
+    from mnas.cli import main
+
     out, cache, _ = tiny_run
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(cache))
     with open(out / "trials.csv") as f:
         n = next(row["number"] for row in csv.DictReader(f) if row["state"] == "complete")
-    r = mnas("train", str(out), "--trial", n, "--epochs", "1", "--batch-limit", "8",
-             "--no-measure", "--no-progress", "--torch-device", device, "--force", cache=cache)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(["train", str(out), "--trial", n, "--epochs", "1", "--batch-limit", "8",
+                 "--no-measure", "--no-progress", "--torch-device", device, "--force"]) == 0
     doc = json.loads((out / "trained" / f"trial-{n}.json").read_text())
     assert doc["torch_device"] == device
     # the CPU file holds the weights trained there: it scores the reported accuracy
@@ -262,8 +265,7 @@ def test_train_resumes_an_interrupted_training_with_the_same_settings(tiny_run, 
     err = capsys.readouterr().err
     assert "epochs=3" in err and "epochs=4" in err
     assert ckpt.is_file()
-    r = mnas("train", str(out), *flags, "--resume", cache=cache)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(["train", str(out), *flags, "--resume"]) == 0      # in-process: no import
     doc = json.loads((folder / f"trial-{n}.json").read_text())
     assert doc["epochs"] == 3 and 1 <= doc["resumed_from_epoch"] < 3
     assert doc["val_accuracy"] > 0.2       # 10 classes: trained, not chance

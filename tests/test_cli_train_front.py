@@ -17,7 +17,9 @@ from tests.cli_run import TABLE
 
 #: a device farm nothing answers at: connecting is refused at once
 GONE = "http://127.0.0.1:9/x"
-TRAIN = ["--epochs", "1", "--batch-limit", "2", "--no-progress"]
+#: small and fast: what these tests check does not depend on the network's size
+TRAIN = ["--epochs", "1", "--batch-limit", "2", "--no-progress", "--width", "0.25",
+         "--resolution", "16"]
 
 
 @pytest.fixture(scope="module")
