@@ -42,8 +42,9 @@ Every bad request is a 4xx whose ``detail`` is one line naming the problem and t
 choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 408 (an upload
 that stalls), 413 (too large), 422 (bad setting; not a model of the device's format),
 503 (queue full; with ``Retry-After``). A device that fails while measuring is a 502 with
-its reason (in a pool, after one other member has tried the model); a farm that cannot
-store an upload, a 507.
+its reason (in a pool, after one other member has tried the model); one the farm cannot
+reach at all (unplugged), a 504 (the client raises ``DeviceUnreachable``: a search
+stops rather than fail its children); a farm that cannot store an upload, a 507.
 """
 
 from __future__ import annotations

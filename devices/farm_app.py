@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devices.base import can_pair, first_line
+from devices.base import DeviceUnreachable, can_pair, first_line
 from devices.farm import Farm, check_model, parse_settings
 
 
@@ -156,6 +156,9 @@ def create_app(farm: Farm) -> Starlette:
                 m = await asyncio.wrap_future(fut)
             except ValueError as e:     # the device refused a file or the settings
                 raise fail(422, f"device {name!r} refused: {_hide(e, paths, farm)}") from None
+            except DeviceUnreachable as e:  # the farm cannot reach it (unplugged): a 504
+                raise fail(504, f"device {name!r} is unreachable: "
+                                f"{_hide(e, paths, farm)}") from None
             except Exception as e:  # noqa: BLE001 - the device failed: its reason, a 502
                 raise fail(502, f"device {name!r} failed: {_hide(e, paths, farm)}") from None
         except OSError as e:    # storing the upload: a full disk, say

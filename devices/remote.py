@@ -290,6 +290,8 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
                                    "along): name that address instead") from None
             if 400 <= e.code < 500 and e.code != 408:
                 raise ValueError(f"{what}: {detail}") from None
+            if e.code == 504:   # the farm is up, its device is not (a phone unplugged)
+                raise DeviceUnreachable(f"{what}: {detail}") from None
             raise RuntimeError(f"{what}: the farm answered {e.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as e:
             why = getattr(e, "reason", e)

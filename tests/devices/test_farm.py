@@ -229,6 +229,28 @@ def test_a_failing_device_is_a_502_with_its_reason(onnx_model, tmp_path):
         assert farm.info("a")["queued"] == 0 and list((tmp_path / "up").iterdir()) == []
 
 
+def test_a_device_the_farm_cannot_reach_is_a_504_the_client_calls_unreachable(onnx_model):
+    """An unplugged phone is not the model's fault: the client raises DeviceUnreachable,
+    so a search stops (to be resumed) instead of failing its children one by one."""
+    from devices.base import DeviceUnreachable
+
+    class Unplugged(Gated):
+        def measure(self, model_path, settings):
+            raise DeviceUnreachable("adb device A: connecting failed after 3 attempts")
+
+    class Broken(Gated):
+        def measure(self, model_path, settings):
+            raise RuntimeError("benchmark_model crashed")
+
+    with running_farm({"a": Unplugged(), "b": Broken()}) as (base, _):
+        with pytest.raises(DeviceUnreachable, match="device 'a' is unreachable: adb device "
+                           "A: connecting failed"):
+            RemoteDevice(f"{base}/a").measure(onnx_model, FAST)
+        with pytest.raises(RuntimeError, match="answered 502") as info:
+            RemoteDevice(f"{base}/b").measure(onnx_model, FAST)
+        assert not isinstance(info.value, DeviceUnreachable)
+
+
 def test_a_phone_through_the_farm(tmp_path, monkeypatch):
     pytest.importorskip("adb_shell", reason="adb devices need the mnas[adb] extra")
     pytest.importorskip("litert_torch", reason="TFLite export needs the mnas[tflite] extra")
