@@ -215,3 +215,16 @@ def test_train_says_when_the_runs_device_changed_since_the_search(run_on, capsys
     assert "the run's device changed since its search (runtime_version '0.0' -> " in err, err
     doc = json.loads((out / "trained" / "trial-1.json").read_text())
     assert doc["latency_ms"] > 0 and doc["device_changed"].startswith("runtime_version")
+
+
+def test_an_interrupted_training_is_not_discarded_without_force(run_on, capsys):
+    from mnas.cli import main
+
+    out = run_on(GONE)
+    ckpt = out / "trained" / "trial-1.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"epochs of training")
+    assert main(["train", str(out), "--trial", "1", *TRAIN, "--no-measure"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "has an interrupted training" in err and "--resume" in err and "--force" in err
+    assert ckpt.read_bytes() == b"epochs of training"

@@ -25,8 +25,9 @@ once the model is exported.
 
 The run's device is reached before training (an unreachable one fails at once);
 ``--no-measure`` exports in the format config.json records without contacting it. A
-trial already trained is not trained again without ``--force``, and its old files are
-replaced only once the new ones are exported and measured.
+trial already trained, or with an interrupted training, is not trained again without
+``--force``, and its old files are replaced only once the new ones are exported and
+measured.
 """
 
 from __future__ import annotations
@@ -171,6 +172,10 @@ def _refuse_replacing(folder: Path, number: int, resume: bool, force: bool) -> l
     if done and not resume and not force:
         raise FileExistsError(f"trial {number} is already trained ({names} in {folder}); "
                               "--force trains it again and replaces them")
+    ckpt = folder / f"trial-{number}.ckpt"
+    if ckpt.is_file() and not resume and not force:     # epochs a new start would discard
+        raise FileExistsError(f"trial {number} has an interrupted training ({ckpt}): "
+                              "--resume goes on from it, --force starts over")
     return done
 
 
