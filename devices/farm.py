@@ -404,6 +404,9 @@ class Farm:
                         if len(tried) > 1:  # two failed: most likely the model's fault
                             raise tried[0][1] from None
                         continue
+                    except BaseException:   # the model's own fault (a ValueError, a
+                        pool.give_back(device)  # MemoryError): the device serves on
+                        raise
                     pool.give_back(device)
                     measured = True
                     for d, e in tried:      # another member measured it: d is at fault

@@ -251,6 +251,30 @@ def test_a_device_the_farm_cannot_reach_is_a_504_the_client_calls_unreachable(on
         assert not isinstance(info.value, DeviceUnreachable)
 
 
+@pytest.mark.parametrize("error, status", [(MemoryError, "502"), (ValueError, "422")])
+def test_a_model_that_breaks_the_runtime_leaves_the_device_serving(onnx_model, error, status):
+    """A model whose declared shapes cannot be allocated (MemoryError) or that the runtime
+    refuses (ValueError): its own answer, and the device serves the next request (before,
+    it was never given back: every later request hung, then the queue answered 503)."""
+    class Fragile(Gated):
+        calls = 0
+
+        def measure(self, model_path, settings):
+            Fragile.calls += 1
+            if Fragile.calls == 1:
+                raise error("Unable to allocate 7.28 TiB for an array")
+            return super().measure(model_path, settings)
+
+    with running_farm({"a": Fragile()}, max_queue=2) as (base, farm):
+        dev = RemoteDevice(f"{base}/a", timeout_s=20)
+        with pytest.raises((RuntimeError, ValueError), match="7.28 TiB") as info:
+            dev.measure(onnx_model, FAST)
+        assert status in str(info.value) or isinstance(info.value, ValueError)
+        for _ in range(3):      # more than the queue holds: each is answered
+            assert dev.measure(onnx_model, FAST).median_ms > 0
+        assert farm.info("a")["queued"] == 0
+
+
 def test_a_phone_through_the_farm(tmp_path, monkeypatch):
     pytest.importorskip("adb_shell", reason="adb devices need the mnas[adb] extra")
     pytest.importorskip("litert_torch", reason="TFLite export needs the mnas[tflite] extra")
