@@ -319,8 +319,14 @@ def farm_devices(base: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The farm's devices (``GET /devices``), each with its ``spec`` here
     (``BASE/NAME``); errors as :func:`call`."""
     options = server_options(base)
-    rows = call(base.rstrip("/"), "/devices", farm_token(base, options), timeout=timeout,
-                tls=tls_context(base, options))["devices"]
+    doc = call(base.rstrip("/"), "/devices", farm_token(base, options), timeout=timeout,
+               tls=tls_context(base, options))
+    rows = doc.get("devices")
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("spec"), str)
+            and isinstance(r.get("name"), str) and NAME_RE.match(r["name"]) for r in rows):
+        raise RuntimeError(f"{base} does not answer as a device farm (its /devices is not "
+                           "a list of devices with a name and a spec)")
     return [{**r, "farm_spec": r["spec"], "spec": f"{base.rstrip('/')}/{r['name']}"}
             for r in rows]
 

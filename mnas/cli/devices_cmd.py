@@ -144,8 +144,8 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
                 rows.append({"kind": "farm", "usable": True, "can_pair": r.get("can_pair") is True,
                              "members": list(r.get("members") or [r["farm_spec"]]),
                              "retired": list(r.get("retired") or []),
-                             **{k: r[k] for k in ("spec", "farm_spec", "model_format",
-                                                  "fingerprint", "queued")}})
+                             **{k: r.get(k) for k in ("spec", "farm_spec", "model_format",
+                                                      "fingerprint", "queued")}})
         except (RuntimeError, ValueError) as e:
             notes.append(f"farm {entry['url']}: {e}")
     return rows, notes

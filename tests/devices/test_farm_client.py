@@ -215,6 +215,22 @@ def test_devices_lists_a_farm_and_notes_one_it_cannot_reach(capsys, tmp_path, mo
     assert any(n.startswith("farm http://127.0.0.1:1: cannot reach") for n in out["notes"])
 
 
+@pytest.mark.parametrize("answer", [{"foo": 1}, {"devices": [{"name": "x"}]},
+                                    {"devices": {"x": {}}}])
+def test_devices_notes_a_server_whose_answer_is_no_farms(capsys, tmp_path, monkeypatch,
+                                                         answer):
+    """Another service's JSON at a [[farm.server]] url: a note, not a traceback."""
+    import devices.remote
+
+    cfg = tmp_path / "devices.toml"
+    cfg.write_text('[[farm.server]]\nurl = "http://127.0.0.1:18501"\n')
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(cfg))
+    monkeypatch.setattr(devices.remote, "call", lambda *a, **k: answer)
+    assert main(["devices", "--json", "--no-fingerprint"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("http://127.0.0.1:18501 does not answer as a device farm" in n for n in notes)
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_serve_command_starts_answers_and_stops_cleanly(tmp_path, stop):
     import os
