@@ -18,6 +18,16 @@ from mnas.spaces import get_space, space_names
 DEFAULT_SPACE = "mnasnet"
 
 
+def _at_most(limit: int):
+    """A positive integer no larger than ``limit`` (a model this host can build)."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit}, got {text!r}")
+        return value
+    return parse
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -75,10 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("arch", metavar="ARCH|NAME",
                       help="a canonical arch string or a named point (e.g. mobilenetv2)")
     info.add_argument("--space", default=DEFAULT_SPACE, choices=spaces)
-    info.add_argument("--classes", type=_positive_int, default=None,
-                      help="classifier outputs (default: the space's deployment classes)")
-    info.add_argument("--resolution", type=_positive_int, default=None,
-                      help="input side in pixels (default: the space's deployment size)")
+    info.add_argument("--classes", type=_at_most(100_000), default=None,
+                      help="classifier outputs, up to 100000 (default: the space's "
+                           "deployment classes)")
+    info.add_argument("--resolution", type=_at_most(2048), default=None,
+                      help="input side in pixels, up to 2048 (default: the space's "
+                           "deployment size)")
     info.set_defaults(func=_info)
 
     sample = sub.add_parser("sample", help="print random canonical arch strings")

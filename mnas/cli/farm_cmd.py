@@ -136,8 +136,10 @@ def serve(args: argparse.Namespace) -> int:
     port = DEFAULT_PORT if args.port is None else args.port
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0-65535, got {port}")
-    if not args.max_upload_mb > 0 or args.max_queue < 1:
-        raise ValueError("--max-upload-mb must be > 0 and --max-queue >= 1")
+    # an upload of at least a byte and at most 64 GiB (a model is megabytes)
+    if not 1 / (1 << 20) <= args.max_upload_mb <= 65536 or args.max_queue < 1:
+        raise ValueError(f"--max-upload-mb must be in [{1 / (1 << 20):.2g}, 65536] (MiB) and "
+                         f"--max-queue >= 1; got {args.max_upload_mb:g} and {args.max_queue}")
     if not args.fingerprint_every >= 0:
         raise ValueError(f"--fingerprint-every must be >= 0 seconds, got "
                          f"{args.fingerprint_every:g}")

@@ -56,6 +56,13 @@ def test_info_in_process_with_options(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as e:
         main(["arch", "info", "mobilenetv2", "--classes", "0"])
     assert e.value.code == 2
+    capsys.readouterr()
+    # sizes no host could build: refused, not a traceback from the allocator
+    for flag, value in (("--classes", "10000000000"), ("--resolution", "100000")):
+        with pytest.raises(SystemExit) as e:
+            main(["arch", "info", "mobilenetv2", flag, value])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "expected at most" in err and err.count("\n") == 1
 
 
 def test_sample_is_seeded_and_canonical(capsys: pytest.CaptureFixture[str]) -> None:
