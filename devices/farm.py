@@ -137,6 +137,8 @@ def pool_fingerprint(name: str, pool: list[Device]) -> dict[str, Any]:
 #: the largest value a client may ask for (so no request holds a device for hours)
 LIMITS: dict[str, float] = {"threads": 64, "warmup": 1000, "runs": 1000, "max_runs": 10000,
                             "rel_ci": 1.0, "max_seconds": 600.0}
+#: the least each accepts (MeasureSettings' own: a median needs 3 runs)
+LOWEST: dict[str, float] = {"threads": 1, "runs": 3, "max_runs": 3}
 
 
 def parse_settings(query: dict[str, str]) -> MeasureSettings:
@@ -154,8 +156,9 @@ def parse_settings(query: dict[str, str]) -> MeasureSettings:
         except ValueError:
             raise ValueError(f"setting {k}={v!r} is not {kind.__name__ !s} "
                              f"(e.g. {k}={getattr(defaults, k)})") from None
-        if k in LIMITS and not (math.isfinite(kw[k]) and 0 <= kw[k] <= LIMITS[k]):
-            raise ValueError(f"setting {k}={v!r} is out of range; valid: 0 to "
+        low = LOWEST.get(k, 0)
+        if k in LIMITS and not (math.isfinite(kw[k]) and low <= kw[k] <= LIMITS[k]):
+            raise ValueError(f"setting {k}={v!r} is out of range; valid: {low:g} to "
                              f"{LIMITS[k]:g} on this farm")
     settings = MeasureSettings(**kw)
     if not (settings.rel_ci > 0 and settings.max_seconds > 0):

@@ -14,6 +14,10 @@ import numpy as np
 CLOCKS = ("wall", "cpu")
 
 
+#: largest accepted ``threads`` and ``runs`` (``max_runs``: ten times that)
+MAX_THREADS, MAX_RUNS = 1024, 100_000
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     """How to measure. Part of the cache key."""
@@ -30,12 +34,13 @@ class MeasureSettings:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if self.runs < 3:
-            raise ValueError(f"runs must be >= 3, got {self.runs}")
+        # upper bounds: past them a runtime refuses in its own words (threads), or the
+        # minimum runs alone outlast any max_seconds
+        for name, low, high in (("threads", 1, MAX_THREADS), ("warmup", 0, MAX_RUNS),
+                                ("runs", 3, MAX_RUNS), ("max_runs", 3, 10 * MAX_RUNS)):
+            v = getattr(self, name)
+            if not low <= v <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], got {v}")
         if self.max_runs < self.runs:
             raise ValueError(f"max_runs ({self.max_runs}) must be >= runs ({self.runs})")
         if self.clock not in CLOCKS:

@@ -64,7 +64,8 @@ def test_bad_requests_are_one_line_4xx_naming_the_valid_choices(onnx_model, tmp_
         cases = {
             "/devices/gpu": (404, "unknown device 'gpu'; valid: cpu, tfl"),
             "/devices/gpu/measure": (404, "unknown device 'gpu'; valid: cpu, tfl"),
-            "/devices/cpu/measure?threads=0": (422, "threads must be >= 1"),
+            "/devices/cpu/measure?threads=0": (422, "valid: 1 to 64 on this farm"),
+            "/devices/cpu/measure?runs=2": (422, "valid: 3 to 1000 on this farm"),
             "/devices/cpu/measure?threads=two": (422, "threads='two' is not int"),
             "/devices/cpu/measure?clock=sundial": (422, "unknown clock 'sundial'; valid"),
             "/devices/cpu/measure?nthreads=2": (422, "unknown setting 'nthreads'; valid: "
@@ -155,8 +156,8 @@ def test_a_stalled_upload_is_cut_off_and_frees_its_place(tmp_path):
 def test_settings_out_of_range_are_422_before_the_upload_is_read(onnx_model):
     with running_farm({"cpu": LocalDevice()}) as (base, _):
         for query, text in (("runs=1000000000", "runs='1000000000' is out of range; valid: "
-                                                "0 to 1000"),
-                            ("warmup=5000", "0 to 1000"), ("threads=100000", "0 to 64"),
+                                                "3 to 1000"),
+                            ("warmup=5000", "0 to 1000"), ("threads=100000", "1 to 64"),
                             ("max_seconds=nan", "out of range"), ("max_seconds=inf", "range"),
                             ("max_seconds=0", "must be > 0"), ("rel_ci=-1", "out of range")):
             status, body, _ = raw(base, f"/devices/cpu/measure?{query}", method="POST",
