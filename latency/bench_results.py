@@ -190,7 +190,11 @@ class BenchResults:
             raise ValueError(f"{where}: not a mnas bench results file (format {got!r}, "
                              f"expected {RESULTS_FORMAT!r}); produce one with `mnas bench run`")
         records: dict[str, BenchRecord] = {}
-        for i, r in enumerate(d.get("entries") or [], start=1):
+        entries = d.get("entries")
+        if not isinstance(entries, list):   # {} would read as "every entry missing": a pass
+            raise ValueError(f"{where}: not a mnas bench results file ('entries' must be a "
+                             f"list, got {type(entries).__name__})")
+        for i, r in enumerate(entries, start=1):
             try:
                 rec = BenchRecord(str(r["name"]), dict(r["entry"]),
                                   Measurement.from_dict(r["measurement"]),

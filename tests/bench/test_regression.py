@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -253,6 +254,12 @@ def test_results_round_trip_and_file_safety(tmp_path) -> None:
         BenchResults.load(tmp_path / "other.json")
     with pytest.raises(FileNotFoundError, match="results file not found"):
         BenchResults.load(tmp_path / "none.json")
+    # entries that are not a list would read as "every entry missing": a passing gate
+    doc = json.loads(p.read_text())
+    for entries in ({}, None, "a"):
+        (tmp_path / "mut.json").write_text(json.dumps({**doc, "entries": entries}))
+        with pytest.raises(ValueError, match="'entries' must be a list"):
+            BenchResults.load(tmp_path / "mut.json")
 
 
 def test_baseline_update_merges_runs_and_keeps_unselected_entries() -> None:
