@@ -48,15 +48,23 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"device config {p} is not valid TOML: {e}") from None
+    unknown = sorted(set(data) - {"adb", "farm"})
+    if unknown:     # a typo would otherwise drop its devices without a word
+        raise ValueError(f"device config {p}: unknown table [{unknown[0]}]; valid: [adb], "
+                         "[[adb.device]], [[farm.server]]")
     adb = data.get("adb", {})
     if not isinstance(adb, dict) or not isinstance(adb.get("device", []), list):
         raise ValueError(f"device config {p}: [adb] must be a table and [[adb.device]] a "
                          "list of tables")
     for entry in adb.get("device", []):
-        if not isinstance(entry, dict) or not (entry.get("address") or entry.get("serial")):
+        if not isinstance(entry, dict) or not any(
+                isinstance(entry.get(k), str) and entry[k] for k in ("address", "serial")):
             raise ValueError(f"device config {p}: every [[adb.device]] needs an address "
-                             "(host:port) or a serial")
+                             "(\"host:port\") or a serial, as a string")
     farm = data.get("farm", {})
+    if isinstance(farm, dict) and set(farm) - {"server"}:
+        raise ValueError(f"device config {p}: unknown key farm.{sorted(set(farm) - {'server'})[0]}"
+                         "; valid: [[farm.server]]")
     if not isinstance(farm, dict) or not isinstance(farm.get("server", []), list) or not all(
             isinstance(e, dict) and str(e.get("url", "")).startswith(("http://", "https://"))
             for e in farm.get("server", [])):

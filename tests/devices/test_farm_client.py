@@ -310,3 +310,20 @@ def test_a_search_stops_when_its_farm_is_gone_and_resumes_without_a_failed_child
     rows = list(csv.DictReader((out / "trials.csv").read_text().splitlines()))
     assert [r["state"] for r in rows] == ["complete"] * 5
     assert sorted(int(r["number"]) for r in rows) == list(range(5))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('[[farm.servers]]\nurl = "http://x:1"\n', "unknown key farm.servers; valid: [[farm.server]]"),
+    ('[foo]\nbar = 1\n', "unknown table [foo]; valid: [adb]"),
+    ('[[adb.device]]\naddress = 5\n', "needs an address"),
+    ('[[farm.server]]\nurl = 5\n', "needs a url"),
+    ('not toml [', "is not valid TOML"),
+])
+def test_a_devices_toml_with_a_typo_is_one_line(tmp_path, monkeypatch, capsys, text, needle):
+    """A misspelt table would drop its devices without a word; named instead."""
+    cfg = tmp_path / "devices.toml"
+    cfg.write_text(text)
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(cfg))
+    assert main(["devices", "--no-fingerprint"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and str(cfg) in err, err
