@@ -120,13 +120,13 @@ def test_resume_takes_the_same_device_reached_another_way(tiny_run, monkeypatch,
     ("measured", "http://127.0.0.1:8470/cpu", False), ("measured", "https://localhost/a", False),
     ("measured", "http://[::1]:8470/cpu", False)])
 def test_latency_overlaps_training_unless_timed_on_this_host(latency, device, overlap):
-    from mnas.cli.search_cmd import _elsewhere
+    from mnas.cli.search_device import elsewhere
 
-    assert _elsewhere({"latency": latency, "device": device}) is overlap
+    assert elsewhere({"latency": latency, "device": device}) is overlap
     # a farm here serving a phone times it elsewhere; serving a local runtime, here
     if device.startswith("http") and not overlap:
-        assert _elsewhere({"latency": latency, "device": device}, "adb:R58M1234") is True
-        assert _elsewhere({"latency": latency, "device": device}, "local:litert") is False
+        assert elsewhere({"latency": latency, "device": device}, "adb:R58M1234") is True
+        assert elsewhere({"latency": latency, "device": device}, "local:litert") is False
 
 
 def test_tiny_search_writes_every_output(tiny_run):

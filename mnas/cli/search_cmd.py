@@ -13,6 +13,13 @@ from typing import Any
 
 from mnas import run as runmod
 from mnas.cli.options import parse_kv, typed_options
+from mnas.cli.search_device import (
+    device_of,
+    elsewhere,
+    farm_spec,
+    move_device,
+    record_fingerprint,
+)
 
 DEFAULT_BUDGET = 12
 
@@ -172,45 +179,6 @@ def _executor(args: argparse.Namespace, cfg: dict[str, Any]) -> Any:
     return executor
 
 
-def _elsewhere(cfg: dict[str, Any], farm_spec: str | None = None) -> bool:
-    """Whether latency can be measured while children train: it is not timed on this
-    host's CPU (a phone, a farm on another host or a farm here serving phones — its
-    device's own spec is ``farm_spec`` —, or a table), which the training would slow."""
-    from devices.remote import on_this_host
-
-    device = str(cfg["device"])
-    scheme = device.partition(":")[0]
-    if cfg["latency"].partition(":")[0] != "measured":
-        return True
-    if scheme in ("http", "https") and on_this_host(device):
-        return farm_spec is not None and farm_spec.partition(":")[0] != "local"
-    return scheme != "local"
-
-
-def _farm_spec(latency: Any) -> str | None:
-    """The spec a farm device has on its farm (``adb:…``, ``local:…``), if ``latency``
-    measures on one."""
-    spec = getattr(getattr(latency, "device", None), "info", {}).get("spec")
-    return spec if isinstance(spec, str) else None
-
-
-def _device_of(args: argparse.Namespace, latency: str) -> str:
-    """What the run's latencies are of: the --device it measures on; a table's spec (its
-    latencies were measured elsewhere); a lookup table's own device, or the --device it
-    is checked against (same fingerprint) — checked here, once, as the device may be a
-    phone the search itself never needs."""
-    scheme, _, arg = latency.partition(":")
-    if scheme == "table":
-        return latency
-    if scheme == "lut":
-        from mnas.evaluate import make_latency
-
-        if args.device is None:
-            return str(make_latency(latency).table.device)
-        make_latency(latency, device=args.device)   # ValueError: another fingerprint
-    return _pick(args.device, "local:onnxruntime")
-
-
 def build_config(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of a new run, defaults filled in (written to config.json)."""
     from mnas.spaces import get_space
@@ -283,7 +251,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "proxy": {"data": _pick(args.data, "digits"), "epochs": args.epochs,
                   "batch_limit": args.batch_limit, "width_mult": args.width_mult,
                   "resolution": args.resolution, "torch_device": args.torch_device},
-        "device": _device_of(args, latency),
+        "device": device_of(args, latency),
         "latency": latency,
         "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
         "runs": _pick(args.runs, 20), "max_runs": _pick(args.max_runs, 100),
@@ -312,54 +280,6 @@ def _refuse_changes_on_resume(args: argparse.Namespace) -> None:
                          "way): start a new run with another --out, or --force to start over")
 
 
-def _move_device(cfg: dict[str, Any], spec: str) -> str:
-    """Point a resumed run at ``spec``; its fingerprint is checked against the run's once
-    the latency evaluator has built it (:func:`_record_fingerprint`). Returns the old spec."""
-    if cfg["latency"].partition(":")[0] != "measured":
-        raise ValueError(f"--device is not used by this run's latency ({cfg['latency']})")
-    if not cfg.get("device_fingerprint"):
-        raise ValueError("this run recorded no device fingerprint (it predates them), so "
-                         "--resume cannot tell whether --device is its device")
-    old, cfg["device"] = cfg["device"], spec
-    return old
-
-
-def _format_offline(spec: str) -> str:
-    """The model format of device ``spec`` where it is known without reaching the device
-    (a local runtime; a phone's tool, by its spec): else ONNX, the default."""
-    from devices.base import get_device
-
-    if spec.partition(":")[0] not in ("local", "adb"):
-        return "onnx"       # a farm would have to be asked
-    device = get_device(spec)   # connects on first use, not here
-    try:
-        return device.model_format
-    finally:
-        device.close()
-
-
-def _record_fingerprint(cfg: dict[str, Any], latency: Any, moved_from: str | None) -> None:
-    """Record the measuring device's fingerprint (what ``--resume --device`` checks); a
-    resumed run moved to another spec must have found the same device there: the run's
-    own reached another way (a farm that moved, a phone on Wi-Fi instead of USB)."""
-    from devices.base import Device, changed_keys
-
-    device = getattr(latency, "device", None)
-    if not isinstance(device, Device):
-        if cfg["latency"].partition(":")[0] == "lut":    # a phone's table: its format
-            cfg.setdefault("model_format", _format_offline(cfg["device"]))
-        return
-    new = device.fingerprint()
-    # the front's model files and `mnas train`'s export need the format, not the device
-    cfg.setdefault("model_format", device.model_format)
-    old = cfg.setdefault("device_fingerprint", new)
-    differ = changed_keys(old, new)
-    if moved_from is not None and differ:
-        raise ValueError(f"--device {cfg['device']} is not this run's device {moved_from}: "
-                         f"their fingerprints differ in {', '.join(differ)}; latencies "
-                         "measured on two devices do not compare, so start a new run")
-
-
 def run(args: argparse.Namespace) -> int:
     from mnas.spaces import get_space
     from search.base import get_strategy
@@ -383,11 +303,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
         _refuse_unused_proxy_flags(cfg["accuracy"], ["torch_device"])
         cfg["proxy"]["torch_device"] = args.torch_device
-    moved_from = _move_device(cfg, args.device) if args.resume and args.device else None
+    moved_from = move_device(cfg, args.device) if args.resume and args.device else None
     executor = _executor(args, cfg)
     space = get_space(cfg["space"], **cfg["space_options"])
     latency = runmod.make_latency(cfg, out)
-    _record_fingerprint(cfg, latency, moved_from)
+    record_fingerprint(cfg, latency, moved_from)
     accuracy = runmod.make_accuracy(cfg)
     for evaluator in (accuracy, latency):   # e.g. a table of another space's archs
         if hasattr(evaluator, "check"):
@@ -408,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
     # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
                       batch=cfg["batch"], checkpoint=out / runmod.CHECKPOINT,
-                      executor=executor, overlap=_elsewhere(cfg, _farm_spec(latency)))
+                      executor=executor, overlap=elsewhere(cfg, farm_spec(latency)))
     runmod.save_config(out, cfg)
     print(f"mnas: {cfg['strategy']} on {cfg['space']}, device {cfg['device']}, "
           f"T = {', '.join(f'{t:.2f}' for t in cfg['targets_ms'])} ms, "
