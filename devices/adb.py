@@ -292,8 +292,7 @@ class AdbDevice(Device):
                 self._disconnect()
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2 ** attempt)
-        # not even connecting: the phone is gone (a search stops). A connection lost
-        # mid-command may be this model's doing (the tool crashed adbd): a failed child
+        # no connection: the phone is gone; lost mid-command: maybe the model's doing
         error = DeviceUnreachable if connecting else RuntimeError
         raise error(f"adb device {self.target}: {what} failed after "
                            f"{self.retries + 1} attempts (unreachable or connection lost): "
