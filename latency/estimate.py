@@ -30,6 +30,18 @@ from latency.measurement import Measurement, MeasureSettings
 BUILD_SEED = 0
 
 
+def build_deployable(space: Any, arch: Any, num_classes: int | None = None) -> Any:
+    """The child as measured: width 1.0, ``num_classes`` (default the space's deployment
+    classes), weights from :data:`BUILD_SEED` (the caller's RNG untouched), eval mode."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(BUILD_SEED)
+        model = space.build(arch, num_classes=int(num_classes or space.deploy_classes),
+                            width_mult=1.0)
+    return model.eval()
+
+
 def _runtime_of(device: Device, fingerprint: dict[str, Any]) -> tuple[str, str]:
     """Runtime name and version for the cache key: the device's own, else its fingerprint's."""
     runtime = getattr(device, "runtime", None)
@@ -151,16 +163,10 @@ class MeasuredLatency:
 
     def build(self, space: Any, arch: Any) -> Any:
         """The deployable child (width 1.0), weights from a fixed seed."""
-        import torch
-
-        classes = int(self.num_classes or space.deploy_classes)
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(BUILD_SEED)
-                model = space.build(arch, num_classes=classes, width_mult=1.0)
+            return build_deployable(space, arch, self.num_classes)
         except Exception as e:  # noqa: BLE001 - any builder failure fails the trial
             raise RuntimeError(f"{self._name(space, arch)}: build failed: {_context(e)}") from e
-        return model.eval()
 
     def export(self, space: Any, arch: Any, path: str | os.PathLike[str]) -> Path:
         """Build the full-size child and export it to ``path`` (e.g. a front model)."""

@@ -153,16 +153,12 @@ def export_front_model(space: Any, arch_str: str, path: Path, latency: Any = Non
     arch = space.decode(arch_str)
     if hasattr(latency, "export"):
         return latency.export(space, arch, path.with_suffix(getattr(latency, "suffix", ".onnx")))
-    import torch
-
-    from latency.estimate import BUILD_SEED
+    from latency.estimate import build_deployable
     from latency.export import get_exporter
 
     fmt = model_format or "onnx"
     export = get_exporter(fmt)
-    with torch.random.fork_rng(devices=[]):   # the measured weights, the caller's RNG kept
-        torch.manual_seed(BUILD_SEED)
-        model = space.build(arch, num_classes=space.deploy_classes, width_mult=1.0).eval()
+    model = build_deployable(space, arch)      # the measured weights
     r = space.deploy_resolution
     return export(model, path.with_suffix(f".{fmt}"), input_shape=(1, 3, r, r))
 
