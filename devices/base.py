@@ -65,6 +65,10 @@ class Device(ABC):
         raise TypeError(f"{self.spec} times one model at a time; timing two alternately "
                         "needs a local runtime (here or on a device farm)")
 
+    def cancel(self) -> None:  # noqa: B027  (optional hook)
+        """Stop the measurements running now, if the device can (their callers get a
+        RuntimeError); a farm that is stopping calls it. Default: nothing to stop."""
+
     def close(self) -> None:  # noqa: B027  (optional hook)
         pass
 

@@ -433,8 +433,16 @@ class Farm:
         return fut
 
     def close(self) -> None:
+        """Stop serving: queued measurements are cancelled and running ones stopped where
+        the device can (:meth:`Device.cancel`: this host's isolated runtimes), so a model
+        that would run for minutes does not hold the farm's shutdown."""
         for q in self._queues.values():
-            q.shutdown(wait=True, cancel_futures=True)
+            q.shutdown(wait=False, cancel_futures=True)
+        for p in self.pools.values():
+            for d in p.devices:
+                d.cancel()
+        for q in self._queues.values():
+            q.shutdown(wait=True)
         for p in self._files:   # cancelled before they ran
             p.unlink(missing_ok=True)
         for p in self.pools.values():

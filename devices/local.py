@@ -3,6 +3,11 @@
 The runtime is any name in :data:`latency.runtimes.RUNTIMES` (``onnxruntime`` built in).
 Nothing is pinned: the process's CPU affinity is left as it is, so a caller that wants a
 core to itself pins the process (``taskset``) before measuring.
+
+``isolate=True`` measures in a child process stopped after ``timeout_s``
+(:mod:`latency.isolated`): for model files nobody here made, such as a farm's uploads,
+which could otherwise hang or crash the measuring process. A search's own children are
+measured in-process.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 from devices.base import Device, register_device
 from latency.export import check_onnx, file_sha256
+from latency.isolated import Live, measure_isolated
 from latency.measurement import Measurement, MeasureSettings
 from latency.protocol import measure_interleaved
 from latency.runtimes import RUNTIMES, get_runtime, runtime_names
@@ -49,7 +55,12 @@ class LocalDevice(Device):
     def resource(self) -> str:
         return "local"      # every local runtime measures on this host's CPU
 
-    def __init__(self, spec: str = "local:onnxruntime") -> None:
+    def __init__(self, spec: str = "local:onnxruntime", *, isolate: bool = False,
+                 timeout_s: float = 600.0) -> None:
+        if not 0 < timeout_s < float("inf"):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
+        self.isolate, self.timeout_s = isolate, float(timeout_s)
+        self._live = Live()     # isolated children measuring now (cancel stops them)
         scheme, _, name = spec.partition(":")
         valid = ", ".join(f"local:{n}" for n in runtime_names())
         if scheme != "local" or name not in RUNTIMES:
@@ -98,14 +109,21 @@ class LocalDevice(Device):
         stopping rule follows the model. ``reference_path=None`` is :meth:`measure`.
         Errors as :meth:`measure`, naming the file that failed."""
         paths = [Path(model_path)] + ([] if reference_path is None else [Path(reference_path)])
-        loaded = [self._load(p, settings) for p in paths]
-        try:
-            samples, noisy = measure_interleaved([run for run, _ in loaded], settings)
-        except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
-            what = " and ".join(str(p) for p in paths)
-            raise RuntimeError(f"{self.runtime.name} failed while measuring {what}: {e}") from e
+        if self.isolate:
+            shas = [self._check_file(p) for p in paths]
+            samples, noisy = measure_isolated(self.runtime.name, paths, settings,
+                                              self.timeout_s, self._live)
+        else:
+            loaded = [self._load(p, settings) for p in paths]
+            shas = [sha for _, sha in loaded]
+            try:
+                samples, noisy = measure_interleaved([run for run, _ in loaded], settings)
+            except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
+                what = " and ".join(str(p) for p in paths)
+                raise RuntimeError(f"{self.runtime.name} failed while measuring {what}: "
+                                   f"{e}") from e
         out = []
-        for (_, sha), x in zip(loaded, samples, strict=True):
+        for sha, x in zip(shas, samples, strict=True):
             m = Measurement.from_samples(
                 x, warmup=settings.warmup, threads=settings.threads,
                 runtime=self.runtime.name, runtime_version=self.runtime_version,
@@ -115,13 +133,24 @@ class LocalDevice(Device):
         first = out[0].with_(noisy=noisy or out[0].noisy)
         return first, (out[1] if len(out) > 1 else None)
 
-    def _load(self, path: Path, settings: MeasureSettings) -> tuple[Callable[[], None], str]:
-        """(one-inference callable, sha256) for a model file; errors as :meth:`measure`."""
+    def cancel(self) -> None:
+        """Kill the isolated measurements running now (in-process ones cannot be stopped)."""
+        self._live.kill()
+
+    def close(self) -> None:
+        self.cancel()
+
+    def _check_file(self, path: Path) -> str:
+        """The file's sha256; FileNotFoundError / ValueError when it is no regular file."""
         if not path.is_file():
             if path.exists():
                 raise ValueError(f"{path} is not an ONNX model (not a regular file)")
             raise FileNotFoundError(2, "model file not found", str(path))
-        sha = file_sha256(path)
+        return file_sha256(path)
+
+    def _load(self, path: Path, settings: MeasureSettings) -> tuple[Callable[[], None], str]:
+        """(one-inference callable, sha256) for a model file; errors as :meth:`measure`."""
+        sha = self._check_file(path)
         try:
             return self.runtime.load(path, settings.threads), sha
         except RuntimeError:

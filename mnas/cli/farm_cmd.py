@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
                         "before its next measurement (default 300): an updated phone is "
                         "served as it is now, and leaves a pool it no longer matches (rejoining "
                         "once it matches again)")
+    s.add_argument("--measure-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="stop a measurement on this host's CPU after this long and answer "
+                        "502 (default 600): uploads are measured in a child process, so a "
+                        "model that never finishes, or crashes its runtime, costs one "
+                        "request, not the farm")
     s.add_argument("--tls-cert", default=None, metavar="PEM",
                    help="serve https with this certificate (with --tls-key); clients trust it "
                         "through ca_file in devices.toml or $MNAS_FARM_CA")
@@ -140,6 +145,9 @@ def serve(args: argparse.Namespace) -> int:
     if not 1 / (1 << 20) <= args.max_upload_mb <= 65536 or args.max_queue < 1:
         raise ValueError(f"--max-upload-mb must be in [{1 / (1 << 20):.2g}, 65536] (MiB) and "
                          f"--max-queue >= 1; got {args.max_upload_mb:g} and {args.max_queue}")
+    if not 0 < args.measure_timeout <= 86400:
+        raise ValueError(f"--measure-timeout must be in (0, 86400] seconds, got "
+                         f"{args.measure_timeout:g}")
     if not args.fingerprint_every >= 0:
         raise ValueError(f"--fingerprint-every must be >= 0 seconds, got "
                          f"{args.fingerprint_every:g}")
@@ -167,12 +175,17 @@ def serve(args: argparse.Namespace) -> int:
     from devices.base import get_device
     from devices.farm import Farm
     from devices.farm_app import create_app
+    from devices.local import LocalDevice
 
     devices: dict[str, list[Any]] = {}
     try:
         for name, specs in names.items():
             for spec in specs:
-                devices.setdefault(name, []).append(get_device(spec))
+                # uploads are untrusted: this host's runtimes measure them in a child process
+                # (a phone's commands have their own command_timeout_s)
+                d = LocalDevice(spec, isolate=True, timeout_s=args.measure_timeout) \
+                    if spec.startswith("local:") else get_device(spec)
+                devices.setdefault(name, []).append(d)
         farm = Farm(devices, token, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
                     max_queue=args.max_queue, fingerprint_ttl_s=args.fingerprint_every)
     except BaseException as e:

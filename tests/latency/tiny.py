@@ -70,3 +70,28 @@ class TinyLatencySpace(SearchSpace):
 class _Untraceable(nn.Module):
     def forward(self, x: torch.Tensor) -> Any:
         raise NotImplementedError("this child cannot run")
+
+
+def endless_onnx(path: Any) -> None:
+    """Write a 300-byte ONNX model that runs for ever: a ``Loop`` of 10¹² additions (what
+    an untrusted upload can send)."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    body = h.make_graph(
+        [h.make_node("Identity", ["c_in"], ["c_out"]), h.make_node("Add", ["v", "one"], ["w"])],
+        "body", [h.make_tensor_value_info("i", T.INT64, []),
+                 h.make_tensor_value_info("c_in", T.BOOL, []),
+                 h.make_tensor_value_info("v", T.FLOAT, [1])],
+        [h.make_tensor_value_info("c_out", T.BOOL, []),
+         h.make_tensor_value_info("w", T.FLOAT, [1])],
+        [h.make_tensor("one", T.FLOAT, [1], [1.0])])
+    graph = h.make_graph(
+        [h.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)], "endless",
+        [h.make_tensor_value_info("x", T.FLOAT, [1])],
+        [h.make_tensor_value_info("y", T.FLOAT, [1])],
+        [h.make_tensor("M", T.INT64, [], [10**12]), h.make_tensor("cond", T.BOOL, [], [True])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
