@@ -48,6 +48,10 @@ def _split_file(path: Path, at: int, tail: Path) -> None:
 #: few enough for ``int`` (a farm caps uploads far below 10**18 bytes anyway)
 COUNT = re.compile(r"[0-9]{1,18}")
 
+#: the routes, as a 404 names them
+ROUTES = ("GET /health", "GET /devices", "GET /devices/NAME", "POST /devices/NAME/measure",
+          "POST /devices/NAME/measure_paired?split=BYTES")
+
 
 def create_app(farm: Farm) -> Starlette:
     """The application serving ``farm``: JSON in and out, every error ``{"detail": …}``."""
@@ -178,7 +182,13 @@ def create_app(farm: Farm) -> Starlette:
 
     async def error(request: Request, e: Exception) -> Response:
         assert isinstance(e, HTTPException)
-        return JSONResponse({"detail": e.detail}, e.status_code, headers=e.headers)
+        detail = e.detail
+        if e.status_code == 405:    # Starlette's bare "Method Not Allowed": name the valid
+            allow = (e.headers or {}).get("Allow", "")
+            detail = f"{request.method} is not allowed on {request.url.path}; valid: {allow}"
+        elif e.status_code == 404 and detail == "Not Found":    # no route matched
+            detail = (f"no route {request.url.path}; valid: {', '.join(ROUTES)}")
+        return JSONResponse({"detail": detail}, e.status_code, headers=e.headers)
 
     return Starlette(routes=[
         Route("/health", health), Route("/devices", devices),

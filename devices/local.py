@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import latency.litert  # noqa: F401 - registers local:litert (its packages load lazily)
 from devices.base import Device, register_device
 from latency.export import check_onnx, file_sha256
 from latency.isolated import Live, measure_isolated

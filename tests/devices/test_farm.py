@@ -76,6 +76,14 @@ def test_bad_requests_are_one_line_4xx_naming_the_valid_choices(onnx_model, tmp_
             status, body, _ = raw(base, path, method=method, body=model if method == "POST"
                                   else None)
             assert (status, text in body["detail"]) == (code, True), (path, body)
+        # a wrong method or path names what is valid (Starlette's own say only "Method
+        # Not Allowed" / "Not Found")
+        status, body, headers = raw(base, "/devices/cpu/measure")
+        assert status == 405 and headers.get("allow") == "POST"
+        assert body["detail"] == "GET is not allowed on /devices/cpu/measure; valid: POST"
+        status, body, _ = raw(base, "/device/cpu")
+        assert status == 404 and body["detail"].startswith("no route /device/cpu; valid: "
+                                                           "GET /health, GET /devices,")
         for name, data, code, text in (
                 ("cpu", b"", 400, "empty body"),
                 ("cpu", junk.read_bytes(), 422, "not an ONNX model; device 'cpu' runs onnx"),
