@@ -45,12 +45,19 @@ def _load_builtin() -> None:
     from mnas import evaluators  # noqa: F401
 
 
-def _make(reg: dict, kind: str, spec: str, context: dict[str, Any]) -> Any:
+def check_spec(kind: str, spec: str) -> None:
+    """ValueError naming the valid forms unless ``spec``'s scheme is a registered
+    ``kind`` ("accuracy" or "latency") evaluator."""
     _load_builtin()
-    scheme, _, arg = spec.partition(":")
-    if scheme not in reg:
+    reg = ACCURACY if kind == "accuracy" else LATENCY
+    if spec.partition(":")[0] not in reg:
         valid = ", ".join(ex for _, ex in reg.values())
         raise ValueError(f"unknown {kind} evaluator {spec!r}; valid: {valid}")
+
+
+def _make(reg: dict, kind: str, spec: str, context: dict[str, Any]) -> Any:
+    check_spec(kind, spec)
+    scheme, _, arg = spec.partition(":")
     return reg[scheme][0](arg, **context)
 
 

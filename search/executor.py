@@ -115,6 +115,20 @@ class RayExecutor:
         written, not at its first batch."""
         self._ray()
 
+    def check_shareable(self, obj: Any, what: str) -> None:
+        """ValueError naming ``what`` unless ``obj`` can be sent to Ray's workers (a data
+        module holding a lock or an open file cannot): found before a run is written,
+        not at its first batch."""
+        from ray import cloudpickle
+
+        try:
+            cloudpickle.dumps(obj)
+        except Exception as e:  # noqa: BLE001 - pickling fails in many types
+            line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ValueError(f"--workers sends {what} to Ray's workers, and it cannot be "
+                             f"pickled ({type(e).__name__}: {line}); make it picklable, "
+                             "or run without --workers") from None
+
     def submit(self, fn: Callable[..., Any], shared: Sequence[Any],
                jobs: Sequence[Sequence[Any]]) -> Any:
         if not jobs:

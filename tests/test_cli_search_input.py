@@ -38,6 +38,15 @@ from tests.cli_run import TABLE, TINY
     (["--warmup", "-1"], "--warmup must be >= 0"),
     (["--strategy", "pnas"], "has none (spaces that have it: nb201, pnas)"),
     (["--device", "nope:x"], "local:onnxruntime | local:litert"),
+    (["--width-mult", "inf"], "width_mult must be a positive finite number"),
+    (["--runs", "2"], "--runs must be >= 3, got 2"),
+    # a misspelt evaluator is named as such, not as "flags ignored"
+    (["--accuracy", "potato"], "unknown accuracy evaluator 'potato'; valid: "),
+    (["--accuracy", "proxy:digits", "--data", "imagefolder:x"], "name different data"),
+    # proxy:DATA is --data DATA (it conflicted with the default digits), path made absolute
+    (["--accuracy", "proxy:imagefolder:no/such"], "/no/such"),
+    (["--workers", "2", "--data", "module:tests.train.bad_datamodules:HoldsLock"],
+     "--workers sends the accuracy evaluator"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main

@@ -228,3 +228,28 @@ def test_an_interrupted_training_is_not_discarded_without_force(run_on, capsys):
     err = _one_line(capsys.readouterr().err)
     assert "has an interrupted training" in err and "--resume" in err and "--force" in err
     assert ckpt.read_bytes() == b"epochs of training"
+
+
+def test_a_training_that_fails_is_one_line_and_leaves_nothing_behind(run_on, capsys):
+    """A data module whose labels exceed its classes: the loss raises IndexError (it was a
+    traceback, and left trained/ with a checkpoint's settings and no checkpoint)."""
+    from mnas.cli import main
+
+    out = run_on(GONE)
+    assert main(["train", str(out), "--trial", "1", *TRAIN, "--no-measure", "--data",
+                 "module:tests.train.bad_datamodules:LabelsTooBig"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "trial 1: training failed: IndexError" in err
+    assert not (out / "trained").exists()
+
+
+def test_a_bad_recorded_setting_names_config_json(run_on, capsys):
+    from mnas.cli import main
+
+    out = run_on(GONE)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["proxy"]["resolution"] = 0      # before, silently replaced by 32
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert main(["train", str(out), "--trial", "1", *TRAIN[:-2], "--no-measure"]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "config.json: proxy.resolution must be a positive integer, got 0" in err

@@ -133,6 +133,10 @@ def _refuse_unused_proxy_flags(accuracy: str, given: list[str]) -> None:
 
 def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) -> None:
     """A flag the chosen evaluators would silently ignore is named instead."""
+    from mnas.evaluate import check_spec
+
+    check_spec("accuracy", accuracy)    # a misspelt one is that, not "flags ignored"
+    check_spec("latency", latency)
     _refuse_unused_proxy_flags(accuracy, [k for k in _PROXY_FLAGS
                                           if getattr(args, k) is not None])
     if args.device is not None and latency.partition(":")[0] == "table":
@@ -142,6 +146,15 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
     if given and latency.partition(":")[0] != "measured":
         raise ValueError(f"--latency {latency} times no child, so {_flags(given)} (how children "
                          f"are timed) would be ignored: drop {_them(given)}")
+
+
+def absolute_data(spec: str) -> str:
+    """A data spec whose argument is a path, with that path absolute (``~`` expanded): a
+    run's config names the same data whichever folder ``mnas train`` runs from."""
+    scheme, sep, arg = spec.partition(":")
+    if scheme in ("imagefolder", "cifar10", "cifar100") and arg:
+        return f"{scheme}:{Path(arg).expanduser().absolute()}"
+    return spec
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -227,14 +240,21 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.runs is not None and args.max_runs is not None and args.max_runs < args.runs:
         raise ValueError(f"--max-runs {args.max_runs} < --runs {args.runs}: the cap on "
                          "timed runs cannot be below their minimum")
-    for flag, v, least in (("--runs", args.runs, 1), ("--max-runs", args.max_runs, 1),
+    for flag, v, least in (("--runs", args.runs, 3), ("--max-runs", args.max_runs, 3),
                            ("--warmup", args.warmup, 0), ("--threads", args.threads, 1)):
         if v is not None and v < least:
             raise ValueError(f"{flag} must be >= {least}, got {v}")
     if "auto" in targets and len(targets) > 1:
         raise ValueError("'auto' can only be used as the single target")
     latency = _pick(args.latency, "measured")
-    _refuse_unused_flags(args, _pick(args.accuracy, "proxy"), latency)
+    accuracy = _pick(args.accuracy, "proxy")
+    _refuse_unused_flags(args, accuracy, latency)
+    data = args.data
+    if accuracy.startswith("proxy:"):   # proxy:DATA is --data DATA said another way
+        if data is not None and data != accuracy[6:]:
+            raise ValueError(f"--accuracy {accuracy} and --data {data} name different data; "
+                             "give one of them")
+        accuracy, data = "proxy", accuracy[6:]
     budget = _pick(args.budget, DEFAULT_BUDGET)
     if budget < 1:
         raise ValueError(f"--budget must be >= 1, got {budget}")
@@ -247,8 +267,8 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "alpha": 0.0 if args.hard else _pick(args.alpha, -0.07),
         "beta": -1.0 if args.hard else _pick(args.beta, -0.07),
         "reward_transform": _pick(args.reward_transform, "identity"),
-        "accuracy": _pick(args.accuracy, "proxy"),
-        "proxy": {"data": _pick(args.data, "digits"), "epochs": args.epochs,
+        "accuracy": accuracy,
+        "proxy": {"data": absolute_data(_pick(data, "digits")), "epochs": args.epochs,
                   "batch_limit": args.batch_limit, "width_mult": args.width_mult,
                   "resolution": args.resolution, "torch_device": args.torch_device},
         "device": device_of(args, latency),
@@ -309,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
     latency = runmod.make_latency(cfg, out)
     record_fingerprint(cfg, latency, moved_from)
     accuracy = runmod.make_accuracy(cfg)
+    if executor is not None:    # its data goes to every worker
+        executor.check_shareable(accuracy, f"the accuracy evaluator ({accuracy!r})")
     for evaluator in (accuracy, latency):   # e.g. a table of another space's archs
         if hasattr(evaluator, "check"):
             evaluator.check(space)

@@ -247,33 +247,56 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, cfg: dict[str, Any], out: Path, trial: Any, fmt: str,
            latency: Any, unmeasured: str | None, replaced: list[Path]) -> int:
-    import lightning as L
-
-    from mnas.evaluators.proxy import lightning_interrupts, quiet_lightning
+    from mnas.evaluators.proxy import quiet_lightning
     from mnas.spaces import get_space
     from mnas.train.data import make_datamodule
-    from mnas.train.device import check_device, trainer_device
-    from mnas.train.module import ClassifierModule
 
     space = get_space(cfg["space"], **cfg.get("space_options", {}))
     arch = space.decode(trial.arch)
     proxy = cfg.get("proxy", {})
     data = args.data or proxy.get("data") or "digits"
-    resolution = args.resolution or proxy.get("resolution") or 32
+    resolution = args.resolution if args.resolution is not None else _recorded(
+        out, proxy, "resolution", 32, lambda v: isinstance(v, int) and not isinstance(v, bool)
+        and v >= 1, "a positive integer")
+    val_fraction = _recorded(out, proxy, "val_fraction", 0.2,
+                             lambda v: isinstance(v, int | float) and 0 < v < 1, "in (0, 1)")
     seed = cfg.get("seed", 0) if args.seed is None else args.seed
     dm = make_datamodule(data, resolution=resolution, batch_size=args.batch_size,
-                         val_fraction=proxy.get("val_fraction") or 0.2, seed=cfg.get("seed", 0))
+                         val_fraction=val_fraction, seed=cfg.get("seed", 0))
     with quiet_lightning():
         dm.prepare_data()
         dm.setup("fit")
-    classes, channels = int(dm.num_classes), int(getattr(dm, "in_channels", 3))
 
     folder = out / TRAINED
     settings = {"trial": trial.number, "arch": trial.arch, "data": data,
                 "resolution": resolution, "width_mult": args.width, "epochs": args.epochs,
                 "batch_size": args.batch_size, "batch_limit": args.batch_limit,
                 "lr": args.lr, "seed": seed}
+    made_folder = not folder.exists()
     ckpt = _checkpoint(folder, trial.number, settings, args.resume)
+    try:
+        return _fit_and_export(args, cfg, out, trial, fmt, latency, unmeasured, replaced,
+                               space, arch, dm, data, resolution, seed, folder, ckpt)
+    except BaseException:
+        # nothing trained yet (no epoch checkpoint): leave no trace of this attempt
+        if not args.resume and not ckpt.is_file():
+            ckpt.with_suffix(".ckpt.json").unlink(missing_ok=True)
+            if made_folder and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _fit_and_export(args: argparse.Namespace, cfg: dict[str, Any], out: Path, trial: Any,
+                    fmt: str, latency: Any, unmeasured: str | None, replaced: list[Path],
+                    space: Any, arch: Any, dm: Any, data: str, resolution: int, seed: int,
+                    folder: Path, ckpt: Path) -> int:
+    import lightning as L
+
+    from mnas.evaluators.proxy import lightning_interrupts, quiet_lightning
+    from mnas.train.device import check_device, trainer_device
+    from mnas.train.module import ClassifierModule
+
+    classes, channels = int(dm.num_classes), int(getattr(dm, "in_channels", 3))
 
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
@@ -311,12 +334,17 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any], out: Path, trial: Any,
         except pickle.UnpicklingError:
             raise CliError(f"checkpoint {ckpt} is not plain weights and training state "
                            "(refused unread, none of it run); run without --resume") from None
-        except (KeyError, EOFError) as e:       # loading a checkpoint of another shape
+        except (KeyError, EOFError) as e:
+            if not args.resume:
+                raise CliError(f"trial {trial.number}: training failed: {_line(e)}") from None
+            # loading a checkpoint of another shape
             raise CliError(f"checkpoint {ckpt} is not one `mnas train` wrote ({e!r}); run "
                            "without --resume") from None
         except RuntimeError as e:               # a corrupt file, or the training failed
             raise CliError(f"trial {trial.number}: {str(e).splitlines()[0] if str(e) else e!r}"
                            ) from None
+        except Exception as e:  # noqa: BLE001 - a data module's own error, say
+            raise CliError(f"trial {trial.number}: training failed: {_line(e)}") from None
         except KeyboardInterrupt:
             if ckpt.is_file():
                 print(f"mnas: the same command with --resume goes on from {ckpt}",
@@ -361,11 +389,32 @@ def _train(args: argparse.Namespace, cfg: dict[str, Any], out: Path, trial: Any,
     lat = (f"not measured ({unmeasured})" if doc["latency_ms"] is None
            else f"{doc['latency_ms']:.3f} ms on {cfg['device']}")
     resumed = f" (resumed at epoch {doc['resumed_from_epoch']})" if args.resume else ""
-    print(f"trial {trial.number} {trial.arch}\n  trained {args.epochs} epochs{resumed} on {data} "
-          f"({classes} classes, {resolution}x{resolution}): val accuracy "
+    print(f"trial {trial.number} {trial.arch}\n  trained {_n(args.epochs, 'epoch')}{resumed} "
+          f"on {data} ({_n(classes, 'class')}, {resolution}x{resolution}): val accuracy "
           f"{doc['val_accuracy']:.4f} ({_searched_accuracy(cfg, trial.accuracy)})\n  "
           f"{doc['model']} (1x{channels}x{resolution}x{resolution}): {lat}")
     return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
+def _line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def _recorded(out: Path, proxy: dict[str, Any], key: str, default: Any,
+              valid: Any, what: str) -> Any:
+    """The run's recorded proxy setting ``key`` (``default`` when absent); one line naming
+    config.json when the recorded value is not ``what``."""
+    v = proxy.get(key)
+    if v is None:
+        return default
+    if not valid(v):
+        raise CliError(f"{out / 'config.json'}: proxy.{key} must be {what}, got {v!r}")
+    return v
 
 
 def _cpu_net(module: Any) -> Any:

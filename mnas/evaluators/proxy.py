@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 import warnings
 from collections.abc import Iterator
@@ -99,8 +100,8 @@ class ProxyAccuracy:
         if batch_limit is not None and (isinstance(batch_limit, bool)
                                         or not isinstance(batch_limit, int) or batch_limit < 1):
             raise ValueError(f"batch_limit must be a positive integer or None, got {batch_limit!r}")
-        if not (isinstance(width_mult, int | float) and width_mult > 0):
-            raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+        if not (isinstance(width_mult, int | float) and 0 < width_mult < math.inf):
+            raise ValueError(f"width_mult must be a positive finite number, got {width_mult!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
