@@ -292,6 +292,14 @@ class SearchLoop:
                 done += self._conclude(trial, new)
         return self.ledger.trials()
 
+    def unfinished(self) -> int:
+        """Children asked before a resume whose scores the ledger lacks: :meth:`run`
+        scores them whatever the budget (a resumed search loses nothing)."""
+        TS = self.ledger._optuna.trial.TrialState
+        slots = self.ledger.by_slot()
+        return sum(1 for p in self.pending if getattr(slots.get(p["slot"]), "state", None)
+                   not in (TS.COMPLETE, TS.FAIL, TS.PRUNED))
+
     def _number(self, p: dict[str, Any], ft: Any) -> int:
         """The trial number of pending slot ``p``: its RUNNING trial's, or a new one."""
         return ft.number if ft is not None else self.ledger.open(

@@ -157,6 +157,9 @@ def test_tiny_search_writes_every_output(tiny_run):
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["strategy_config"]["name"] == "random" and cfg["targets_ms"][0] == doc["target_ms"]
+    # how children were trained, defaults filled in (TINY gives epochs and batch_limit)
+    assert cfg["proxy"] == {"data": "digits", "epochs": 1, "batch_limit": 2, "width_mult": 0.5,
+                            "resolution": 32, "torch_device": "cpu"}
     assert "front of" in r.stdout
 
 

@@ -325,3 +325,20 @@ def test_a_file_given_as_a_run_folder_is_named_as_one(tmp_path, capsys, command)
     assert err.count("\n") == 1 and "afile is a file, not a run folder" in err, err
     assert main([command, str(tmp_path / "none")]) == 2
     assert "run folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_reports_are_written_names_the_resume(tmp_path, monkeypatch, capsys):
+    """The children are all saved when Ctrl-C lands in the final reports: say so, and how
+    to write the reports again (it printed only "interrupted")."""
+    import mnas.run
+    from mnas.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(mnas.run, "write_run_reports", interrupted)
+    assert main(["search", "--out", str(tmp_path / "run"), *TABLE]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted while writing the reports; all 3 children are saved" in err, err
+    assert f"mnas search --out {tmp_path / 'run'} --resume` writes them again" in err

@@ -148,6 +148,23 @@ def _refuse_unused_flags(args: argparse.Namespace, accuracy: str, latency: str) 
                          f"are timed) would be ignored: drop {_them(given)}")
 
 
+def _proxy_settings(args: argparse.Namespace, data: str | None, accuracy: str
+                    ) -> dict[str, Any]:
+    """config.json's ``proxy``: the flags given, and for a proxy run the defaults of
+    what was not (so the file says how children were trained)."""
+    given = {"data": absolute_data(_pick(data, "digits")), "epochs": args.epochs,
+             "batch_limit": args.batch_limit, "width_mult": args.width_mult,
+             "resolution": args.resolution, "torch_device": args.torch_device}
+    if accuracy != "proxy":
+        return given
+    import inspect
+
+    from mnas.evaluators.proxy import ProxyAccuracy
+
+    params = inspect.signature(ProxyAccuracy).parameters
+    return {k: params[k].default if v is None else v for k, v in given.items()}
+
+
 def absolute_data(spec: str) -> str:
     """A data spec whose argument is a path, with that path absolute (``~`` expanded): a
     run's config names the same data whichever folder ``mnas train`` runs from."""
@@ -268,9 +285,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "beta": -1.0 if args.hard else _pick(args.beta, -0.07),
         "reward_transform": _pick(args.reward_transform, "identity"),
         "accuracy": accuracy,
-        "proxy": {"data": absolute_data(_pick(data, "digits")), "epochs": args.epochs,
-                  "batch_limit": args.batch_limit, "width_mult": args.width_mult,
-                  "resolution": args.resolution, "torch_device": args.torch_device},
+        "proxy": _proxy_settings(args, data, accuracy),
         "device": device_of(args, latency),
         "latency": latency,
         "threads": _pick(args.threads, 1), "warmup": _pick(args.warmup, 5),
@@ -369,12 +384,16 @@ def run(args: argparse.Namespace) -> int:
               "table's task", file=sys.stderr)
     from devices.base import DeviceUnreachable, first_line
 
-    done = ledger.finished_count()
+    done, left = ledger.finished_count(), loop.unfinished()
     if done >= cfg["budget"]:
-        print(f"mnas: note: this run already has {done} children (budget {cfg['budget']}): "
-              "nothing to search; its reports are written again (a larger --budget goes "
-              "on)", file=sys.stderr)
-    bar = _Progress(cfg["budget"], done, disable=args.no_progress or done >= cfg["budget"])
+        verb = "is" if left == 1 else "are"
+        what = (f"; the {_n(left, 'child')} asked before it stopped {verb} scored, nothing "
+                "new is searched" if left else ": nothing to search")
+        print(f"mnas: note: this run already has {done} children (budget {cfg['budget']})"
+              f"{what}; its reports are written again (a larger --budget goes on)",
+              file=sys.stderr)
+    bar = _Progress(max(cfg["budget"], done + left), done,
+                    disable=args.no_progress or done >= cfg["budget"])
     loop.callbacks.append(bar.update)
     try:
         try:
@@ -398,16 +417,27 @@ def run(args: argparse.Namespace) -> int:
     changed = device_change_note(trials, cfg.get("device_fingerprint"))
     if changed:
         print(f"mnas: note: {changed}", file=sys.stderr)
-    doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
-                                   latency=latency)
-    if hasattr(strategy, "report"):  # e.g. PNAS's surrogate Spearman per stage
-        import json
+    try:
+        doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
+                                       latency=latency)
+        if hasattr(strategy, "report"):  # e.g. PNAS's surrogate Spearman per stage
+            import json
 
-        report = strategy.report()
-        (out / "strategy_report.json").write_text(json.dumps(report, indent=2, default=str))
-        print(f"strategy report: {json.dumps(report, default=str)}")
+            report = strategy.report()
+            (out / "strategy_report.json").write_text(json.dumps(report, indent=2,
+                                                                 default=str))
+            print(f"strategy report: {json.dumps(report, default=str)}")
+    except KeyboardInterrupt:
+        print(f"mnas: interrupted while writing the reports; all {len(trials)} children are "
+              f"saved, and `mnas search --out {shlex.quote(str(out))} --resume` writes them "
+              "again", file=sys.stderr)
+        raise
     _print_front(doc)
     return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'ren' if noun == 'child' else 's'}"
 
 
 def _resolve_targets(cfg: dict[str, Any], space: Any, latency: Any) -> list[float]:

@@ -129,7 +129,7 @@ def _checkpoint(folder: Path, number: int, settings: dict[str, Any], resume: boo
             if saved.get(key) != value:
                 raise ValueError(f"checkpoint {ckpt.name} was started with {key}="
                                  f"{saved.get(key)!r}, this run has {key}={value!r}: pass "
-                                 "the same flags, or run without --resume to start over")
+                                 "the same flags, or --force (without --resume) to start over")
         return ckpt
     folder.mkdir(exist_ok=True)
     ckpt.unlink(missing_ok=True)

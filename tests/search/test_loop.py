@@ -56,6 +56,26 @@ def test_resume_after_clean_stop_continues_the_same_sequence(tmp_path):
     assert resumed == ref
 
 
+def test_a_resume_scores_the_children_asked_before_it_stopped_whatever_the_budget(tmp_path):
+    """Stopped two children into a batch of three, then resumed with a budget the run
+    already has: the third child asked is still scored, and ``unfinished`` says so
+    beforehand (the CLI's note counts it)."""
+    ref = _history(make_loop(None, budget=6, batch=3).run())
+    loop = make_loop(tmp_path, budget=6, batch=3)
+
+    def stop(trial):
+        if trial.number == 4:
+            raise KeyboardInterrupt
+
+    loop.callbacks.append(stop)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    resumed = make_loop(tmp_path, budget=5, batch=3)
+    assert (resumed.ledger.finished_count(), resumed.unfinished()) == (5, 1)
+    assert _history(resumed.run()) == ref
+    assert make_loop(tmp_path, budget=6, batch=3).unfinished() == 0
+
+
 def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path):
     """Killed anywhere, also while a batch trains on an executor (every slot opened,
     latencies measured, training under way), the run resumes to the same history; the
