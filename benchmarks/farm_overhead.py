@@ -6,7 +6,7 @@ Starts ``mnas farm serve`` (a subprocess on a loopback port, serving
 
 * its size (what each request uploads);
 * wall seconds per measurement here and through the farm, and their ratio (the farm's
-  cost: upload, model check, HTTP, JSON);
+  cost: upload, model check, the child process it is measured in, HTTP, JSON);
 * the median latency each way and their ratio (the farm must measure the same);
 * with ``--paired``, the same for a pair (the model timed alternately with a copy of
   itself, ``measure_paired``): a farm's local runtime can anchor, as a local device does.
