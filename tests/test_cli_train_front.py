@@ -231,15 +231,16 @@ def test_an_interrupted_training_is_not_discarded_without_force(run_on, capsys):
 
 
 def test_a_training_that_fails_is_one_line_and_leaves_nothing_behind(run_on, capsys):
-    """A data module whose labels exceed its classes: the loss raises IndexError (it was a
-    traceback, and left trained/ with a checkpoint's settings and no checkpoint)."""
+    """A data module whose reads fail after the first batch: the KeyError was called a
+    checkpoint of another shape (a traceback for other types), and trained/ was left with
+    a checkpoint's settings and no checkpoint."""
     from mnas.cli import main
 
     out = run_on(GONE)
     assert main(["train", str(out), "--trial", "1", *TRAIN, "--no-measure", "--data",
-                 "module:tests.train.bad_datamodules:LabelsTooBig"]) == 2
+                 "module:tests.train.bad_datamodules:FailsLater"]) == 2
     err = _one_line(capsys.readouterr().err)
-    assert "trial 1: training failed: IndexError" in err
+    assert "trial 1: training failed: KeyError: 'image 16 is gone'" in err
     assert not (out / "trained").exists()
 
 

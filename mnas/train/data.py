@@ -21,8 +21,8 @@ child's result does not depend on how many children trained before it.
 
 from __future__ import annotations
 
-import importlib
-import pickle
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,30 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from mnas.train.cifar import batch_labels, class_names, load_cifar_pickle
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Per-image pixel bound for image folders: proxy training uses thumbnails, and a larger
+# image is checked from its header before decoding (a 48 KB PNG can claim 20000x20000).
+MAX_IMAGE_SIDE = 4096
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+#: largest training resolution (deployment sizes are 224-512; the data is held in memory)
+MAX_RESOLUTION = 1024
+
+
+def check_fits(n: int, bytes_each: int, resolution: int, what: str) -> None:
+    """ValueError unless ``n`` images of ``bytes_each`` bytes fit in half of this host's
+    memory: the data is held in memory at ``resolution``, and asking for more than the
+    host has ends in an allocation failure (or the OOM killer) instead of one line."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):   # not POSIX: no check
+        return
+    need = n * bytes_each
+    if need > total / 2:
+        raise ValueError(f"{what}: {n} images at {resolution}x{resolution} need "
+                         f"{need / 2**30:.1f} GiB in memory, over half of this host's "
+                         f"{total / 2**30:.1f} GiB; give a smaller --resolution")
 
 
 @dataclass(frozen=True)
@@ -73,8 +96,10 @@ def make_datamodule(spec: str, resolution: int = 32, batch_size: int = 64,
     scheme, sep, arg = spec.partition(":")
     if scheme not in DATA_SPECS:
         raise ValueError(f"unknown data spec {spec!r}; valid: {', '.join(data_specs())}")
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) \
+            or not 1 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"resolution must be an integer in [1, {MAX_RESOLUTION}], got "
+                         f"{resolution!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0.0 < float(val_fraction) < 1.0:
@@ -86,6 +111,20 @@ def make_datamodule(spec: str, resolution: int = 32, batch_size: int = 64,
         raise ValueError(f"data spec {scheme!r} takes no argument, got {spec!r}")
     return DATA_SPECS[scheme].factory(arg, resolution=resolution, batch_size=batch_size,
                                       val_fraction=float(val_fraction), seed=seed)
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first line of the message``, for one-line errors."""
+    msg = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _user_path(arg: str | Path) -> Path:
+    """``~`` expanded: the shell leaves it alone after ``cifar10:`` and the like."""
+    try:
+        return Path(arg).expanduser()
+    except RuntimeError:  # unknown ~user: the path is reported as not found
+        return Path(arg)
 
 
 # -- in-memory tensors ------------------------------------------------------------------
@@ -220,6 +259,8 @@ class DigitsDataModule(InMemoryDataModule):
         from sklearn.datasets import load_digits
 
         d = load_digits()
+        r = self.resolution
+        check_fits(len(d.images), 3 * r * r * 4, r, "digits")    # float32, 3 channels
         x = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
         x = _resize(x, self.resolution).clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
         self.class_names = [str(c) for c in d.target_names]
@@ -234,12 +275,14 @@ def _digits(arg: str, **kw: Any) -> DigitsDataModule:
 # -- image folder ---------------------------------------------------------------------------
 class ImageFolderDataModule(InMemoryDataModule):
     """``root/<class>/<file>.png|jpg|jpeg``: classes are the sorted sub-folder names;
-    images are converted to RGB and resized (bilinear) to ``resolution`` with Pillow.
-    The validation split is held out from the files."""
+    images are converted to RGB (16-bit greys scaled to 8 bits) and resized (bilinear)
+    to ``resolution`` with Pillow. Hidden files and folders are skipped; at least two
+    classes and at most :data:`MAX_IMAGE_PIXELS` per image. The validation split is
+    held out from the files."""
 
     def __init__(self, root: str | Path, **kw: Any) -> None:
         super().__init__(**kw)
-        self.root = Path(root)
+        self.root = _user_path(root)
         if not self.root.exists():
             raise FileNotFoundError(f"image folder not found: {self.root}")
         if not self.root.is_dir():
@@ -252,8 +295,11 @@ class ImageFolderDataModule(InMemoryDataModule):
         labels: list[int] = []
         used: list[str] = []
         for name in classes:
-            imgs = sorted(p for p in (self.root / name).rglob("*")
-                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            d = self.root / name
+            # hidden files and folders are skipped, like hidden class folders
+            imgs = sorted(p for p in d.rglob("*")
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                          and not any(s.startswith(".") for s in p.relative_to(d).parts))
             if not imgs:
                 continue  # an empty sub-folder is not a class
             files += imgs
@@ -262,24 +308,49 @@ class ImageFolderDataModule(InMemoryDataModule):
         if not used:
             raise ValueError(f"no classes in image folder {self.root}: expected sub-folders "
                              f"with {'/'.join(IMAGE_SUFFIXES)} images (ROOT/<class>/<image>)")
+        if len(used) < 2:  # one class: every child would score 100%
+            raise ValueError(f"image folder {self.root} has only one class ({used[0]}): need "
+                             "at least 2 class sub-folders with images")
         return files, np.asarray(labels, dtype=np.int64), used
 
     def load(self) -> tuple[torch.Tensor, np.ndarray, int]:
-        from PIL import Image, UnidentifiedImageError
-
         files, labels, classes = self.files()
         r = self.resolution
+        check_fits(len(files), 3 * r * r, r, f"image folder {self.root}")
         out = torch.empty((len(files), 3, r, r), dtype=torch.uint8)
         for i, path in enumerate(files):
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB").resize((r, r), Image.Resampling.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as e:
-                raise ValueError(f"cannot read image {path}: {e}") from e
-            out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+            out[i] = torch.from_numpy(_read_image(path, r)).permute(2, 0, 1)
         self.class_names = classes
         return out, labels, len(classes)
+
+
+def _read_image(path: Path, r: int) -> np.ndarray:
+    """One image as uint8 RGB ``[r, r, 3]``; ValueError naming the file if it cannot be
+    read or exceeds :data:`MAX_IMAGE_PIXELS` (checked from the header, before decoding)."""
+    from PIL import Image
+
+    too_big = (f"image {path} is larger than the {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}-pixel "
+               "limit for training images: downscale it")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (and over twice its limit raises) for huge images: same refusal
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"{too_big} ({w}x{h})")
+                if im.mode.startswith("I"):
+                    # 16-bit PNGs (I;16*, or I holding 0..65535): scale, as convert() clips
+                    a = np.clip(np.asarray(im).astype(np.float32) / 257.0, 0, 255)
+                    im = Image.fromarray(a.round().astype(np.uint8), "L")
+                im = im.convert("RGB").resize((r, r), Image.Resampling.BILINEAR)
+                return np.asarray(im, dtype=np.uint8).copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(too_big) from e
+    except Exception as e:  # any decoder failure of an untrusted file: one line
+        if str(e).startswith(too_big):
+            raise
+        raise ValueError(f"cannot read image {path}: {_first_line(e)}") from e
 
 
 @register_data("imagefolder", "imagefolder:PATH", "PATH/<class>/<image>.png|jpg, read with Pillow")
@@ -288,40 +359,6 @@ def _imagefolder(arg: str, **kw: Any) -> ImageFolderDataModule:
 
 
 # -- CIFAR-10 / CIFAR-100 -------------------------------------------------------------------
-class _ArrayUnpickler(pickle.Unpickler):
-    """Only numpy arrays, dtypes and plain containers: refuses any other global, so a
-    crafted batch file cannot run code when read."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
-        return super().find_class(module, name)
-
-
-def load_cifar_pickle(path: Path) -> dict:
-    """Read one CIFAR python batch file (``encoding="bytes"``: keys are bytes).
-
-    Security: the format is Python pickle, which can execute code when loaded. Files
-    are read only from the path the user gave, and with an unpickler that allows only
-    numpy array reconstruction — anything else is refused with ValueError.
-    """
-    try:
-        with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-            TypeError, ValueError) as e:
-        raise ValueError(f"{path} is not a CIFAR python batch: {e}") from e
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} is not a CIFAR python batch: holds {type(obj).__name__}")
-    return obj
-
-
 class Cifar10DataModule(InMemoryDataModule):
     """CIFAR-10 from the standard python version (``cifar-10-batches-py``):
     ``data_batch_1..5`` (training; the validation split is held out from them),
@@ -336,9 +373,13 @@ class Cifar10DataModule(InMemoryDataModule):
 
     def __init__(self, root: str | Path, **kw: Any) -> None:
         super().__init__(**kw)
-        root = Path(root)
+        root = _user_path(root)
         if not root.exists():
             raise FileNotFoundError(f"{self.TITLE} folder not found: {root}")
+        if not root.is_dir():  # FileNotFoundError, as for a folder without the batches
+            raise FileNotFoundError(f"{self.TITLE} batch missing: {root} is a file; the path "
+                                    f"must be the folder holding {', '.join(self.TRAIN)} "
+                                    "(or its parent)")
         if not (root / self.TRAIN[0]).exists() and (root / self.FOLDER).is_dir():
             root = root / self.FOLDER
         for name in self.TRAIN:
@@ -353,24 +394,24 @@ class Cifar10DataModule(InMemoryDataModule):
         if meta.is_file():
             raw = load_cifar_pickle(meta).get(self.NAMES_KEY)
             if raw is not None:
-                names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+                names = class_names(meta, raw, self.NAMES_KEY)
                 num_classes = len(names)
         xs, ys = [], []
         for name in self.TRAIN:
             path = self.root / name
             b = load_cifar_pickle(path)
-            data, labels = b.get(b"data"), b.get(self.LABELS_KEY)
+            data = b.get(b"data")
             if not isinstance(data, np.ndarray) or data.dtype != np.uint8 \
                     or data.ndim != 2 or data.shape[1] != 3072:
                 raise ValueError(f"{path}: b'data' must be a uint8 array [N, 3072]")
-            labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
-            if labels.shape != (len(data),):
-                raise ValueError(f"{path}: {len(labels)} labels ({self.LABELS_KEY!r}) for "
-                                 f"{len(data)} images")
-            if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-                raise ValueError(f"{path}: labels outside 0..{num_classes - 1}")
             xs.append(data)
-            ys.append(labels)
+            ys.append(batch_labels(path, b.get(self.LABELS_KEY), self.LABELS_KEY, len(data),
+                                   num_classes))
+        if len(np.unique(np.concatenate(ys))) < 2:  # one class: every child scores 100%
+            raise ValueError(f"{self.TITLE} batches in {self.root} hold fewer than 2 distinct "
+                             "labels: need at least 2 classes")
+        r = self.resolution
+        check_fits(sum(len(d) for d in xs), 3 * r * r, r, f"{self.TITLE} in {self.root}")
         x = torch.from_numpy(np.concatenate(xs)).view(-1, 3, 32, 32)
         if self.resolution != 32:  # resize in chunks, store uint8 at the proxy size
             x = torch.cat([_resize(c.float(), self.resolution).round_().clamp_(0, 255)
@@ -402,37 +443,8 @@ def _cifar100(arg: str, **kw: Any) -> Cifar100DataModule:
 
 
 # -- any LightningDataModule ----------------------------------------------------------------
-def load_module_datamodule(target: str) -> L.LightningDataModule:
-    """``pkg.mod:Class`` → ``Class()`` (no arguments), set up for fitting. The class must
-    be a ``LightningDataModule`` exposing ``num_classes``; ``in_channels`` defaults to 3.
-    Proxy knobs (resolution, batch size, split, seed) are the class's own business, and
-    so is the validation split (accuracy is measured on ``val_dataloader()``). Lightning
-    calls ``setup("fit")`` again for every child trained: make it idempotent so the
-    data is not reloaded each time."""
-    mod_name, _, cls_name = target.rpartition(":")
-    if not mod_name or not cls_name:
-        raise ValueError(f"module data spec must be module:pkg.mod:Class, got module:{target}")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ValueError(f"cannot import data module {mod_name!r}: {e}") from e
-    cls = getattr(mod, cls_name, None)
-    if cls is None:
-        raise ValueError(f"module {mod_name!r} has no attribute {cls_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
-        raise TypeError(f"{mod_name}:{cls_name} is not a LightningDataModule class")
-    dm = cls()
-    dm.prepare_data()
-    dm.setup("fit")
-    n = getattr(dm, "num_classes", None)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"{mod_name}:{cls_name} must expose an integer attribute "
-                         f"num_classes >= 2 (got {n!r})")
-    if not isinstance(getattr(dm, "in_channels", None), int):
-        dm.in_channels = 3
-    return dm
-
-
 @register_data("module", "module:pkg.mod:Class", "any LightningDataModule, built with no args")
 def _module(arg: str, **kw: Any) -> L.LightningDataModule:
+    from mnas.train.module_data import load_module_datamodule
+
     return load_module_datamodule(arg)
