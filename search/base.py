@@ -126,6 +126,18 @@ def strategy_names() -> list[str]:
     return sorted(names)
 
 
+class _Variant(functools.partial):  # type: ignore[type-arg]
+    """``base:variant``'s factory: the name sets the variant, so an option giving it again
+    is refused (a partial would let it silently replace the name's)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        (option, variant), = self.keywords.items()
+        if option in kwargs:
+            raise ValueError(f"{option} is set by the strategy name ({variant!r}); drop "
+                             f"--opt {option}=… or name the strategy with {kwargs[option]!r}")
+        return super().__call__(*args, **kwargs)
+
+
 def strategy_factory(name: str) -> StrategyFactory:
     """The class (or factory) behind a strategy name; its signature types CLI options."""
     _load_builtin()
@@ -134,7 +146,7 @@ def strategy_factory(name: str) -> StrategyFactory:
     base, sep, variant = name.partition(":")
     if sep and base in STRATEGIES and STRATEGIES[base].variant_option:
         # the constructor validates the variant (ValueError listing the valid ones)
-        return functools.partial(STRATEGIES[base], **{STRATEGIES[base].variant_option: variant})
+        return _Variant(STRATEGIES[base], **{STRATEGIES[base].variant_option: variant})
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(strategy_names())}")
 
 

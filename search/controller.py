@@ -88,8 +88,8 @@ class Controller(nn.Module):
         super().__init__()
         if hidden < 1 or layers < 1:
             raise ValueError(f"hidden and layers must be >= 1, got {hidden}, {layers}")
-        if not init_range > 0:
-            raise ValueError(f"init_range must be > 0, got {init_range}")
+        if not 0 < init_range <= 1e6:
+            raise ValueError(f"init_range must be in (0, 1e6], got {init_range}")
         self.hidden, self.layers, self.init_range, self.seed = hidden, layers, init_range, seed
         self.use_slot_head = bool(slot_head)
         H = hidden

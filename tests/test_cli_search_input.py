@@ -47,6 +47,18 @@ from tests.cli_run import TABLE, TINY
     (["--accuracy", "proxy:imagefolder:no/such"], "/no/such"),
     (["--workers", "2", "--data", "module:tests.train.bad_datamodules:HoldsLock"],
      "--workers sends the accuracy evaluator"),
+    # options that turned the controller NaN (a silent random search) or a traceback
+    (["--opt", "lr=inf"], "lr must be a finite number > 0, got inf"),
+    (["--strategy", "reinforce", "--opt", "entropy_weight=nan"],
+     "entropy_weight must be a finite number >= 0"),
+    (["--opt", "init_range=inf"], "init_range must be in (0, 1e6], got inf"),
+    (["--space", "nasrl", "--strategy", "random", "--space-opt", "max_depth=inf"],
+     "max_depth must be an integer"),
+    (["--space", "nb201", "--strategy", "pnas", "--opt", "alpha=nan"],
+     "alpha and beta must be finite numbers"),
+    # the name's sampler was silently replaced by the option's
+    (["--strategy", "optuna:tpe", "--opt", "sampler=nsga2"],
+     "sampler is set by the strategy name ('tpe')"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main

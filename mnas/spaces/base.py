@@ -29,7 +29,7 @@ def as_int(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int ``>= minimum`` (integral floats accepted), else ValueError."""
     try:
         v = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
     if v != float(value) or v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -136,8 +136,11 @@ class ControllerStrategy(Strategy):
             raise ValueError(f"batch must be >= 1, got {batch}")
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0 < lr < math.inf:   # an infinite step turns the controller's weights NaN
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        if not 0 <= entropy_weight < math.inf:
+            raise ValueError(f"entropy_weight must be a finite number >= 0, got "
+                             f"{entropy_weight}")
         self.options: dict[str, Any] = {
             "hidden": int(hidden), "layers": int(layers), "lr": float(lr),
             "init_range": float(init_range), "baseline_decay": float(baseline_decay),

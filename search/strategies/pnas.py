@@ -120,6 +120,8 @@ class ProgressiveNAS(Strategy):
             raise ValueError(f"target_ms must be >= 0 (0 = the first told trial's), got {target_ms}")
         self.target_opt = float(target_ms)
         self.alpha, self.beta = float(alpha), float(beta)
+        if not (math.isfinite(self.alpha) and math.isfinite(self.beta)):
+            raise ValueError(f"alpha and beta must be finite numbers, got {alpha} and {beta}")
         if rank not in RANKINGS:
             raise ValueError(f"unknown rank {rank!r}; valid: {', '.join(RANKINGS)}")
         self.rank = rank
