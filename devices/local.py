@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import latency.litert  # noqa: F401 - registers local:litert (its packages load lazily)
 from devices.base import Device, register_device
-from latency.export import check_onnx, file_sha256
-from latency.isolated import Live, measure_isolated
+from latency.export import file_sha256
+from latency.isolated import Live, measure_isolated, time_files
 from latency.measurement import Measurement, MeasureSettings
-from latency.protocol import measure_interleaved
 from latency.runtimes import RUNTIMES, get_runtime, runtime_names
 
 
@@ -110,19 +108,12 @@ class LocalDevice(Device):
         stopping rule follows the model. ``reference_path=None`` is :meth:`measure`.
         Errors as :meth:`measure`, naming the file that failed."""
         paths = [Path(model_path)] + ([] if reference_path is None else [Path(reference_path)])
+        shas = [self._check_file(p) for p in paths]
         if self.isolate:
-            shas = [self._check_file(p) for p in paths]
             samples, noisy = measure_isolated(self.runtime.name, paths, settings,
                                               self.timeout_s, self._live)
         else:
-            loaded = [self._load(p, settings) for p in paths]
-            shas = [sha for _, sha in loaded]
-            try:
-                samples, noisy = measure_interleaved([run for run, _ in loaded], settings)
-            except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
-                what = " and ".join(str(p) for p in paths)
-                raise RuntimeError(f"{self.runtime.name} failed while measuring {what}: "
-                                   f"{e}") from e
+            samples, noisy = time_files(self.runtime, paths, settings)
         out = []
         for sha, x in zip(shas, samples, strict=True):
             m = Measurement.from_samples(
@@ -148,16 +139,6 @@ class LocalDevice(Device):
                 raise ValueError(f"{path} is not an ONNX model (not a regular file)")
             raise FileNotFoundError(2, "model file not found", str(path))
         return file_sha256(path)
-
-    def _load(self, path: Path, settings: MeasureSettings) -> tuple[Callable[[], None], str]:
-        """(one-inference callable, sha256) for a model file; errors as :meth:`measure`."""
-        sha = self._check_file(path)
-        try:
-            return self.runtime.load(path, settings.threads), sha
-        except RuntimeError:
-            if self.model_format == "onnx":
-                check_onnx(path)  # a file that is no model at all is bad input: ValueError
-            raise
 
 
 @register_device("local", "local:onnxruntime | local:litert")

@@ -27,13 +27,36 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from latency.export import check_onnx
 from latency.measurement import MeasureSettings
+from latency.protocol import measure_interleaved
+from latency.runtimes import Runtime, get_runtime
 
 #: exceptions the child reports by name and the parent raises again as the same type
 #: (bad input stays ValueError / FileNotFoundError; everything else is the runtime's)
 _KINDS: dict[str, type[Exception]] = {"ValueError": ValueError,
                                       "FileNotFoundError": FileNotFoundError,
                                       "RuntimeError": RuntimeError}
+
+
+def time_files(runtime: Runtime, paths: list[Path], settings: MeasureSettings
+               ) -> tuple[list[list[float]], bool]:
+    """Load every file with ``runtime`` and time them interleaved: what an in-process
+    :class:`devices.local.LocalDevice` runs, and the child here. ValueError when a file is
+    no model at all (bad input); RuntimeError with the reason when the runtime fails."""
+    runs = []
+    for p in paths:
+        try:
+            runs.append(runtime.load(p, settings.threads))
+        except RuntimeError:
+            if runtime.model_format == "onnx":
+                check_onnx(p)   # a file that is no model at all is bad input: ValueError
+            raise
+    try:
+        return measure_interleaved(runs, settings)
+    except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
+        what = " and ".join(str(p) for p in paths)
+        raise RuntimeError(f"{runtime.name} failed while measuring {what}: {e}") from e
 
 
 def worker_argv() -> list[str]:
@@ -129,27 +152,12 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 def _serve(request: dict[str, Any]) -> dict[str, Any]:
-    """The child's side: load every file, time them interleaved, answer the samples."""
+    """The child's side: :func:`time_files` on the request, its samples as the answer."""
     import latency.litert  # noqa: F401 - registers local:litert's runtime (lazy imports)
-    from latency.export import check_onnx
-    from latency.protocol import measure_interleaved
-    from latency.runtimes import get_runtime
 
-    runtime = get_runtime(request["runtime"])
-    settings = MeasureSettings(**request["settings"])
-    runs = []
-    for p in map(Path, request["paths"]):
-        try:
-            runs.append(runtime.load(p, settings.threads))
-        except RuntimeError:
-            if runtime.model_format == "onnx":
-                check_onnx(p)   # not a model at all: ValueError, as in-process
-            raise
-    try:
-        samples, noisy = measure_interleaved(runs, settings)
-    except Exception as e:  # noqa: BLE001 - the runtime failed mid-measurement
-        what = " and ".join(request["paths"])
-        raise RuntimeError(f"{runtime.name} failed while measuring {what}: {e}") from e
+    samples, noisy = time_files(get_runtime(request["runtime"]),
+                                [Path(p) for p in request["paths"]],
+                                MeasureSettings(**request["settings"]))
     return {"samples": samples, "noisy": noisy}
 
 

@@ -8,6 +8,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``; ``child`` → ``children``, ``class`` → ``classes``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'ren' if noun == 'child' else 'es' if noun.endswith('s') else 's'}"
+
+
 def doc_help(doc: str | None, skip_first: bool = False) -> str | None:
     """A module docstring as ``--help`` text: reST markup (double backticks, ``:mod:``
     roles) read on a terminal as noise, so it goes; ``skip_first`` drops the summary

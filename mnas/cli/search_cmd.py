@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mnas import run as runmod
-from mnas.cli.options import parse_kv, typed_options
+from mnas.cli.options import parse_kv, plural, typed_options
 from mnas.cli.search_device import (
     device_of,
     elsewhere,
@@ -387,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
     done, left = ledger.finished_count(), loop.unfinished()
     if done >= cfg["budget"]:
         verb = "is" if left == 1 else "are"
-        what = (f"; the {_n(left, 'child')} asked before it stopped {verb} scored, nothing "
+        what = (f"; the {plural(left, 'child')} asked before it stopped {verb} scored, nothing "
                 "new is searched" if left else ": nothing to search")
         print(f"mnas: note: this run already has {done} children (budget {cfg['budget']})"
               f"{what}; its reports are written again (a larger --budget goes on)",
@@ -434,10 +434,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     _print_front(doc)
     return 0
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'ren' if noun == 'child' else 's'}"
 
 
 def _resolve_targets(cfg: dict[str, Any], space: Any, latency: Any) -> list[float]:

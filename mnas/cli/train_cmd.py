@@ -43,6 +43,7 @@ from typing import Any
 
 from mnas import run as runmod
 from mnas.cli import CliError
+from mnas.cli.options import plural
 
 TRAINED = "trained"
 
@@ -293,6 +294,7 @@ def _fit_and_export(args: argparse.Namespace, cfg: dict[str, Any], out: Path, tr
     import lightning as L
 
     from mnas.evaluators.proxy import lightning_interrupts, quiet_lightning
+    from mnas.train.data import error_line
     from mnas.train.device import check_device, trainer_device
     from mnas.train.module import ClassifierModule
 
@@ -336,7 +338,7 @@ def _fit_and_export(args: argparse.Namespace, cfg: dict[str, Any], out: Path, tr
                            "(refused unread, none of it run); run without --resume") from None
         except (KeyError, EOFError) as e:
             if not args.resume:
-                raise CliError(f"trial {trial.number}: training failed: {_line(e)}") from None
+                raise CliError(f"trial {trial.number}: training failed: {error_line(e)}") from None
             # loading a checkpoint of another shape
             raise CliError(f"checkpoint {ckpt} is not one `mnas train` wrote ({e!r}); run "
                            "without --resume") from None
@@ -344,7 +346,7 @@ def _fit_and_export(args: argparse.Namespace, cfg: dict[str, Any], out: Path, tr
             raise CliError(f"trial {trial.number}: {str(e).splitlines()[0] if str(e) else e!r}"
                            ) from None
         except Exception as e:  # noqa: BLE001 - a data module's own error, say
-            raise CliError(f"trial {trial.number}: training failed: {_line(e)}") from None
+            raise CliError(f"trial {trial.number}: training failed: {error_line(e)}") from None
         except KeyboardInterrupt:
             if ckpt.is_file():
                 print(f"mnas: the same command with --resume goes on from {ckpt}",
@@ -389,20 +391,11 @@ def _fit_and_export(args: argparse.Namespace, cfg: dict[str, Any], out: Path, tr
     lat = (f"not measured ({unmeasured})" if doc["latency_ms"] is None
            else f"{doc['latency_ms']:.3f} ms on {cfg['device']}")
     resumed = f" (resumed at epoch {doc['resumed_from_epoch']})" if args.resume else ""
-    print(f"trial {trial.number} {trial.arch}\n  trained {_n(args.epochs, 'epoch')}{resumed} "
-          f"on {data} ({_n(classes, 'class')}, {resolution}x{resolution}): val accuracy "
+    print(f"trial {trial.number} {trial.arch}\n  trained {plural(args.epochs, 'epoch')}{resumed} "
+          f"on {data} ({plural(classes, 'class')}, {resolution}x{resolution}): val accuracy "
           f"{doc['val_accuracy']:.4f} ({_searched_accuracy(cfg, trial.accuracy)})\n  "
           f"{doc['model']} (1x{channels}x{resolution}x{resolution}): {lat}")
     return 0
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
 def _recorded(out: Path, proxy: dict[str, Any], key: str, default: Any,

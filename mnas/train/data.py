@@ -113,7 +113,7 @@ def make_datamodule(spec: str, resolution: int = 32, batch_size: int = 64,
                                       val_fraction=float(val_fraction), seed=seed)
 
 
-def _first_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
     """``Type: first line of the message``, for one-line errors."""
     msg = (str(e).strip().splitlines() or [""])[0]
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
@@ -350,7 +350,7 @@ def _read_image(path: Path, r: int) -> np.ndarray:
     except Exception as e:  # any decoder failure of an untrusted file: one line
         if str(e).startswith(too_big):
             raise
-        raise ValueError(f"cannot read image {path}: {_first_line(e)}") from e
+        raise ValueError(f"cannot read image {path}: {error_line(e)}") from e
 
 
 @register_data("imagefolder", "imagefolder:PATH", "PATH/<class>/<image>.png|jpg, read with Pillow")

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from mnas.train.data import _first_line
+from mnas.train.data import error_line
 
 
 def load_module_datamodule(target: str) -> L.LightningDataModule:
@@ -36,7 +36,7 @@ def load_module_datamodule(target: str) -> L.LightningDataModule:
         try:
             return fn()
         except (Exception, SystemExit) as e:
-            raise ValueError(f"module:{target}: {what}: {_first_line(e)}") from e
+            raise ValueError(f"module:{target}: {what}: {error_line(e)}") from e
 
     try:
         mod = importlib.import_module(mod_name)
@@ -47,10 +47,10 @@ def load_module_datamodule(target: str) -> L.LightningDataModule:
         hint = (f"; {top} is in the current folder, which the `mnas` command does not "
                 "import from: run it with PYTHONPATH=." if here else "")
         raise ValueError(f"module:{target}: cannot import data module {mod_name!r}: "
-                         f"{_first_line(e)}{hint}") from e
+                         f"{error_line(e)}{hint}") from e
     except (Exception, SystemExit) as e:
         raise ValueError(f"module:{target}: cannot import data module {mod_name!r}: "
-                         f"{_first_line(e)}") from e
+                         f"{error_line(e)}") from e
     cls = user("attribute lookup failed", lambda: getattr(mod, cls_name, None))
     if cls is None:
         raise ValueError(f"module {mod_name!r} has no attribute {cls_name!r}")
@@ -81,7 +81,7 @@ def check_first_batch(dm: Any, target: str) -> None:
             raise ValueError(f"module:{target}: {split}_dataloader() yields no batch") from None
         except (Exception, SystemExit) as e:
             raise ValueError(f"module:{target}: {split}_dataloader() failed: "
-                             f"{_first_line(e)}") from e
+                             f"{error_line(e)}") from e
         where = f"module:{target}: {split}_dataloader()'s first batch"
         if not (isinstance(batch, list | tuple) and len(batch) == 2
                 and all(isinstance(t, torch.Tensor) for t in batch)):
