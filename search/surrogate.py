@@ -84,8 +84,8 @@ class MLPEnsemble:
             raise ValueError(f"members must be >= 1, got {members}")
         if int(hidden) < 1:
             raise ValueError(f"hidden must be >= 1, got {hidden}")
-        if int(epochs) < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if not 1 <= int(epochs) <= 100_000:   # each refit runs them all
+            raise ValueError(f"epochs must be in [1, 100,000], got {epochs}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if weight_decay < 0:

@@ -59,6 +59,26 @@ from tests.cli_run import TABLE, TINY
     # the name's sampler was silently replaced by the option's
     (["--strategy", "optuna:tpe", "--opt", "sampler=nsga2"],
      "sampler is set by the strategy name ('tpe')"),
+    # the last of two silently won
+    (["--opt", "lr=0.1", "--opt", "lr=0.2"], "strategy option 'lr' is given twice"),
+    # the string went to dict(): a traceback-like message naming neither option nor format
+    (["--strategy", "optuna:tpe", "--opt", "sampler_options=multivariate=false"],
+     "option sampler_options='multivariate=false' is not JSON"),
+    (["--strategy", "optuna:tpe", "--opt", "sampler_options=[1]"], "expected a JSON object"),
+    # counts that hung a search in its first update, leaving a run without children
+    (["--opt", "epochs=1000000000"], "epochs must be in [1, 100] passes"),
+    (["--opt", "novel=100000"], "novel must be in [0, 10,000] redraws"),
+    (["--space", "nb201", "--strategy", "pnas", "--opt", "epochs=1000000000"],
+     "epochs must be in [1, 100,000]"),
+    (["--space", "nb201", "--strategy", "evolution", "--opt", "retries=100000"],
+     "retries must be in [0, 10,000]"),
+    (["--space", "nasrl", "--strategy", "random", "--space-opt", "grow_by=100000"],
+     "grow_by must be an integer in [0, 1,000]"),
+    (["--space", "nb201", "--strategy", "enas", "--opt", "candidates=100000000"],
+     "candidates must be an integer in [1, 100,000]"),
+    # silently ignored off mnasnet
+    (["--space", "nb201", "--strategy", "enas", "--opt", "zero_gamma=true"],
+     "private_bn and zero_gamma are mnasnet-only, not nb201"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needle):
     from mnas.cli import main
@@ -70,6 +90,21 @@ def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, needl
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert needle in err
     assert not (tmp_path / "run").exists(), "refused before anything was written"
+
+
+def test_sampler_options_given_as_json_reach_the_sampler():
+    from mnas.cli.options import parse_kv, typed_options
+    from mnas.spaces import get_space
+    from search.base import strategy_factory
+
+    factory = strategy_factory("optuna:tpe")
+    opts = typed_options(factory, parse_kv(
+        ['sampler_options={"n_startup_trials": 3, "multivariate": false}'], "strategy"),
+        "strategy")
+    assert opts == {"sampler_options": {"n_startup_trials": 3, "multivariate": False}}
+    strategy = factory(get_space("nb201"), seed=0, **opts)
+    assert strategy.sampler._n_startup_trials == 3 and not strategy.sampler._multivariate
+    assert strategy.config()["sampler_options"] == opts["sampler_options"]
 
 
 def test_workers_without_ray_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
@@ -294,8 +329,9 @@ def test_enas_supernet_from_is_checked_first_and_not_needed_to_resume(tmp_path, 
     assert main(["search", "--out", str(src), *common, "--budget", "1"]) == 0
     capsys.readouterr()
     unfit = tmp_path / "unfit"
-    rc = main(["search", "--out", str(unfit), *common, "--budget", "1",
-               f"--opt=supernet_from={src}", "--opt=resolution=16"])
+    at_16 = [a.replace("resolution=8", "resolution=16") for a in common]
+    rc = main(["search", "--out", str(unfit), *at_16, "--budget", "1",
+               f"--opt=supernet_from={src}"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "was trained with resolution=8, this search has resolution=16" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,13 +29,32 @@ def doc_help(doc: str | None, skip_first: bool = False) -> str | None:
 
 
 def parse_kv(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict; a key given twice is refused (the last would
+    silently win)."""
     out: dict[str, str] = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"{what} option {item!r} is not KEY=VALUE")
-        out[key.strip().replace("-", "_")] = value.strip()
+        key = key.strip().replace("-", "_")
+        if key in out:
+            raise ValueError(f"{what} option {key!r} is given twice ({out[key]!r} and "
+                             f"{value.strip()!r}); give it once")
+        out[key] = value.strip()
     return out
+
+
+def _json_object(value: str, key: str) -> dict[str, Any]:
+    """A dict-typed option's value: a JSON object, the one format a shell passes whole."""
+    example = f"""--opt '{key}={{"name": value}}'"""
+    try:
+        obj = json.loads(value)
+    except ValueError as e:
+        raise ValueError(f"option {key}={value!r} is not JSON ({e.msg}); give a JSON object, "
+                         f"e.g. {example}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"option {key}={value!r}: expected a JSON object, e.g. {example}")
+    return obj
 
 
 def _convert(value: str, default: Any, key: str) -> Any:
@@ -73,5 +93,8 @@ def typed_options(factory: Callable[..., Any], raw: dict[str, str], what: str,
             valid = ", ".join(sorted(params)) or "(none)"
             raise ValueError(f"unknown {what} option {key!r}; valid: {valid}")
         default = params[key].default
+        if str(params[key].annotation).startswith("dict"):
+            out[key] = _json_object(value, key)
+            continue
         out[key] = _convert(value, None if default is inspect.Parameter.empty else default, key)
     return out

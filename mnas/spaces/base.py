@@ -25,14 +25,17 @@ class Arch(Protocol):
     def encode(self) -> str: ...
 
 
-def as_int(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int ``>= minimum`` (integral floats accepted), else ValueError."""
+def as_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int in ``[minimum, maximum]`` (integral floats accepted), else
+    ValueError."""
     try:
         v = int(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
     if v != float(value) or v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum:,}], got {value!r}")
     return v
 
 

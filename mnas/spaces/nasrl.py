@@ -21,7 +21,7 @@ paper's separate stride height/width is one square stride here.
 
 **Depth schedule.** ``decisions(children_seen)`` describes
 ``start_depth + grow_by · (children_seen // grow_every)`` layers (6, +2 every 1,600
-children — the paper's numbers), capped at ``max_depth`` if given. Strings, choice
+children — the paper's numbers), capped at ``max_depth`` if given (and always at 1,000 layers). Strings, choice
 vectors and builders accept any depth ≥ 1, so children of earlier depths stay valid.
 The base class's fixed-length ``vector()`` covers only ``start_depth``-layer archs.
 
@@ -53,6 +53,10 @@ from mnas.decisions import Categorical, Decision, Subset, validate_choices
 from mnas.spaces.base import SearchSpace, as_int, register_space
 
 _LAYER_RE = re.compile(r"L(\d+):fh(\d+)fw(\d+)f(\d+)s(\d+)(?:in(-|\d+(?:\+\d+)*))?")
+
+#: no network deeper than this (``max_depth`` None still stops here): a larger
+#: ``grow_by`` or ``start_depth`` would hang the first build instead of searching
+MAX_DEPTH = 1000
 
 
 @dataclass(frozen=True)
@@ -180,11 +184,11 @@ class NasRLSpace(SearchSpace):
                  kernel_sizes: str | Sequence[int] = "1,3,5,7",
                  filters: str | Sequence[int] = "24,36,48,64") -> None:
         # list options default to strings so CLI ``KEY=1,2,3`` values keep their type
-        self.start_depth = as_int("start_depth", start_depth, 1)
-        self.grow_by = as_int("grow_by", grow_by, 0)
+        self.start_depth = as_int("start_depth", start_depth, 1, MAX_DEPTH)
+        self.grow_by = as_int("grow_by", grow_by, 0, MAX_DEPTH)
         self.grow_every = as_int("grow_every", grow_every, 1)
         self.max_depth = None if max_depth in (None, "", "none") else as_int(
-            "max_depth", max_depth, self.start_depth)
+            "max_depth", max_depth, self.start_depth, MAX_DEPTH)
         if strides in ("fixed", "search"):
             strides = (1,) if strides == "fixed" else (1, 2, 3)
         self.strides = _int_tuple("strides", strides)
@@ -203,7 +207,7 @@ class NasRLSpace(SearchSpace):
         if children_seen < 0:
             raise ValueError(f"children_seen must be >= 0, got {children_seen}")
         depth = self.start_depth + self.grow_by * (children_seen // self.grow_every)
-        return depth if self.max_depth is None else min(depth, self.max_depth)
+        return min(depth, MAX_DEPTH if self.max_depth is None else self.max_depth)
 
     def decisions_for_depth(self, depth: int) -> tuple[Decision, ...]:
         if depth < 1:

@@ -130,8 +130,8 @@ class ControllerStrategy(Strategy):
         if not (math.isfinite(unconstrained) and 0.0 <= unconstrained <= 1.0):
             raise ValueError(f"unconstrained must be a weight in [0, 1] (0: the reward "
                              f"alone, 1: accuracy alone), got {unconstrained}")
-        if novel < 0:
-            raise ValueError(f"novel must be >= 0 redraws, got {novel}")
+        if not 0 <= novel <= 10_000:   # a saturated space would redraw each child that often
+            raise ValueError(f"novel must be in [0, 10,000] redraws, got {novel}")
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         if not 0.0 <= baseline_decay < 1.0:

@@ -31,9 +31,8 @@ U(−0.1, 0.1), as in the paper). Every ``ask(n)``:
 ``nb201``) by the active estimate. Children are scored with BatchNorm on batch statistics
 (:meth:`Supernet.batch_stats`).
 
-``tell`` only records the real results (:attr:`history`, :meth:`fidelity`): the
-controller learns from supernet rewards alone — mixing in the few measured rewards would
-give REINFORCE two reward scales — and nothing else is corrected.
+``tell`` only records the real results (:attr:`history`, :meth:`fidelity`): the controller
+learns from supernet rewards alone (the few measured ones would be a second reward scale).
 
 Determinism: the controller samples from a NumPy generator, minibatches come from
 private ``torch.Generator`` streams, and dropout draws from a private copy of torch's
@@ -46,7 +45,7 @@ stays on the CPU; checkpoints hold CPU tensors, so they load on any machine. On 
 run is not bit-for-bit repeatable (cuDNN's kernels; dropout draws from the device's
 generator). ``optimizer`` (``sgd`` | ``adam``), ``private_bn`` (comma list of
 ``op,kernel,se,skip``) and ``zero_gamma`` are shared-weight training variants recorded
-in ``docs/strategies.md`` (``mnasnet`` only for the last two; off by default).
+in ``docs/strategies.md`` (off by default; the last two on ``mnasnet`` only).
 
 **Train once, search many:** ``supernet_from`` (an ``enas`` run folder or its
 ``strategy.ckpt``) starts from that run's trained supernet and its optimiser state, with
@@ -145,9 +144,9 @@ class Enas(Strategy):
             "warmup_steps": _check_int("warmup_steps", warmup_steps, 0),
             "shared_steps": _check_int("shared_steps", shared_steps, 0),
             "controller_steps": _check_int("controller_steps", controller_steps, 0),
-            "controller_batch": _check_int("controller_batch", controller_batch, 1),
+            "controller_batch": _check_int("controller_batch", controller_batch, 1, 10_000),
             "val_batch": _check_int("val_batch", val_batch, 2),
-            "candidates": _check_int("candidates", candidates, 1),
+            "candidates": _check_int("candidates", candidates, 1, 100_000),
             "rank_examples": _check_int("rank_examples", rank_examples, 0),
             "lr": _check_float("lr", lr, 0.0, low_open=True),
             "momentum": _check_float("momentum", momentum, 0.0, 1.0),
@@ -176,6 +175,8 @@ class Enas(Strategy):
         if self.options["optimizer"] not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
         o = self.options
+        if space.name != "mnasnet" and (o["private_bn"] or o["zero_gamma"]):
+            raise ValueError(f"private_bn and zero_gamma are mnasnet-only, not {space.name}")
         self.latency = FastLatency(space, o["lut"] or None, o["ms_per_mmac"])
         self.target_ms = o["target_ms"] or self.latency.reference_ms()
         self.reward = Reward(self.target_ms, o["alpha"], o["beta"])

@@ -42,6 +42,9 @@ from search.base import Candidate, Strategy, register_strategy
 SELECTIONS = ("reward", "pareto")
 
 
+#: most redraws of a repeated mutation, per child
+MAX_RETRIES = 10_000
+
 @register_strategy
 class RegularizedEvolution(Strategy):
     """Aging evolution: population ``population``, tournament size ``sample``."""
@@ -59,8 +62,10 @@ class RegularizedEvolution(Strategy):
                              f"got {sample!r}")
         if selection not in SELECTIONS:
             raise ValueError(f"unknown selection {selection!r}; valid: {', '.join(SELECTIONS)}")
-        if int(retries) < 0:
-            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        if not 0 <= int(retries) <= MAX_RETRIES:
+            raise ValueError(f"retries must be in [0, {MAX_RETRIES:,}] (on a space whose "
+                             f"neighbours are all seen, each child would try them all), "
+                             f"got {retries!r}")
         self.population = int(population)
         self.sample = int(sample)
         self.selection = selection

@@ -107,6 +107,9 @@ class OptunaStrategy(Strategy):
 
         self._optuna = optuna
         self.sampler_name = sampler
+        if not isinstance(sampler_options, dict | None):
+            raise ValueError(f"sampler_options must be a dict of the sampler's keyword "
+                             f"arguments, got {sampler_options!r}")
         self.sampler_options = dict(sampler_options or {})
         cls = sampler_class(sampler)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per told trial
@@ -115,7 +118,7 @@ class OptunaStrategy(Strategy):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 options = {**DEFAULT_OPTIONS.get(cls.__name__, {}), **self.sampler_options}
                 self.sampler = cls(seed=seed, **options)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise ValueError(f"optuna sampler {cls.__name__} rejects options "
                              f"{self.sampler_options}: {e}") from None
         self.study = optuna.create_study(directions=list(DIRECTIONS), sampler=self.sampler,

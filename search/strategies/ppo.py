@@ -118,8 +118,8 @@ class PPO(ControllerStrategy):
                  conditional: bool = False, open_end: bool = False) -> None:
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip}")
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if not 1 <= epochs <= 100:  # past a few epochs the clip stops every step anyway
+            raise ValueError(f"epochs must be in [1, 100] passes over a batch, got {epochs}")
         if ratio not in ("decision", "sequence"):
             raise ValueError(f"ratio must be 'decision' or 'sequence', got {ratio!r}")
         if adv_norm not in ADV_NORMS:

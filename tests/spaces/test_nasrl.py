@@ -64,6 +64,8 @@ def test_depth_schedule_grows_at_the_right_children_counts():
     capped = NasRLSpace(start_depth=3, grow_by=1, grow_every=10, max_depth=5)
     assert [capped.depth_at(n) for n in (0, 9, 10, 25, 1000)] == [3, 3, 4, 5, 5]
     assert NasRLSpace(grow_by=0).depth_at(10**6) == 6
+    # without max_depth the growth still stops at a network that can be built
+    assert NasRLSpace(grow_by=1000, grow_every=1).depth_at(10**9) == 1000
     with pytest.raises(ValueError, match="children_seen"):
         space.decisions(-1)
     with pytest.raises(ValueError, match="max_depth"):
