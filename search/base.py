@@ -87,6 +87,13 @@ class Strategy(ABC):
     @abstractmethod
     def tell(self, trials: Sequence[Trial]) -> None: ...
 
+    def first_learning(self) -> tuple[int, str] | None:
+        """``(children, option)``: the first ``children`` are proposed before anything
+        told can shape a proposal (a controller's first batch, an initial population);
+        ``option`` is the ``--opt`` that sets it. None: proposals use what was told from
+        the start, or never do (``random``). ``mnas search`` names a budget this uses up."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (picklable)."""
         return {"rng": self.rng.getstate(), "children_seen": self.children_seen}

@@ -390,3 +390,21 @@ def test_ctrl_c_while_the_reports_are_written_names_the_resume(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "interrupted while writing the reports; all 3 children are saved" in err, err
     assert f"mnas search --out {tmp_path / 'run'} --resume` writes them again" in err
+
+
+@pytest.mark.parametrize("extra, told", [
+    (["--budget", "4", "--opt", "batch=4"], True),     # the update comes after the last child
+    (["--budget", "5", "--opt", "batch=4"], False),
+    (["--budget", "3", "--strategy", "random"], False),  # never learns: nothing to say
+])
+def test_a_budget_that_ends_before_the_first_update_is_named(tmp_path, monkeypatch, capsys,
+                                                              extra, told):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["search", "--out", str(tmp_path / "run"), *TABLE, *extra]) == 0
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "samples without learning" in ln]
+    assert len(notes) == told, notes
+    if told:
+        assert "learns from its children only after the first 4; --budget 4" in notes[0]
+        assert "--opt batch=N" in notes[0]

@@ -392,6 +392,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"mnas: note: this run already has {done} children (budget {cfg['budget']})"
               f"{what}; its reports are written again (a larger --budget goes on)",
               file=sys.stderr)
+    learns = strategy.first_learning()
+    if learns and done < cfg["budget"] <= learns[0]:
+        n, option = learns
+        option = option if "=" in option else f"{option}=N"
+        print(f"mnas: note: {cfg['strategy']} learns from its children only after the first "
+              f"{n}; --budget {cfg['budget']} ends before that, so this run samples without "
+              f"learning (a larger --budget, or a smaller --opt {option}, lets it learn)",
+              file=sys.stderr)
     bar = _Progress(max(cfg["budget"], done + left), done,
                     disable=args.no_progress or done >= cfg["budget"])
     loop.callbacks.append(bar.update)

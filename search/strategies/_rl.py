@@ -370,6 +370,9 @@ class ControllerStrategy(Strategy):
         return [np.bincount(col, minlength=d.size) / 200
                 for d, col in zip(ds, choices.T, strict=True)]
 
+    def first_learning(self) -> tuple[int, str] | None:
+        return self.batch, "batch"
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), **self.options}
 

@@ -153,6 +153,9 @@ class RegularizedEvolution(Strategy):
         self.members = deque(tuple(m) for m in state["members"])
         self.asked = {tuple(c) for c in state["asked"]}
 
+    def first_learning(self) -> tuple[int, str] | None:
+        return self.population, "population"
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "population": self.population, "sample": self.sample,
                 "selection": self.selection, "dedupe": self.dedupe, "retries": self.retries}

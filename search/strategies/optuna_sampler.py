@@ -204,6 +204,14 @@ class OptunaStrategy(Strategy):
                                              sampler=sampler)
         self.pending = pending
 
+    def first_learning(self) -> tuple[int, str] | None:
+        # Optuna keeps these private; a sampler without either is not told here
+        for attr in ("_n_startup_trials", "_population_size"):
+            n = getattr(self.sampler, attr, None)
+            if isinstance(n, int):
+                return n, f"sampler_options={{\"{attr[1:]}\": N}}"
+        return None
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "sampler": self.sampler_name,
                 "sampler_options": self.sampler_options}

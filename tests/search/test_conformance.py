@@ -201,3 +201,45 @@ def test_every_strategy_has_a_case():
     covered = {p.values[0] for p in CASES}
     assert covered == set(strategy_names())
     assert {p.values[1] for p in CASES} >= {"nb201"}
+
+
+def _learning_cases() -> list[Any]:
+    """nb201 cases of the strategies that say when they first learn (first_learning)."""
+    out = []
+    for case in CASES:
+        name, space_name = case.values
+        if space_name == "nb201" and make(name, space_name)[0].first_learning() is not None:
+            out.append(case)
+    return out
+
+
+class Inverted(Scorer):
+    """The table with accuracy turned upside down: any learning proposes differently."""
+
+    def __call__(self, space: Any, number: int, cand: Any, fail: bool) -> Trial:
+        t = super().__call__(space, number, cand, fail)
+        t.accuracy = 1.0 - t.accuracy
+        t.reward = REWARD(t.accuracy, t.latency_ms)
+        return t
+
+
+@pytest.mark.parametrize("name, space_name", _learning_cases())
+def test_first_learning_is_when_told_results_first_shape_a_proposal(name, space_name):
+    """What ``mnas search`` tells a user whose budget ends before the strategy learns:
+    the first ``n`` proposals are the same whatever the rewards, later ones are not."""
+    runs = []
+    for scorer in (Scorer(space_name), Inverted(space_name)):
+        space = get_space(space_name)
+        # the RL controllers' paper steps move sampling too little to see in a few children
+        fast = {"lr": 0.1, "batch": 4} if name in ("ppo", "reinforce") else {}
+        strategy = get_strategy(name, space, seed=SEED, **{**FAST_OPTIONS.get(name, {}), **fast})
+        n, option = strategy.first_learning()
+        assert option.split("=")[0] in strategy.config(), f"{option} is not an option"
+        log = []
+        for i in range(3 * n):
+            cand, = strategy.ask(1)
+            log.append(cand.choices)
+            strategy.tell([scorer(space, i, cand, fail=False)])
+        runs.append(log)
+    assert runs[0][:n] == runs[1][:n], "proposals before first_learning() depend on rewards"
+    assert runs[0][n:] != runs[1][n:], "rewards never shaped a proposal after first_learning()"
