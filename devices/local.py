@@ -141,6 +141,18 @@ class LocalDevice(Device):
         return file_sha256(path)
 
 
+def isolated(device: Device, timeout_s: float) -> Device:
+    """``device``, measuring in a child process killed after ``timeout_s`` where it is a
+    local runtime: a model file nobody here made (a pull request's, a user's upload) must
+    not hang, crash or outlive this process. Other devices measure elsewhere already."""
+    if not 0 < timeout_s < float("inf"):
+        raise ValueError(f"--measure-timeout must be a positive number of seconds, got "
+                         f"{timeout_s}")
+    if isinstance(device, LocalDevice):
+        device.isolate, device.timeout_s = True, float(timeout_s)
+    return device
+
+
 @register_device("local", "local:onnxruntime | local:litert")
 def _local(spec: str) -> Device:
     return LocalDevice(spec)

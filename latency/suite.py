@@ -390,10 +390,14 @@ def prepare_model(entry: SuiteEntry, model_format: str, workdir: Path) -> Path:
     return Path(_exporters()[model_format](model, out, input_shape=shape))
 
 
-def open_devices(entries: tuple[SuiteEntry, ...] | list[SuiteEntry]) -> dict[str, Any]:
+def open_devices(entries: tuple[SuiteEntry, ...] | list[SuiteEntry],
+                 timeout_s: float | None = None) -> dict[str, Any]:
     """One device per distinct spec, every entry's model checked against its device —
-    all before anything is measured, so a bad entry fails in seconds, not minutes."""
+    all before anything is measured, so a bad entry fails in seconds, not minutes.
+    ``timeout_s``: local runtimes measure in a child process killed after that long
+    (:func:`devices.local.isolated`); None measures in this process."""
     from devices import get_device
+    from devices.local import isolated
 
     opened: dict[str, Any] = {}
     try:
@@ -401,6 +405,8 @@ def open_devices(entries: tuple[SuiteEntry, ...] | list[SuiteEntry]) -> dict[str
             if e.device not in opened:
                 try:
                     opened[e.device] = get_device(e.device)
+                    if timeout_s is not None:
+                        isolated(opened[e.device], timeout_s)
                 except ValueError as err:
                     raise ValueError(f"entry {e.name!r}: field 'device': {err}") from None
             check_entry_model(e, opened[e.device])
@@ -416,7 +422,7 @@ def close_devices(opened: Mapping[str, Any]) -> None:
 
 
 def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
-              workdir: str | Path | None = None) -> Any:
+              workdir: str | Path | None = None, timeout_s: float | None = None) -> Any:
     """Measure every entry fresh (no cache: a gate must see today's numbers) and return
     :class:`latency.regression.BenchResults` with raw samples and fingerprints.
 
@@ -427,7 +433,7 @@ def run_suite(suite: Suite, *, progress: Callable[[str], None] | None = None,
     from latency.bench_results import BenchRecord, BenchResults
     from latency.estimate import measure_model
 
-    opened = open_devices(suite.entries)
+    opened = open_devices(suite.entries, timeout_s)
     results = BenchResults(suite=str(suite.path), meta={"host": _host(), "python": _python()})
     n, total = len(suite.entries), max(e.rounds for e in suite.entries)
     if progress is not None:   # only once every entry checked out: bad input stays one line

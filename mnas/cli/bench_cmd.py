@@ -46,7 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     # refuse before minutes of measuring, not after
     out = check_output_file(args.out, "--out", force=args.force)
     try:
-        results = run_suite(suite, progress=lambda line: print(line, flush=True))
+        results = run_suite(suite, progress=lambda line: print(line, flush=True),
+                            timeout_s=args.measure_timeout)
     except RuntimeError as e:
         raise CliError(str(e)) from e
     results.save(out, force=args.force)
@@ -120,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("suite", help="suite file (TOML, see latency/suite.py)")
     r.add_argument("--out", required=True, help="results JSON to write")
     r.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    r.add_argument("--measure-timeout", type=float, default=600.0, metavar="S",
+                   help="local runtimes measure each entry in a child process killed after S "
+                        "seconds, so a model file that hangs or crashes the runtime fails "
+                        "its entry in one line (default 600)")
     r.add_argument("--entry", action="append", metavar="NAME",
                    help="measure only this entry (repeatable)")
     r.set_defaults(func=_run)

@@ -56,6 +56,10 @@ def register(sub: Any) -> None:
                             "~/.cache/mnas/latency.db)")
     cache.add_argument("--no-cache", action="store_true", help="measure afresh, store nothing")
     p.add_argument("--json", action="store_true", help="print the whole record as JSON")
+    p.add_argument("--measure-timeout", type=float, default=600.0, metavar="S",
+                   help="a MODEL file measures on a local runtime in a child process killed "
+                        "after S seconds, so a file that hangs or crashes the runtime is one "
+                        "line (default 600); an ARCH is built here and measured in-process")
     p.set_defaults(func=run)
 
 
@@ -105,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
                          f"to an ARCH (built at that size); the model file {args.target} fixes "
                          f"its own: drop {'them' if len(given) > 1 else 'it'}")
     device = get_device(args.device)
+    if is_file:
+        from devices.local import isolated
+
+        isolated(device, args.measure_timeout)
     cache = None if args.no_cache else MeasurementCache(args.cache)
     try:
         if is_file:

@@ -115,3 +115,24 @@ def test_the_farm_command_isolates_uploads(endless, onnx_model, tmp_path, capsys
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
+
+
+@pytest.mark.parametrize("command", ["latency", "bench"])
+def test_latency_and_bench_stop_a_model_file_that_never_finishes(endless, tmp_path, command):
+    """A model file from a pull request or a user is measured like a farm upload: a
+    runtime that never returns is one line at --measure-timeout, not a hung CI job."""
+    from tests.cli_run import mnas
+
+    if command == "latency":
+        args = ["latency", str(endless), "--no-cache"]
+    else:
+        suite = tmp_path / "suite.toml"
+        suite.write_text(f'[[entry]]\nname = "loop"\nmodel = "{endless}"\n')
+        args = ["bench", "run", str(suite), "--out", str(tmp_path / "r.json")]
+    t0 = time.monotonic()
+    p = mnas(*args, "--measure-timeout", "2", cache=tmp_path / "cache", timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "did not finish measuring" in p.stderr and "within 2 s" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert time.monotonic() - t0 < 60
+    assert not (tmp_path / "r.json").exists()
