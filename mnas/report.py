@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,12 @@ def write_reports(out: Path, trials: Sequence[Trial], *, target_ms: float | Sequ
                      "reward": t.reward, "params": t.params, "macs": t.macs, "model": model,
                      "trial": t.number, "target_ms": t.target_ms,
                      "device_changed": t.number in changed})
+    if export_model is not None and models.is_dir():
+        # an earlier front's files (a resumed run's front moved): only this front's stay
+        kept = {(out / r["model"]).name for r in rows if r["model"].startswith("models")}
+        for old in models.glob("front*_trial*.*"):
+            if old.name not in kept and re.fullmatch(r"front\d+_trial\d+\.\w+", old.name):
+                old.unlink(missing_ok=True)
     with open(out / "pareto.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FRONT_COLUMNS + ["trial", "target_ms",
                                                           "device_changed"])

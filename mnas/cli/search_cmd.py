@@ -335,6 +335,8 @@ def run(args: argparse.Namespace) -> int:
     runmod.prepare_folder(out, resume=args.resume, force=args.force, create=False)
     if args.resume and args.budget is not None:
         cfg["budget"] = args.budget
+    # recorded: a resume without the flag keeps a --no-export run's choice
+    cfg["export"] = cfg.get("export", True) and not args.no_export
     if args.resume and args.torch_device is not None:   # same recipe, other hardware
         _refuse_unused_proxy_flags(cfg["accuracy"], ["torch_device"])
         cfg["proxy"]["torch_device"] = args.torch_device
@@ -426,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
     if changed:
         print(f"mnas: note: {changed}", file=sys.stderr)
     try:
-        doc = runmod.write_run_reports(out, cfg, trials, space, export=not args.no_export,
+        doc = runmod.write_run_reports(out, cfg, trials, space, export=cfg["export"],
                                        latency=latency)
         if hasattr(strategy, "report"):  # e.g. PNAS's surrogate Spearman per stage
             import json
@@ -441,6 +443,9 @@ def run(args: argparse.Namespace) -> int:
               "again", file=sys.stderr)
         raise
     _print_front(doc)
+    if not cfg["export"]:
+        print(f"mnas: front models not exported (--no-export); `mnas front "
+              f"{shlex.quote(str(out))}` exports them", file=sys.stderr)
     return 0
 
 
