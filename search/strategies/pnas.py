@@ -23,21 +23,18 @@ Sequential model-based optimisation over cells of growing size:
    each round ranks the expansions of the best K (B−1)-block cells and the one-token
    neighbours of the best K B-block cells, all unevaluated, and queues the top K.
 
-**Latency predictor**: ridge regression of latency on the encoding's size-free count
-columns (``space.summary_columns``: how often each op occurs, and reads h_i, h_{i-1} or
-a block, and the number of blocks — nb201: op counts, split by reading the cell input or
-an inner node, and the number of nodes; :class:`search.surrogate.RidgeLatency`), fit to every
-measured latency told so far. A network's latency is to first order a constant plus
+**Latency predictor**: ridge regression (:class:`search.surrogate.RidgeLatency`) of
+latency on the encoding's size-free count columns (``space.summary_columns``: op counts,
+what each op reads, the number of blocks or nodes), fit to every latency told so far. A network's latency is to first order a constant plus
 per-op costs (each cell op repeats in every cell; ops on the cell inputs stride in
 reductions), which this linear model captures and extrapolates to cells one block
 larger. A candidate made from a measured cell (an expansion, a neighbour) is predicted
 as *that cell's measured latency + model(candidate) − model(cell)*, so the level stays
-near the truth. Before two cell sizes are measured the model cannot split the network's
-fixed cost from a block's; an expansion's increment is then known only up to a constant,
-and is shifted so the cheapest block costs nothing rather than go negative (see
-``_predict_latency``). Growing cells also widen the next cell's input (all blocks are
-concatenated), a per-block cost the model learns only from stage 3 on. ``latency_model="none"`` ranks by predicted accuracy only (the
-paper's setting). **T**: ``target_ms`` if > 0, else the target of the first trial told
+near the truth. Before two cell sizes are measured an expansion's increment is known only
+up to a constant, shifted so the cheapest block costs nothing (``_predict_latency``).
+Growing cells also widen the next cell's input (all blocks are concatenated), a
+per-block cost the model learns from stage 3 on. ``latency_model="none"`` ranks by
+predicted accuracy only (the paper's setting). **T**: ``target_ms`` if > 0, else the target of the first trial told
 (when the loop spreads children over several targets, PNAS ranks with that one T).
 ``rank="targets"`` ranks for every told target instead and takes each target's best in
 turn (parents, stage children and reserve alike), so a beam of K serves each target
@@ -156,6 +153,7 @@ class ProgressiveNAS(Strategy):
         size = len(cells) if self.initial == 0 else min(self.initial, len(cells))
         entries = [{"arch": a.encode()} for a in cells]
         self.queue, self.reserve = entries[:size], entries[size:]
+        self.first_stage = size
 
     # -- helpers ---------------------------------------------------------------------
     def _vector(self, key: str) -> np.ndarray:
@@ -448,6 +446,9 @@ class ProgressiveNAS(Strategy):
                  len(pool.keys), self.blocks, len(self.queue))
 
     # -- reporting and checkpoints -------------------------------------------------------------
+    def first_learning(self) -> tuple[int, str] | None:
+        return self.first_stage, "initial"      # the surrogate's first fit follows them
+
     def report(self) -> dict[str, Any]:
         """Where the search is and the surrogate's Spearman on each finished stage."""
         return {"stage": self.stage, "blocks": self.blocks, "scored": len(self.data),
