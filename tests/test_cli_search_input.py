@@ -65,6 +65,9 @@ from tests.cli_run import TABLE, TINY
     (["--strategy", "optuna:tpe", "--opt", "sampler_options=multivariate=false"],
      "option sampler_options='multivariate=false' is not JSON"),
     (["--strategy", "optuna:tpe", "--opt", "sampler_options=[1]"], "expected a JSON object"),
+    # a wrong type failed inside Optuna at the first ask, after the run folder was made
+    (["--strategy", "optuna:tpe", "--opt", 'sampler_options={"n_startup_trials": "3"}'],
+     "optuna sampler TPESampler fails with options {'n_startup_trials': '3'}: TypeError"),
     # counts that hung a search in its first update, leaving a run without children
     (["--opt", "epochs=1000000000"], "epochs must be in [1, 100] passes"),
     (["--opt", "novel=100000"], "novel must be in [0, 10,000] redraws"),

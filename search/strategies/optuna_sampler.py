@@ -127,6 +127,27 @@ class OptunaStrategy(Strategy):
         self.pending: dict[int, tuple[int, ...]] = {}
         self._param_cache: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}
 
+    def preflight(self) -> None:
+        """Options of the wrong type (``"3"`` for 3) fail inside Optuna only when it first
+        samples: try two samples on a throwaway study with a fresh sampler first."""
+        if not self.sampler_options:
+            return
+        cls = type(self.sampler)
+        options = {**DEFAULT_OPTIONS.get(cls.__name__, {}), **self.sampler_options}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study = self._optuna.create_study(directions=list(DIRECTIONS),
+                                                  sampler=cls(seed=self.seed, **options))
+                for _ in range(2):
+                    trial = study.ask()
+                    for name, dist in self._params(0):
+                        trial.suggest_categorical(name, dist.choices)
+                    study.tell(trial, [0.5, 1.0])
+        except Exception as e:  # noqa: BLE001 - whatever the sampler raises is the user's answer
+            raise ValueError(f"optuna sampler {cls.__name__} fails with options "
+                             f"{self.sampler_options}: {type(e).__name__}: {e}") from None
+
     # -- decisions as parameters -----------------------------------------------------
     def _params(self, children_seen: int) -> list[tuple[str, Any]]:
         ds = self.space.decisions(children_seen)
