@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,12 +89,15 @@ def write_reports(out: Path, trials: Sequence[Trial], *, target_ms: float | Sequ
                      "reward": t.reward, "params": t.params, "macs": t.macs, "model": model,
                      "trial": t.number, "target_ms": t.target_ms,
                      "device_changed": t.number in changed})
-    if export_model is not None and models.is_dir():
-        # an earlier front's files (a resumed run's front moved): only this front's stay
-        kept = {(out / r["model"]).name for r in rows if r["model"].startswith("models")}
+    exported = [r["model"] for r in rows if r["model"].startswith("models")]
+    if export_model is not None and models.is_dir() and len(exported) == len(rows):
+        # an earlier front's files (a resumed run's front moved) go once the whole new
+        # front is written: an export that failed keeps what was there
+        kept = {Path(m).name for m in exported}
         for old in models.glob("front*_trial*.*"):
             if old.name not in kept and re.fullmatch(r"front\d+_trial\d+\.\w+", old.name):
-                old.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a read-only models/: left as it is
+                    old.unlink()
     with open(out / "pareto.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FRONT_COLUMNS + ["trial", "target_ms",
                                                           "device_changed"])
@@ -145,3 +150,17 @@ def plot_front(path: Path, trials: Sequence[Trial], front: Sequence[Trial],
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def print_front(doc: dict[str, Any]) -> None:
+    """A run's summary and front on stdout; front models that failed to export, on stderr."""
+    print(f"{doc['completed']} of {doc['trials']} children completed, {doc['failed']} failed; "
+          f"front of {len(doc['front'])}, hypervolume {doc['hypervolume']:.4g}")
+    for row in doc["front"]:
+        print(f"  acc {100 * row['accuracy']:5.1f}%  {row['latency_ms']:8.2f} ms  "
+              f"reward {row['reward']:.4f}  {row['arch']}"
+              + ("  (measured after the device changed)" if row.get("device_changed") else ""))
+    failed = [r["model"] for r in doc["front"] if str(r.get("model", "")).startswith("export")]
+    if failed:
+        print(f"mnas: note: {len(failed)} of {len(doc['front'])} front models were not exported "
+              f"({failed[0]}); pareto.csv names each", file=sys.stderr)

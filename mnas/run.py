@@ -6,9 +6,12 @@ is configured exactly as it was started.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,14 @@ from mnas.reward import Reward
 CONFIG = "config.json"
 STUDY = "study.db"
 CHECKPOINT = "strategy.ckpt"
-#: files a search writes; --force removes exactly these
+#: files a search writes (and a kill may leave: the checkpoint's temporary file, SQLite's
+#: journal, which must not meet a new study.db); --force removes exactly these
 RUN_FILES = (CONFIG, STUDY, CHECKPOINT, "trials.csv", "pareto.csv", "pareto.json",
-             "pareto.png", "strategy_report.json")
+             "pareto.png", "strategy_report.json", "strategy.tmp", f"{STUDY}-journal")
+#: held by the process searching a run folder (the file stays; the lock goes with it)
+LOCK = ".mnas.lock"
+#: what every config.json ``mnas search`` wrote has, and resume and ``front`` read
+REQUIRED = ("space", "strategy", "accuracy", "latency", "alpha", "beta", "targets_ms")
 RUN_DIRS = ("models", "trained")
 
 
@@ -85,9 +93,41 @@ def load_config(out: Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{out} is not a run folder: no {CONFIG}")
     try:
-        return json.loads(path.read_text())
+        cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
+    missing = [k for k in REQUIRED if k not in cfg] if isinstance(cfg, dict) else None
+    if missing is None or missing:
+        what = f"lacks {', '.join(missing)}" if missing else "is not a JSON object"
+        raise ValueError(f"{path} {what}: not a config mnas search wrote (edited or "
+                         "damaged); restore it, or start over with --force")
+    return cfg
+
+
+@contextlib.contextmanager
+def lock_run(out: Path) -> Iterator[None]:
+    """Hold run folder ``out`` (made if missing) for this process: a second ``mnas search``
+    on it (a resume, a --force) would re-score or delete this one's children.
+    FileExistsError names the holder. Where ``fcntl`` is missing (Windows) nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise FileExistsError(f"{out} is in use by {holder} (an mnas search on the same "
+                                  "run folder); wait for it or stop it first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"mnas pid {os.getpid()}")
+        f.flush()
+        yield
 
 
 def load_trials(out: Path, cfg: dict[str, Any]) -> list[Any]:

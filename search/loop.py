@@ -222,12 +222,24 @@ class SearchLoop:
         self.overlap = overlap
         self.batch_seq = 0
         self.pending: list[dict[str, Any]] = []
+        #: children told to the strategy (the ledger recorded each before it was told)
+        self.told = 0
         strategy.set_targets(scorer.targets)
         self._restore()
 
     # -- checkpoint --------------------------------------------------------------
     def _restore(self) -> None:
-        if self.checkpoint is None or not self.checkpoint.exists():
+        if self.checkpoint is None:
+            return
+        if not self.checkpoint.exists():
+            # children without the strategy that asked them: the next asks would land in
+            # their slots (batch numbers start again) and be answered with their results
+            n = self.ledger.finished_count()
+            if n:
+                raise ValueError(f"{self.checkpoint.name} is missing beside a study of "
+                                 f"{n} children: the strategy's state is lost and the run "
+                                 "cannot be resumed (`mnas front` still reports it; --force "
+                                 "starts over)")
             return
         # the run folder may come from elsewhere: rebuild data, run none of the file's code
         try:
@@ -247,12 +259,18 @@ class SearchLoop:
         self.strategy.load_state_dict(ck["strategy"])
         self.batch_seq = ck["batch_seq"]
         self.pending = list(ck["pending"])
+        self.told = int(ck.get("told", 0))      # absent: a checkpoint from before the count
+        n = self.ledger.finished_count()
+        if n < self.told:   # the study was deleted, emptied or swapped
+            raise ValueError(f"the study holds {n} finished children but {self.checkpoint.name} "
+                             f"was saved after {self.told}: its children are lost or it is "
+                             "another run's; restore the run's study.db, or --force starts over")
 
     def _save(self) -> None:
         if self.checkpoint is None:
             return
         ck = {"version": CHECKPOINT_VERSION, "strategy": self.strategy.state_dict(),
-              "batch_seq": self.batch_seq, "pending": self.pending}
+              "batch_seq": self.batch_seq, "pending": self.pending, "told": self.told}
         tmp = self.checkpoint.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             pickle.dump(ck, f)
@@ -311,6 +329,7 @@ class SearchLoop:
             self.ledger.record(trial)
         self.scorer.remember(trial)
         self.strategy.tell([trial])
+        self.told += 1
         self.pending.pop(0)
         self._save()
         for cb in self.callbacks:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # One module per command group; keep one entry per line.
 COMMANDS = (
@@ -53,9 +55,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner's or service manager's stop), handled as a Ctrl-C is: what a
+    command saves on Ctrl-C it saves here, and the exit status is 143."""
+
+
+#: signals received while a command runs (see :func:`check_stop`)
+_RECEIVED: list[int] = []
+
+
+def _stop(signum: int, frame: Any) -> None:
+    _RECEIVED.append(signum)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def check_stop() -> None:
+    """Raise again a Ctrl-C or SIGTERM this process received. Python drops an exception
+    raised while a finalizer runs (garbage collection of a database connection, seen:
+    a search went on after SIGTERM); a long loop calls this between steps."""
+    if _RECEIVED:
+        raise Terminated if _RECEIVED[-1] == signal.SIGTERM else KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    import contextlib
+    import threading
+
+    with contextlib.ExitStack() as stack:
+        _RECEIVED.clear()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue    # e.g. SIGINT for a shell's background job: left ignored
+                stack.callback(signal.signal, sig, signal.signal(sig, _stop))
+        try:    # a Ctrl-C while the commands import (torch: seconds) is no traceback either
+            args = build_parser().parse_args(argv)
+        except KeyboardInterrupt as e:
+            return _interrupted(e)
+        args.resources = stack      # held until the command returns (a run folder's lock)
+        return _run(args)
+
+
+def _interrupted(e: KeyboardInterrupt) -> int:
+    print(f"mnas: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
+          file=sys.stderr)
+    return 143 if isinstance(e, Terminated) else 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from devices.base import DeviceUnreachable
 
     try:
@@ -72,9 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("mnas: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     return int(rc or 0)
 
 

@@ -24,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnas.cli.search_cmd import _print_front
-    from mnas.report import device_change_note
+    from mnas.report import device_change_note, print_front
     from mnas.spaces import get_space
 
     out = Path(args.run_dir)
@@ -42,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        _print_front(doc)
+        print_front(doc)
     return 0
 
 

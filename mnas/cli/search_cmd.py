@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mnas import run as runmod
+from mnas.cli import check_stop
 from mnas.cli.options import parse_kv, plural, typed_options
 from mnas.cli.search_device import (
     device_of,
@@ -296,7 +297,7 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: flags a resumed run may take: where it is, how it reports, and a new budget
-_RESUME_FLAGS = {"out", "resume", "no_progress", "no_export", "budget",
+_RESUME_FLAGS = {"out", "resume", "no_progress", "no_export", "budget", "resources",
                  "torch_device", "workers", "ray_address", "device", "func", "command"}
 
 
@@ -359,8 +360,12 @@ def run(args: argparse.Namespace) -> int:
         cfg["targets_ms"] = _resolve_targets(cfg, space, latency)
     # a storage elsewhere is opened before the run folder is made (a bad URL leaves none)
     ledger = Ledger(cfg["storage"], study_name=cfg["study_name"]) if cfg["storage"] else None
-    # every setting has been checked: only now may --force clear an old run
+    # every setting has been checked: only now may --force clear an old run, and only
+    # while no other process searches it (held until the command returns)
+    args.resources.enter_context(runmod.lock_run(out))
     runmod.prepare_folder(out, resume=args.resume, force=args.force)
+    if not args.resume:     # before study.db: a kill between them leaves a resumable run
+        runmod.save_config(out, cfg)
     strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
     ledger = ledger or Ledger(out / runmod.STUDY, study_name=cfg["study_name"])
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
@@ -404,7 +409,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     bar = _Progress(max(cfg["budget"], done + left), done,
                     disable=args.no_progress or done >= cfg["budget"])
-    loop.callbacks.append(bar.update)
+    # check_stop: a Ctrl-C or SIGTERM whose exception Python dropped (see there)
+    loop.callbacks += [bar.update, lambda trial: check_stop()]
     try:
         try:
             trials = loop.run()
@@ -422,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(e, KeyboardInterrupt):
             raise
         return EXIT_STOPPED
-    from mnas.report import device_change_note
+    from mnas.report import device_change_note, print_front
 
     changed = device_change_note(trials, cfg.get("device_fingerprint"))
     if changed:
@@ -442,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
               f"saved, and `mnas search --out {shlex.quote(str(out))} --resume` writes them "
               "again", file=sys.stderr)
         raise
-    _print_front(doc)
+    print_front(doc)
     if not cfg["export"]:
         print(f"mnas: front models not exported (--no-export); `mnas front "
               f"{shlex.quote(str(out))}` exports them", file=sys.stderr)
@@ -457,15 +463,6 @@ def _resolve_targets(cfg: dict[str, Any], space: Any, latency: Any) -> list[floa
     print(f"mnas: target auto = {name} on {cfg['device']}: {m.median_ms:.2f} ms",
           file=sys.stderr)
     return [float(m.median_ms)]
-
-
-def _print_front(doc: dict[str, Any]) -> None:
-    print(f"{doc['completed']} of {doc['trials']} children completed, {doc['failed']} failed; "
-          f"front of {len(doc['front'])}, hypervolume {doc['hypervolume']:.4g}")
-    for row in doc["front"]:
-        print(f"  acc {100 * row['accuracy']:5.1f}%  {row['latency_ms']:8.2f} ms  "
-              f"reward {row['reward']:.4f}  {row['arch']}"
-              + ("  (measured after the device changed)" if row.get("device_changed") else ""))
 
 
 class _Progress:

@@ -46,3 +46,22 @@ def test_a_resumed_front_replaces_the_old_front_files(tmp_path, monkeypatch):
     assert listed != first, "the front did not move; pick another seed"
     assert on_disk == listed | {"models/notes.txt"}
     assert mine.read_text() == "keep"
+
+
+def test_a_failed_export_keeps_the_front_files_and_says_so(tmp_path, monkeypatch, capsys):
+    """`mnas front` with a format nothing exports: every front file was deleted (exit 0)."""
+    import json
+
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["search", "--out", str(run), *TABLE, "--strategy", "random"]) == 0
+    _, before = _front_files(run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "model_format": "bogus"}))
+    capsys.readouterr()
+    assert main(["front", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "front models were not exported (export failed: ValueError" in err, err
+    assert _front_files(run)[1] == before and before
