@@ -99,9 +99,33 @@ def load_config(out: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in cfg] if isinstance(cfg, dict) else None
     if missing is None or missing:
         what = f"lacks {', '.join(missing)}" if missing else "is not a JSON object"
+    else:
+        what = next((f"has {k} = {cfg[k]!r}, not {kind}" for k, kind, ok in _SHAPES
+                     if k in cfg and not ok(cfg[k])), "")
+    if what:
         raise ValueError(f"{path} {what}: not a config mnas search wrote (edited or "
                          "damaged); restore it, or start over with --force")
     return cfg
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v
+
+
+#: (key, what it must be, check) for the keys whose wrong type surfaced as a traceback,
+#: or as a silently wrong report (targets_ms "80" became targets 8 and 0)
+_SHAPES: tuple[tuple[str, str, Any], ...] = (
+    *((k, "a string", lambda v: isinstance(v, str)) for k in ("space", "strategy",
+                                                              "accuracy", "latency")),
+    ("alpha", "a number", _number), ("beta", "a number", _number),
+    ("targets_ms", "a list of positive latencies",
+     lambda v: isinstance(v, list) and bool(v) and all(_number(t) and t > 0 for t in v)),
+    *((k, "an object", lambda v: isinstance(v, dict))
+      for k in ("space_options", "strategy_options")),
+    ("device_fingerprint", "an object or null", lambda v: v is None or isinstance(v, dict)),
+    ("storage", "a storage URL or null", lambda v: v is None or isinstance(v, str)),
+    ("study_name", "a string", lambda v: isinstance(v, str)),
+)
 
 
 @contextlib.contextmanager
@@ -137,7 +161,7 @@ def load_trials(out: Path, cfg: dict[str, Any]) -> list[Any]:
     if not cfg.get("storage") and not (out / STUDY).exists():
         raise FileNotFoundError(f"{out} has no {STUDY}: the search never started")
     ledger = Ledger(cfg.get("storage") or out / STUDY,
-                    study_name=cfg.get("study_name", out.resolve().name))
+                    study_name=cfg.get("study_name", out.resolve().name), create=False)
     trials = ledger.trials()
     if not trials:
         raise ValueError(f"{out} has no finished children yet")

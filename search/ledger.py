@@ -33,17 +33,28 @@ def storage_url(path_or_url: str | Path) -> str:
 class Ledger:
     """Optuna-backed record of trials. ``storage=None`` keeps it in memory (benchmarks)."""
 
-    def __init__(self, storage: str | Path | None = None, study_name: str = "mnas") -> None:
+    def __init__(self, storage: str | Path | None = None, study_name: str = "mnas",
+                 create: bool = True) -> None:
+        """``create=False`` only reads: a missing SQLite file or study is FileNotFoundError
+        / ValueError instead of a new, empty one (`mnas front` must not make either)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._optuna = optuna
         url = storage_url(storage) if storage is not None else None
+        sqlite = Path(url[len("sqlite:///"):]) if url and url.startswith("sqlite:///") else None
+        if not create and sqlite is not None and not sqlite.is_file():
+            raise FileNotFoundError(f"storage {url} does not exist")
         try:
-            if url and url.startswith("sqlite:///"):
-                _create_sqlite_atomically(Path(url[len("sqlite:///"):]), study_name)
-            self.study = optuna.create_study(storage=url, study_name=study_name,
-                                             directions=DIRECTIONS, load_if_exists=True)
+            if not create:
+                self.study = optuna.load_study(storage=url, study_name=study_name)
+            else:
+                if sqlite is not None:
+                    _create_sqlite_atomically(sqlite, study_name)
+                self.study = optuna.create_study(storage=url, study_name=study_name,
+                                                 directions=DIRECTIONS, load_if_exists=True)
+        except KeyError:    # load_study's answer for a study the storage lacks
+            raise ValueError(f"storage {url} holds no study {study_name!r}") from None
         except Exception as e:  # noqa: BLE001 — named below, else re-raised
             # a bad URL or driver, an unreachable server, a file that is no database
             if not isinstance(e, ValueError | ImportError | sqlite3.Error | OSError) and \

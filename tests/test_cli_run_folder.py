@@ -146,3 +146,29 @@ def test_a_stop_python_dropped_still_stops_the_search(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "children are saved" in err and err.endswith("mnas: terminated\n")
     assert len(runmod.load_trials(run, runmod.load_config(run))) < 50
+
+
+@pytest.mark.parametrize("patch, needle", [
+    ({"latency": 5}, "has latency = 5, not a string"),            # was AttributeError
+    ({"device_fingerprint": "abc"}, "has device_fingerprint = 'abc', not an object"),
+    ({"targets_ms": "80"}, "has targets_ms = '80', not a list"),  # was targets 8 and 0
+    ({"study_name": "nope"}, "holds no study 'nope'"),            # was an empty new study
+    ({"storage": "not a url"}, "does not exist"),                 # was a new SQLite file
+])
+def test_front_of_a_damaged_config_is_one_line_and_writes_nothing(tmp_path, monkeypatch,
+                                                                   capsys, patch, needle):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert main(_search(run, "--budget", "4")) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, **patch}))
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["front", str(run), "--no-export"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    after = {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == {**before, "config.json": after["config.json"]}

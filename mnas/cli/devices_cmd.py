@@ -152,8 +152,8 @@ def list_devices(adb_key: str | None = None, fingerprint: bool = True,
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.timeout > 0:
-        raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+    if not 0 < args.timeout <= 86400:     # inf overflowed the adb subprocess's timeout
+        raise ValueError(f"--timeout must be in (0, 86400] seconds, got {args.timeout}")
     rows, notes = list_devices(args.adb_key, not args.no_fingerprint, args.timeout)
     if args.json:
         print(json.dumps({"devices": rows, "notes": notes}, indent=1, sort_keys=True))

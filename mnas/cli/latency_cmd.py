@@ -81,8 +81,8 @@ def _settings(args: argparse.Namespace) -> Any:
     if max_runs < args.runs:
         raise ValueError(f"--max-runs ({max_runs}) must be >= --runs ({args.runs})")
     for flag, fvalue in (("--rel-ci", args.rel_ci), ("--max-seconds", args.max_seconds)):
-        if not fvalue > 0:
-            raise ValueError(f"{flag} must be > 0, got {fvalue}")
+        if not 0 < fvalue < float("inf"):   # inf surfaced as the runtime failing
+            raise ValueError(f"{flag} must be a finite number > 0, got {fvalue}")
     if args.clock == "cpu" and args.threads != 1:
         raise ValueError(f"--clock cpu counts one thread's CPU time, so it needs --threads 1 "
                          f"(got --threads {args.threads}); use --clock wall")

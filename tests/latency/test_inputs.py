@@ -231,3 +231,15 @@ def test_a_search_on_a_phones_table_needs_no_phone(tmp_path: Path, capsys) -> No
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["device"] == phone and cfg["model_format"] == "tflite"   # the phone's files
     assert main(["front", str(tmp_path / "run"), "--no-export"]) == 0   # nor here
+
+
+@pytest.mark.parametrize("argv, needle", [
+    # inf reached the protocol and was reported as the runtime failing
+    (["latency", "MODEL", "--max-seconds", "inf"], "--max-seconds must be a finite number > 0"),
+    (["latency", "MODEL", "--rel-ci", "inf"], "--rel-ci must be a finite number > 0"),
+    # inf overflowed the adb subprocess's timeout: a traceback
+    (["devices", "--timeout", "inf"], "--timeout must be in (0, 86400] seconds"),
+])
+def test_infinite_times_are_refused_in_one_line(model: Path, capsys, argv, needle) -> None:
+    err = _one_error(capsys, [model if a == "MODEL" else a for a in argv])
+    assert needle in err
