@@ -43,6 +43,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     is not valid TOML or its ``[adb]`` table has the wrong shape."""
     p = Path(path) if path is not None else config_path()
     if not p.is_file():
+        if p.is_dir():      # a missing file is no configured devices; a folder is a mistake
+            raise ValueError(f"device config {p} is a folder: point MNAS_DEVICES_CONFIG at "
+                             "a devices.toml file")
         return {}
     try:
         data = tomllib.loads(p.read_text())

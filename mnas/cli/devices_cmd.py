@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -155,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.timeout <= 86400:     # inf overflowed the adb subprocess's timeout
         raise ValueError(f"--timeout must be in (0, 86400] seconds, got {args.timeout}")
     rows, notes = list_devices(args.adb_key, not args.no_fingerprint, args.timeout)
+    from devices.config import config_path
+
+    if os.environ.get("MNAS_DEVICES_CONFIG") and not config_path().exists():  # a typo?
+        notes.append(f"MNAS_DEVICES_CONFIG={config_path()} does not exist: no configured "
+                     "adb devices or farms")
     if args.json:
         print(json.dumps({"devices": rows, "notes": notes}, indent=1, sort_keys=True))
         return 0

@@ -243,3 +243,15 @@ def test_a_search_on_a_phones_table_needs_no_phone(tmp_path: Path, capsys) -> No
 def test_infinite_times_are_refused_in_one_line(model: Path, capsys, argv, needle) -> None:
     err = _one_error(capsys, [model if a == "MODEL" else a for a in argv])
     assert needle in err
+
+
+def test_a_devices_config_that_is_a_folder_or_missing_is_named(tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    """A folder was read as "no config"; a missing file (a typo) dropped its devices
+    without a word. The folder is refused; the missing file is a note."""
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(tmp_path))
+    assert "device config" in _one_error(capsys, ["devices", "--no-fingerprint"])
+    monkeypatch.setenv("MNAS_DEVICES_CONFIG", str(tmp_path / "typo.toml"))
+    assert main(["devices", "--no-fingerprint"]) == 0
+    assert f"note: MNAS_DEVICES_CONFIG={tmp_path / 'typo.toml'} does not exist" in \
+        capsys.readouterr().out
