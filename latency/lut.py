@@ -26,9 +26,10 @@ layer, which rarely is, and no calibration undoes that.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,13 @@ from latency.measurement import MeasureSettings
 FORMAT_VERSION = 1
 #: seed of the weights of every unit (latency does not depend on their values)
 UNIT_SEED = 0
+#: the largest model a table may describe: the limits of ``mnas arch info`` (a bigger
+#: one fails in torch's allocator, with a traceback, when a unit or network is built)
+MAX_RESOLUTION = 2048
+MAX_CLASSES = 100_000
+#: a table is a few MB (about 3,000 units); a bigger file is not one, and reading it
+#: would take seconds and gigabytes before saying so
+MAX_TABLE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,10 @@ class MnasnetUnits:
                  dropout: float = 0.2) -> None:
         from mnas.spaces import mnasnet as sp
 
-        if int(resolution) < 32:
-            raise ValueError(f"resolution must be >= 32, got {resolution}")
+        if not 32 <= int(resolution) <= MAX_RESOLUTION:
+            raise ValueError(f"resolution must be in [32, {MAX_RESOLUTION}], got {resolution}")
+        if not 1 <= int(num_classes) <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes}")
         self.sp = sp
         self.resolution = int(resolution)
         self.num_classes = int(num_classes)
@@ -215,13 +225,21 @@ class LatencyTable:
         # tables written before MeasureSettings had a clock kept it beside the settings
         self.settings.setdefault("clock", clock or "wall")
         self.clock = str(self.settings["clock"])
+        if not isinstance(entries, Mapping):
+            raise ValueError(f"entries must be an object of unit latencies (ms), got "
+                             f"{type(entries).__name__}")
+        for k in entries:
+            _need(entries, k, "entry", "a number")
         self.entries = dict(entries)
         self.noisy = sorted(set(noisy))
         self.calibration = dict(calibration or {"a": 1.0, "b": 0.0, "c": 0.0, "points": 0})
+        for k in ("a", "b", "c"):   # every prediction uses them
+            _need(self.calibration, k, "calibration", "a number")
         self.created = created or time.time()
         #: {"unit": key, "ms": nominal} when every entry was timed alternately with that
         #: unit and scaled to its nominal latency (latency.lut_measure, "Anchor")
         self.anchor = dict(anchor) if anchor else None
+        _check_anchor(self.anchor)
         #: every measurement of each unit, one per build pass (entries are their medians);
         #: tables written before passes had one measurement per unit
         passes = passes or {}
@@ -229,6 +247,8 @@ class LatencyTable:
                        for k, v in self.entries.items()}
         self.units = units_for(space, self.resolution, self.num_classes)
         self._tables: _Compiled | None = None
+        #: the file it was loaded from (named in errors), None for a table made in memory
+        self.source: str | None = None
 
     # -- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -254,18 +274,28 @@ class LatencyTable:
         if p.is_dir():
             raise ValueError(f"lookup table {p} is a directory, expected a table file "
                              "written by 'mnas lut build'")
-        if not p.is_file():
+        if not p.exists():
             raise FileNotFoundError(f"lookup table not found: {p}")
+        if not p.is_file():
+            raise ValueError(f"lookup table {p} is not a regular file, expected a table file "
+                             "written by 'mnas lut build'")
+        if (size := p.stat().st_size) > MAX_TABLE_BYTES:   # refused unread
+            raise ValueError(f"lookup table {p} is {size / 2**20:,.0f} MiB, over the "
+                             f"{MAX_TABLE_BYTES // 2**20} MiB limit: a table is a few MiB")
         try:
             d = json.loads(p.read_text())
             if d.get("format") != FORMAT_VERSION:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT_VERSION}")
             keys = ("space", "resolution", "num_classes", "device", "fingerprint",
                     "settings", "entries", "noisy", "calibration", "created")
-            return cls(**{k: d[k] for k in keys}, clock=d.get("clock", ""),
-                       anchor=d.get("anchor"), passes=d.get("passes"))
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            table = cls(**{k: d[k] for k in keys}, clock=d.get("clock", ""),
+                        anchor=d.get("anchor"), passes=d.get("passes"))
+        except KeyError as e:   # str(KeyError) is only the quoted key
+            raise ValueError(f"{p} is not a mnas lookup table (it lacks {e})") from None
+        except (ValueError, TypeError, AttributeError) as e:
             raise ValueError(f"{p} is not a mnas lookup table ({e})") from None
+        table.source = str(p)
+        return table
 
     def check_fingerprint(self, fingerprint: dict[str, Any], spec: str) -> None:
         """ValueError naming the keys where device ``spec``'s ``fingerprint`` differs from
@@ -285,6 +315,17 @@ class LatencyTable:
     def missing(self, passes: int = 1) -> list[Unit]:
         """Units measured fewer than ``passes`` times (not at all, by default)."""
         return [u for u in self.units.enumerate() if len(self.passes.get(u.key, ())) < passes]
+
+    def check_complete(self) -> None:
+        """ValueError unless every unit has an entry: a partial table (what an
+        interrupted build leaves) cannot predict, nor be evaluated."""
+        units = self.units.enumerate()
+        if n := sum(u.key not in self.entries for u in units):
+            name = f"lookup table {self.source}" if self.source else "the lookup table"
+            raise ValueError(f"{name} lacks {n} of the {len(units)} units its networks need: "
+                             "it is partial (an interrupted build); finish it with `mnas lut "
+                             f"build --out {self.source or 'FILE'}` and the options it was "
+                             "started with")
 
     def add_measurement(self, key: str, ms: float, flagged: bool = False,
                         tolerance: float = 0.05) -> None:
@@ -325,7 +366,11 @@ class LatencyTable:
         first use and again after :meth:`fit` (or :meth:`invalidate` after editing
         ``entries`` by hand)."""
         if self._tables is None:
-            self._tables = _Compiled(self)
+            try:
+                self._tables = _Compiled(self)
+            except KeyError:   # a unit without an entry: one line saying so
+                self.check_complete()
+                raise
         return self._tables
 
     def invalidate(self) -> None:
@@ -388,6 +433,34 @@ class LatencyTable:
                             "fit_mape": mape, "rows": r.tolist()}
         self.invalidate()
         return self.calibration
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_KINDS = {"a number": _finite, "a positive number": lambda v: _finite(v) and v > 0,
+          "a string": lambda v: isinstance(v, str)}
+
+
+def _need(d: Mapping[str, Any], key: str, what: str, kind: str) -> None:
+    """ValueError naming ``what``'s missing or malformed field ``key``."""
+    if key not in d:
+        raise ValueError(f"{what} lacks {key!r}")
+    if not _KINDS[kind](d[key]):
+        raise ValueError(f"{what} {key!r} must be {kind}, got {d[key]!r}")
+
+
+def _check_anchor(anchor: dict[str, Any] | None) -> None:
+    """ValueError naming what an anchor (see latency.lut_measure) lacks."""
+    for what, d, name in (("anchor", anchor, "unit"),
+                          ("anchor network", (anchor or {}).get("network"), "arch")):
+        if d is None:
+            continue
+        if not isinstance(d, dict):
+            raise ValueError(f"{what} must be an object, got {d!r}")
+        _need(d, name, what, "a string")
+        _need(d, "ms", what, "a positive number")
 
 
 class _Compiled:

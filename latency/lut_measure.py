@@ -160,8 +160,9 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
     settings = settings or MeasureSettings()
     if anchor is None:
         anchor = can_pair(device)
-    res = int(resolution or space.deploy_resolution)
-    classes = int(num_classes or space.deploy_classes)
+    # 0 is refused (by MnasnetUnits), not read as "the default"
+    res = int(space.deploy_resolution if resolution is None else resolution)
+    classes = int(space.deploy_classes if num_classes is None else num_classes)
     fp = device.fingerprint()
     table = LatencyTable(space=space.name, resolution=res, num_classes=classes,
                          device=device.spec, fingerprint=fp, settings=asdict(settings),
@@ -179,6 +180,9 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
                              f"{'with' if old.anchor else 'without'} an anchor; resume it "
                              f"{'with' if old.anchor else 'without'} one or remove it")
         table.entries, table.noisy, table.passes = old.entries, old.noisy, old.passes
+        # the saves every 25 units keep what the table had until it is recomputed below:
+        # an interrupted extra pass must leave a usable (if older) calibration
+        table.calibration, table.created = old.calibration, old.created
         old_anchor = old.anchor if old.entries else None
     else:
         old_anchor = None
@@ -195,7 +199,7 @@ def build_table(device: Any, space: Any, out: str | os.PathLike[str], *,
             # the network anchor's nominal is measured afresh with the calibration below
             anc = Anchor(device, table, space, settings, folder,
                          old_anchor["ms"] if old_anchor else None)
-            table.anchor = anc.to_dict()
+            table.anchor = {**(old_anchor or {}), **anc.to_dict()}  # the old network's too
             log(f"lut: anchor {anc.unit.key}, nominal {anc.nominal_ms:.4f} ms")
 
         def measure(path: Path, fresh: bool = False) -> tuple[Measurement, float]:
@@ -261,6 +265,7 @@ def evaluate_table(table: LatencyTable, device: Any, space: Any, n: int = 100, s
     ``raw`` holds the same metrics against the unscaled medians."""
     import tempfile
 
+    table.check_complete()   # before minutes of measuring, not at the first prediction
     table.check_fingerprint(device.fingerprint(), device.spec)
     settings = settings or table.measure_settings()
     calib = {space.key(space.decode(s)) for s in table.calibration.get("archs", [])}

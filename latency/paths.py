@@ -4,6 +4,7 @@ at the end because its output file cannot be written."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from pathlib import Path
 def check_output_file(path: str | os.PathLike[str], what: str, *, force: bool | None = None,
                       suffix: str | None = None, kind: str = ".json file") -> Path:
     """The path ``what`` (e.g. ``--out``) will be written to, once it is known to be
-    writable: not a directory, its folder created if missing, a file can be made there.
+    writable: not a directory nor any other existing non-regular file (a device, FIFO or
+    socket), its folder created if missing, a file can be made there.
 
     ``force``: None lets an existing file be replaced; False refuses one
     (FileExistsError naming ``--force``). ``suffix``: the only ending accepted
@@ -20,6 +22,10 @@ def check_output_file(path: str | os.PathLike[str], what: str, *, force: bool | 
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"{what} {p} is a directory, expected a {kind} path")
+    special = _special_kind(p)
+    if special:   # the atomic writers would replace it (as root, even /dev/null) with a file
+        raise ValueError(f"{what} {p} is a {special}, not a regular file; expected a "
+                         f"{kind} path (a new file or an existing regular one)")
     if suffix is not None and p.suffix.lower() != suffix:
         raise ValueError(f"{what} {p}: expected a {suffix} file, got "
                          f"{p.suffix or 'no extension'}")
@@ -44,6 +50,20 @@ def check_output_file(path: str | os.PathLike[str], what: str, *, force: bool | 
         except OSError as e:
             raise ValueError(f"{what} {p}: cannot write it ({e.strerror or e})") from None
     return p
+
+
+def _special_kind(p: Path) -> str:
+    """What an existing ``p`` is when it is neither a regular file nor a directory
+    (symbolic links followed); "" otherwise, or when it does not exist."""
+    try:
+        mode = p.stat().st_mode
+    except OSError:   # missing (or a dangling link): a new file is made there
+        return ""
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "" if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else "special file"
 
 
 def folder_error(e: OSError) -> str:

@@ -69,23 +69,29 @@ def _defaults() -> Any:
     return MeasureSettings()
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from latency.measurement import MeasureSettings
-
-    max_runs = args.max_runs if args.max_runs is not None else max(_defaults().max_runs,
-                                                                   args.runs)
+def checked_runs(args: argparse.Namespace, default_max_runs: int) -> int:
+    """``--threads``, ``--warmup``, ``--runs``, ``--max-runs`` and ``--clock`` checked as
+    every measuring command does (ValueError naming the flag); the ``--max-runs`` to use."""
+    max_runs = args.max_runs if args.max_runs is not None else max(default_max_runs, args.runs)
     for flag, value, low in (("--threads", args.threads, 1), ("--warmup", args.warmup, 0),
                              ("--runs", args.runs, 3)):
         if value < low:
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if max_runs < args.runs:
         raise ValueError(f"--max-runs ({max_runs}) must be >= --runs ({args.runs})")
-    for flag, fvalue in (("--rel-ci", args.rel_ci), ("--max-seconds", args.max_seconds)):
-        if not 0 < fvalue < float("inf"):   # inf surfaced as the runtime failing
-            raise ValueError(f"{flag} must be a finite number > 0, got {fvalue}")
     if args.clock == "cpu" and args.threads != 1:
         raise ValueError(f"--clock cpu counts one thread's CPU time, so it needs --threads 1 "
                          f"(got --threads {args.threads}); use --clock wall")
+    return max_runs
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from latency.measurement import MeasureSettings
+
+    max_runs = checked_runs(args, _defaults().max_runs)
+    for flag, fvalue in (("--rel-ci", args.rel_ci), ("--max-seconds", args.max_seconds)):
+        if not 0 < fvalue < float("inf"):   # inf surfaced as the runtime failing
+            raise ValueError(f"{flag} must be a finite number > 0, got {fvalue}")
     return MeasureSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
                            max_runs=max_runs, rel_ci=args.rel_ci, max_seconds=args.max_seconds,
                            clock=args.clock)

@@ -12,11 +12,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
-from latency.lut import LUT_SPACES
+from latency.lut import LUT_SPACES, MAX_CLASSES, MAX_RESOLUTION
 from mnas.cli.options import doc_help
+
+#: most networks `--n` / `--calibrate` may ask for: each is measured for about a second,
+#: and the list of them is built up front (10**9 would take gigabytes before measuring)
+MAX_NETWORKS = 100_000
+#: most passes: each measures every unit once (about 10 minutes on a laptop)
+MAX_PASSES = 100
+#: the --max-runs a build uses unless --runs asks for more (MeasureSettings' default)
+DEFAULT_MAX_RUNS = 300
 
 
 def register(sub: Any) -> None:
@@ -31,13 +42,16 @@ def register(sub: Any) -> None:
     b.add_argument("--space", default="mnasnet", choices=LUT_SPACES,
                    help="search space; lookup tables exist for mnasnet only (default mnasnet)")
     b.add_argument("--resolution", type=int, default=None,
-                   help="deployment input resolution R (default: the space's, 224)")
+                   help=f"deployment input resolution R, 32 to {MAX_RESOLUTION} (default: the "
+                        "space's, 224)")
     b.add_argument("--classes", type=int, default=None,
-                   help="classes of the head (default: the space's deploy classes)")
+                   help=f"classes of the head, 1 to {MAX_CLASSES} (default: the space's "
+                        "deploy classes)")
     b.add_argument("--out", required=True, metavar="PATH", help="table file to write (JSON); "
                    "an existing compatible partial table is resumed")
     b.add_argument("--calibrate", type=int, default=30,
-                   help="full networks measured for the calibration (default 30)")
+                   help=f"full networks measured for the calibration, 1 to {MAX_NETWORKS:,} "
+                        "(default 30)")
     b.add_argument("--seed", type=int, default=1_000_003,
                    help="seed of the calibration networks")
     b.add_argument("--anchor", action=argparse.BooleanOptionalAction, default=None,
@@ -49,7 +63,7 @@ def register(sub: Any) -> None:
     b.add_argument("--passes", type=int, default=2,
                    help="measure every unit this many times, one pass over all units after "
                         "another; entries are medians, and a unit whose passes disagree by "
-                        "more than 5%% is measured once more (default 2)")
+                        f"more than 5%% is measured once more (default 2, at most {MAX_PASSES})")
     _measure_args(b)
     b.set_defaults(func=run_build)
 
@@ -58,12 +72,15 @@ def register(sub: Any) -> None:
     e.add_argument("--device", default=None,
                    help="device to measure on (default: the table's device; its fingerprint "
                         "must match the table's)")
-    e.add_argument("--n", type=int, default=100, help="random networks to measure (default 100)")
+    e.add_argument("--n", type=int, default=100,
+                   help=f"random networks to measure, 1 to {MAX_NETWORKS:,} (default 100)")
     e.add_argument("--seed", type=int, default=0, help="seed of the random networks")
     e.add_argument("--clock", choices=("wall", "cpu"), default=None,
                    help="clock of the reference measurements (default: the table's)")
     e.add_argument("--rows", default=None, metavar="PATH",
-                   help="also write every network's measured and predicted latency (JSON)")
+                   help="also write every network's measured and predicted latency (JSON); "
+                        "an existing file is replaced only with --force")
+    e.add_argument("--force", action="store_true", help="overwrite an existing --rows file")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     _cache_args(e)
     e.set_defaults(func=run_eval)
@@ -77,7 +94,9 @@ def _measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs (default 10)")
     p.add_argument("--runs", type=int, default=30, help="minimum timed runs (default 30)")
-    p.add_argument("--max-runs", type=int, default=300, help="cap on timed runs (default 300)")
+    p.add_argument("--max-runs", type=int, default=None,
+                   help=f"cap on timed runs, at least --runs (default {DEFAULT_MAX_RUNS}, or "
+                        "--runs if that is more)")
     _cache_args(p)
 
 
@@ -91,10 +110,31 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    """The build's MeasureSettings, refused in the flags' names as `mnas latency` does."""
     from latency.measurement import MeasureSettings
+    from mnas.cli.latency_cmd import checked_runs
 
+    max_runs = checked_runs(args, DEFAULT_MAX_RUNS)
     return MeasureSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
-                           max_runs=max(args.runs, args.max_runs), clock=args.clock)
+                           max_runs=max_runs, clock=args.clock)
+
+
+def _check_range(flag: str, value: int | None, low: int, high: int) -> None:
+    """One line unless ``value`` (None: the default) is in [low, high]."""
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{flag} must be in [{low}, {high:,}], got {value:,}")
+
+
+def _json_safe(x: Any) -> Any:
+    """``x`` with non-finite floats as None: json.dumps would write NaN, which is not JSON
+    (Spearman's correlation of one network is undefined)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 def _cache(args: argparse.Namespace) -> Any:
@@ -115,13 +155,19 @@ def run_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--calibrate must be >= 1, got {args.calibrate}")
     if args.passes < 1:
         raise ValueError(f"--passes must be >= 1, got {args.passes}")
+    _check_range("--calibrate", args.calibrate, 1, MAX_NETWORKS)
+    _check_range("--passes", args.passes, 1, MAX_PASSES)
+    # 32: the smallest input the space's five stride-2 stages leave a pixel of
+    _check_range("--resolution", args.resolution, 32, MAX_RESOLUTION)
+    _check_range("--classes", args.classes, 1, MAX_CLASSES)
+    settings = _settings(args)
     check_output_file(args.out, "--out")   # an existing table is resumed, not refused
     space = get_space(args.space)
     device = get_device(args.device)
     t0 = time.monotonic()
     try:
         table = build_table(device, space, args.out, resolution=args.resolution,
-                            num_classes=args.classes, settings=_settings(args),
+                            num_classes=args.classes, settings=settings,
                             calibrate=args.calibrate, seed=args.seed,
                             cache=_cache(args), anchor=args.anchor, passes=args.passes)
     finally:
@@ -149,9 +195,15 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    _check_range("--n", args.n, 1, MAX_NETWORKS)
+    if args.rows and _same_file(args.rows, args.lut):
+        raise ValueError(f"--rows {args.rows} is the --lut table: the rows would replace it; "
+                         "give --rows another file")
     table = LatencyTable.load(args.lut)
+    table.check_complete()
     # before minutes of measuring; its folder is made as `lut build --out`'s is
-    rows_path = check_output_file(args.rows, "--rows") if args.rows else None
+    rows_path = (check_output_file(args.rows, "--rows", force=args.force) if args.rows
+                 else None)
     space = get_space(table.space)
     device = get_device(args.device or table.device)
     settings = table.measure_settings()
@@ -166,15 +218,17 @@ def run_eval(args: argparse.Namespace) -> int:
     rows = res.pop("rows")
     res["seconds"] = time.monotonic() - t0
     if rows_path is not None:
-        rows_path.write_text(json.dumps(rows, indent=1))
+        rows_path.write_text(json.dumps(_json_safe(rows), indent=1))
     if args.json:
-        print(json.dumps(res, indent=1, sort_keys=True))
+        print(json.dumps(_json_safe(res), indent=1, sort_keys=True, allow_nan=False))
         return 0
     sp = res["predictions_per_s"]
 
     def metrics(r: dict[str, Any]) -> str:
         return (f"within ±5% {r['within_5pct']:.1%}, within ±10% {r['within_10pct']:.1%}, "
-                f"MAPE {r['mape']:.2%}, Spearman {r['spearman']:.4f}")
+                f"MAPE {r['mape']:.2%}, Spearman "
+                + (f"{r['spearman']:.4f}" if math.isfinite(r["spearman"]) else
+                   "undefined (needs two networks of different latencies)"))
 
     how = ("timed alternately with the table's "
            + ("reference network" if "network" in (table.anchor or {}) else "anchor")
@@ -187,3 +241,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if res["anchored"]:
         print(f"against the unscaled medians: {metrics(res['raw'])}")
     return 0
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (links and ``..`` resolved)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # one of them does not exist (yet)
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
