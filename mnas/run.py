@@ -108,6 +108,17 @@ def load_config(out: Path) -> dict[str, Any]:
     return cfg
 
 
+def check_resumable(out: Path, cfg: dict[str, Any]) -> None:
+    """A checkpoint whose study.db is gone or empty is refused before the ledger would
+    make a new, empty one there (the loop refuses the rest: see ``SearchLoop._restore``)."""
+    study = out / STUDY
+    if not cfg.get("storage") and (out / CHECKPOINT).exists() and (
+            not study.is_file() or study.stat().st_size == 0):
+        raise ValueError(f"{out} has {CHECKPOINT} but {'an empty ' if study.exists() else 'no '}"
+                         f"{STUDY}: its children are lost; restore the run's {STUDY}, or "
+                         "--force starts over")
+
+
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v
 

@@ -91,9 +91,8 @@ def _lose(name):
     # the next asks reused the old slots and were told the old children's results
     (_lose(runmod.CHECKPOINT), "strategy.ckpt is missing beside a study of 4 children"),
     # silently searched afresh, and the reports lost the earlier children
-    (_lose(runmod.STUDY), "the study holds 0 finished children but strategy.ckpt was saved "
-                          "after 4"),
-    (_lose("empty-study"), "the study holds 0 finished children"),
+    (_lose(runmod.STUDY), "has strategy.ckpt but no study.db: its children are lost"),
+    (_lose("empty-study"), "has strategy.ckpt but an empty study.db"),
     (_lose(runmod.CONFIG), "config.json lacks targets_ms: not a config mnas search wrote"),
 ])
 def test_a_run_that_lost_a_file_is_refused_in_one_line(tmp_path, monkeypatch, capsys, damage,
@@ -105,9 +104,11 @@ def test_a_run_that_lost_a_file_is_refused_in_one_line(tmp_path, monkeypatch, ca
     assert main(_search(run, "--budget", "4")) == 0
     damage(run)
     capsys.readouterr()
+    before = sorted(p.name for p in run.iterdir())
     assert main(["search", "--out", str(run), "--resume", "--budget", "6"]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in run.iterdir()) == before, "a refused resume wrote files"
 
 
 def test_a_run_killed_before_its_study_existed_resumes(tmp_path, monkeypatch, capsys):
@@ -172,3 +173,17 @@ def test_front_of_a_damaged_config_is_one_line_and_writes_nothing(tmp_path, monk
     assert needle in err and err.count("\n") == 1, err
     after = {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     assert after == {**before, "config.json": after["config.json"]}
+
+
+def test_a_study_db_from_another_run_is_refused(tmp_path, monkeypatch, capsys):
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    run, other = tmp_path / "run", tmp_path / "other"
+    assert main(_search(run, "--budget", "4")) == 0
+    assert main(_search(other, "--budget", "2")) == 0
+    shutil.copy(other / runmod.STUDY, run / runmod.STUDY)
+    capsys.readouterr()
+    assert main(["search", "--out", str(run), "--resume", "--budget", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "the study holds 0 finished children but strategy.ckpt was saved after 4" in err

@@ -333,6 +333,8 @@ def run(args: argparse.Namespace) -> int:
 
         check_device(args.torch_device, "--torch-device")
     cfg = runmod.load_config(out) if args.resume else build_config(args)
+    if args.resume:
+        runmod.check_resumable(out, cfg)
     runmod.prepare_folder(out, resume=args.resume, force=args.force, create=False)
     if args.resume and args.budget is not None:
         cfg["budget"] = args.budget
