@@ -26,7 +26,6 @@ layer, which rarely is, and no calibration undoes that.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from latency.lut_fields import check_anchor as _check_anchor
+from latency.lut_fields import need as _need
 from latency.measurement import MeasureSettings
 
 FORMAT_VERSION = 1
@@ -433,34 +434,6 @@ class LatencyTable:
                             "fit_mape": mape, "rows": r.tolist()}
         self.invalidate()
         return self.calibration
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
-_KINDS = {"a number": _finite, "a positive number": lambda v: _finite(v) and v > 0,
-          "a string": lambda v: isinstance(v, str)}
-
-
-def _need(d: Mapping[str, Any], key: str, what: str, kind: str) -> None:
-    """ValueError naming ``what``'s missing or malformed field ``key``."""
-    if key not in d:
-        raise ValueError(f"{what} lacks {key!r}")
-    if not _KINDS[kind](d[key]):
-        raise ValueError(f"{what} {key!r} must be {kind}, got {d[key]!r}")
-
-
-def _check_anchor(anchor: dict[str, Any] | None) -> None:
-    """ValueError naming what an anchor (see latency.lut_measure) lacks."""
-    for what, d, name in (("anchor", anchor, "unit"),
-                          ("anchor network", (anchor or {}).get("network"), "arch")):
-        if d is None:
-            continue
-        if not isinstance(d, dict):
-            raise ValueError(f"{what} must be an object, got {d!r}")
-        _need(d, name, what, "a string")
-        _need(d, "ms", what, "a positive number")
 
 
 class _Compiled:

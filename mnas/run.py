@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -120,7 +121,7 @@ def check_resumable(out: Path, cfg: dict[str, Any]) -> None:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 #: (key, what it must be, check) for the keys whose wrong type surfaced as a traceback,

@@ -101,8 +101,7 @@ log = logging.getLogger(__name__)
 #: options a supernet taken from another run must share (they shape it or its data)
 _SUPERNET = ("space", "data", "resolution", "width_mult", "val_fraction", "data_seed",
              "optimizer", "private_bn", "zero_gamma")
-#: options that shape the saved state: a checkpoint only loads into the same values
-_STRUCTURAL = (*_SUPERNET, "hidden")
+_STRUCTURAL = (*_SUPERNET, "hidden")   # shape the saved state: a checkpoint loads into these
 #: largest batch scored at once (batch statistics are per chunk)
 SCORE_CHUNK = 512
 

@@ -65,9 +65,8 @@ are the top K of the ranking, a narrow range: expect far less than on random cel
 ``blocks``, ``origin`` and ``pred_acc``, ``pred_std``, ``pred_lat_ms``, ``pred_reward``.
 
 Defaults are sized for this project's budgets (≈100 children reach B = 5: 32 + 4 × 16);
-the paper trains all 136 one-block cells and uses K = 256. On nb201 they are above
-NSGA-II at 50 / 100 / 200 children on the benchmark's column (``docs/strategies.md``).
-"""
+the paper trains all 136 one-block cells and uses K = 256. On nb201 they beat NSGA-II
+at 50 / 100 / 200 children on the benchmark's column (``docs/strategies.md``)."""
 
 from __future__ import annotations
 
@@ -446,8 +445,8 @@ class ProgressiveNAS(Strategy):
                  len(pool.keys), self.blocks, len(self.queue))
 
     # -- reporting and checkpoints -------------------------------------------------------------
-    def first_learning(self) -> tuple[int, str] | None:
-        return self.first_stage, "initial"      # the surrogate's first fit follows them
+    def first_learning(self) -> tuple[int, str] | None:  # the first fit follows stage 1
+        return self.first_stage, "initial"
 
     def report(self) -> dict[str, Any]:
         """Where the search is and the surrogate's Spearman on each finished stage."""

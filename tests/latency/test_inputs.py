@@ -27,11 +27,6 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def fingerprint() -> dict:
-    return get_device("local:onnxruntime").fingerprint()
-
-
 def _table(path: Path, fingerprint: dict, resolution: int = LOW) -> Path:
     units = MnasnetUnits(resolution)
     rng = np.random.default_rng(0)

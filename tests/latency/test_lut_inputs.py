@@ -31,11 +31,6 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def fingerprint() -> dict:
-    return get_device("local:onnxruntime").fingerprint()
-
-
 @pytest.fixture
 def no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
     def tripwire(*_a: object, **_k: object) -> None:
