@@ -187,3 +187,21 @@ def test_a_study_db_from_another_run_is_refused(tmp_path, monkeypatch, capsys):
     assert main(["search", "--out", str(run), "--resume", "--budget", "6"]) == 2
     err = capsys.readouterr().err
     assert "the study holds 0 finished children but strategy.ckpt was saved after 4" in err
+
+
+def test_a_resume_budget_below_the_children_done_is_refused(tmp_path, monkeypatch, capsys):
+    """Recorded, `--resume --budget 2` on a 4-child run left a config whose budget is
+    below its own children; it is refused, and the run's files stay as they were."""
+    from mnas.cli import main
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(_search(run, "--budget", "4")) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["search", "--out", str(run), "--resume", "--budget", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--budget 2 is below the 4 children" in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert runmod.load_config(run)["budget"] == 4
+    assert main(["search", "--out", str(run), "--resume", "--budget", "4"]) == 0   # equal: ok

@@ -370,6 +370,11 @@ def run(args: argparse.Namespace) -> int:
         runmod.save_config(out, cfg)
     strategy = get_strategy(cfg["strategy"], space, seed=cfg["seed"], **cfg["strategy_options"])
     ledger = ledger or Ledger(out / runmod.STUDY, study_name=cfg["study_name"])
+    if args.resume and args.budget is not None and args.budget < ledger.finished_count():
+        # recorded, it would leave a run that has more children than its budget
+        raise ValueError(f"--budget {args.budget} is below the {ledger.finished_count()} "
+                         "children this run already has; give a larger one, or leave "
+                         "--budget out to write its reports again")
     scorer = ChildScorer(space, accuracy, latency, runmod.rewards_from(cfg))
     # reads a resumed run's checkpoint: one refused stops here, the run folder as it was
     loop = SearchLoop(space, strategy, scorer, ledger=ledger, budget=cfg["budget"],
