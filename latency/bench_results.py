@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from latency.measurement import Measurement
+from latency.paths import check_input_path
 
 RESULTS_FORMAT = "mnas-bench-results/1"
 # Measurement fields that change latency as much as the hardware does: part of identity.
@@ -213,7 +214,7 @@ class BenchResults:
     @classmethod
     def load(cls, path: str | Path, what: str = "results file") -> BenchResults:
         """Read ``path``; ``what`` ("baseline") names the file in errors."""
-        p = Path(path)
+        p = check_input_path(path, what)
         if p.is_dir():
             raise ValueError(f"{what} {p} is a directory, expected a .json file path")
         if not p.is_file():

@@ -15,14 +15,17 @@ measurement cache.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import io
 import os
 import re
+import sys
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +90,12 @@ def export_onnx(model: Any, path: str | os.PathLike[str],
         except Exception as e:  # noqa: BLE001
             raise RuntimeError(f"ONNX export failed: the model's forward raised at input "
                                f"{list(shape)} ({_first_line(e)})") from e
+        said: list[str] = []
         for exporter in (_export_torchscript, _export_dynamo):
             try:
-                # the exporters chat on stdout/warnings; a trial log should not fill with it
-                with torch.no_grad(), warnings.catch_warnings(), \
-                        contextlib.redirect_stdout(io.StringIO()):
+                # the exporters chat on stdout/stderr/warnings (a failing one dumps its graph
+                # and logs): a trial log, or a caught failure's one line, should not fill
+                with torch.no_grad(), warnings.catch_warnings(), _quiet(said):
                     warnings.simplefilter("ignore")
                     exporter(model, x, tmp, opset)
                 os.replace(tmp, out)
@@ -99,13 +103,56 @@ def export_onnx(model: Any, path: str | os.PathLike[str],
             except Exception as e:  # noqa: BLE001 - try the next exporter, report all
                 errors.append(f"{exporter.__name__.removeprefix('_export_')}: "
                               f"{_first_line(e)}")
-        raise RuntimeError(f"ONNX export failed ({'; '.join(errors)})")
+        failed = RuntimeError(f"ONNX export failed ({'; '.join(errors)})")
+        if "".join(said).strip():   # kept for a traceback (a debugger), not the one line
+            failed.add_note("the exporters printed:\n" + "".join(said).rstrip())
+        raise failed
     finally:
         model.train(was_training)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         with contextlib.suppress(FileNotFoundError):  # dynamo side file, if any
             os.unlink(tmp + ".data")
+
+
+#: one capture of the process's output at a time (two would restore each other's fds)
+_QUIET_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet(said: list[str]) -> Iterator[None]:
+    """Everything written to stdout and stderr meanwhile goes to ``said``: Python's streams
+    and the file descriptors under them, where torch's C++ graph dump and its logging
+    handlers (which hold the original streams) write."""
+    with _QUIET_LOCK, tempfile.TemporaryFile() as sink, \
+            contextlib.redirect_stdout(io.StringIO()) as out, \
+            contextlib.redirect_stderr(io.StringIO()) as err:
+        _flush()
+        saved: list[tuple[int, int]] = []
+        try:
+            for fd in (1, 2):
+                with contextlib.suppress(OSError):   # a closed fd (a daemon) stays closed
+                    saved.append((fd, os.dup(fd)))
+                    os.dup2(sink.fileno(), fd)
+            yield
+        finally:
+            _flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            said += [out.getvalue(), err.getvalue(),
+                     sink.read().decode("utf-8", "replace")]
+
+
+def _flush() -> None:
+    """Push what is buffered to the file descriptors: Python's streams and C's stdio (which
+    C++ iostreams write through; a pipe's or file's buffer is flushed only when full)."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
 
 
 #: exporters by the ``model_format`` a device runs; other formats (tflite) add themselves
@@ -138,7 +185,9 @@ def check_onnx(path: str | os.PathLike[str], full: bool = False) -> Path:
     """
     import onnx
 
-    p = Path(path)
+    from latency.paths import check_input_path
+
+    p = check_input_path(path, "model file")
     if not p.exists():
         raise FileNotFoundError(errno.ENOENT, "model file not found", str(p))
     if not p.is_file():

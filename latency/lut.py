@@ -36,8 +36,10 @@ from typing import Any
 import numpy as np
 
 from latency.lut_fields import check_anchor as _check_anchor
+from latency.lut_fields import check_settings as _check_settings
 from latency.lut_fields import need as _need
 from latency.measurement import MeasureSettings
+from latency.paths import check_input_path
 
 FORMAT_VERSION = 1
 #: seed of the weights of every unit (latency does not depend on their values)
@@ -222,9 +224,7 @@ class LatencyTable:
         self.num_classes = int(num_classes)
         self.device = device
         self.fingerprint = dict(fingerprint)
-        self.settings = dict(settings)
-        # tables written before MeasureSettings had a clock kept it beside the settings
-        self.settings.setdefault("clock", clock or "wall")
+        self.settings = _check_settings(settings, clock)   # the file's name is added at load
         self.clock = str(self.settings["clock"])
         if not isinstance(entries, Mapping):
             raise ValueError(f"entries must be an object of unit latencies (ms), got "
@@ -271,7 +271,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
-        p = Path(path)
+        p = check_input_path(path, "lookup table")
         if p.is_dir():
             raise ValueError(f"lookup table {p} is a directory, expected a table file "
                              "written by 'mnas lut build'")

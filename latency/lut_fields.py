@@ -3,9 +3,12 @@ hand-edited table is one line naming the field, not a KeyError when it first pre
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from latency.measurement import MeasureSettings
 
 
 def finite(v: Any) -> bool:
@@ -34,3 +37,34 @@ def check_anchor(anchor: dict[str, Any] | None) -> None:
             raise ValueError(f"{what} must be an object, got {d!r}")
         need(d, name, what, "a string")
         need(d, "ms", what, "a positive number")
+
+
+#: what a MeasureSettings field of each default's type holds
+_SETTING_KINDS = {int: "an integer", float: "a number", str: "a string"}
+
+
+def check_settings(settings: Any, clock: str) -> dict[str, Any]:
+    """A table's measure settings as a dict (``clock`` filled in: tables written before
+    MeasureSettings had one kept it beside them) once they make a MeasureSettings, else
+    ValueError naming the field. Checked at load, so the error names the table's file
+    (``lut eval`` used to fail as it measured, naming none)."""
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"settings must be an object, got {type(settings).__name__}")
+    out = {"clock": clock or "wall", **settings}
+    defaults = {f.name: f.default for f in dataclasses.fields(MeasureSettings)}
+    for key, value in out.items():
+        if key not in defaults:
+            raise ValueError(f"settings has an unknown field {key!r}; valid: "
+                             f"{', '.join(defaults)}")
+        kind = type(defaults[key])
+        if kind is str:
+            ok = isinstance(value, str)
+        else:   # an int is a float setting's value too
+            ok = finite(value) and (kind is float or isinstance(value, int))
+        if not ok:
+            raise ValueError(f"settings {key!r} must be {_SETTING_KINDS[kind]}, got {value!r}")
+    try:
+        MeasureSettings(**out)
+    except ValueError as e:
+        raise ValueError(f"settings: {e}") from None
+    return out

@@ -1,12 +1,50 @@
-"""Output paths checked before measuring: a run that measures for minutes must not fail
-at the end because its output file cannot be written."""
+"""Paths checked up front. Inputs: an empty path or a symbolic-link loop is named as
+such, not reported as a missing file (or the current folder). Outputs: a run that
+measures for minutes must not fail at the end because its output file cannot be written."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
+
+
+def check_input_path(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` (the input ``what``, e.g. "lookup table") as a Path, ``~`` expanded, once
+    it can name a file: ValueError for an empty path (``Path("")`` is the current folder)
+    and for one whose symbolic links cannot be resolved. A path that is only missing is
+    returned: each caller says "not found" in its own words."""
+    if not os.fspath(path):
+        raise ValueError(f"{what} path is empty")
+    p = _expanded(path)
+    if why := unresolvable(p):
+        raise ValueError(f"{what} {p} cannot be resolved: {why}")
+    return p
+
+
+def _expanded(path: str | os.PathLike[str]) -> Path:
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:   # an unknown ~user: left as written, then reported as not found
+        return Path(path)
+
+
+def unresolvable(p: Path) -> str:
+    """Why ``p``'s symbolic links cannot be followed (a loop, a name too long); "" when
+    they can or ``p`` is only missing. ``Path.exists`` says False for a loop, so a loop
+    would read as "not found"."""
+    try:
+        p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop (or too many levels of links)"
+        if e.errno == errno.ENAMETOOLONG:
+            return "the name is too long"
+    except ValueError:   # an embedded NUL byte
+        return "the name holds a NUL byte"
+    return ""
 
 
 def check_output_file(path: str | os.PathLike[str], what: str, *, force: bool | None = None,
@@ -19,7 +57,11 @@ def check_output_file(path: str | os.PathLike[str], what: str, *, force: bool | 
     (FileExistsError naming ``--force``). ``suffix``: the only ending accepted
     (``.png``); ``kind`` says what is expected instead of a directory. Raises ValueError /
     FileExistsError with one line naming the path."""
-    p = Path(path).expanduser()
+    if not os.fspath(path):
+        raise ValueError(f"{what} path is empty")
+    p = _expanded(path)
+    if why := unresolvable(p):   # writing through it would fail after the measuring
+        raise ValueError(f"{what} {p} cannot be resolved: {why}")
     if p.is_dir():
         raise ValueError(f"{what} {p} is a directory, expected a {kind} path")
     special = _special_kind(p)

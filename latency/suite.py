@@ -57,6 +57,7 @@ from typing import Any
 
 from devices.base import can_pair
 from latency.measurement import CLOCKS, MeasureSettings
+from latency.paths import check_input_path, unresolvable
 
 DEFAULT_DEVICE = "local:onnxruntime"
 DEFAULT_TOLERANCE = 0.05
@@ -145,7 +146,7 @@ class Suite:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file (see the module docstring for the format)."""
-    p = Path(path)
+    p = check_input_path(path, "suite file")
     if p.is_dir():
         raise ValueError(f"suite file {p} is a directory, expected a .toml file path")
     if not p.is_file():
@@ -240,7 +241,10 @@ def _parse_entry(e: Mapping[str, Any], own: set[str], index: int, path: Path) ->
     if model is not None:
         if not isinstance(model, str) or not model:
             raise bad("model", f"must be a path string, got {model!r}")
-        model_path = (path.parent / model).resolve()
+        model_path = path.parent / model
+        if why := unresolvable(model_path):   # resolve() raises RuntimeError there (< 3.13)
+            raise bad("model", f"model file {model_path} cannot be resolved: {why}")
+        model_path = model_path.resolve()
         if model_path.suffix.lower() not in MODEL_SUFFIXES:
             raise bad("model", f"{model!r} is neither .onnx nor .tflite")
         if not model_path.is_file():

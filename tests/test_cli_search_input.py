@@ -202,9 +202,9 @@ def test_a_resume_with_nothing_left_to_search_says_so(tmp_path, monkeypatch, cap
     assert main(["search", "--out", str(out), *TABLE, "--strategy", "random",
                  "--target-ms", "10"]) == 0
     capsys.readouterr()
-    assert main(["search", "--out", str(out), "--resume", "--budget", "2"]) == 0
+    assert main(["search", "--out", str(out), "--resume", "--budget", "3"]) == 0
     err = capsys.readouterr().err
-    assert "this run already has 3 children (budget 2): nothing to search" in err, err
+    assert "this run already has 3 children (budget 3): nothing to search" in err, err
     assert "children:" not in err           # no progress bar for nothing
 
 
@@ -376,6 +376,20 @@ def test_a_file_given_as_a_run_folder_is_named_as_one(tmp_path, capsys, command)
     assert err.count("\n") == 1 and "afile is a file, not a run folder" in err, err
     assert main([command, str(tmp_path / "none")]) == 2
     assert "run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["front", "train"])
+def test_a_run_folder_that_is_a_link_loop_or_empty_is_named_as_such(tmp_path, capsys,
+                                                                    command):
+    from mnas.cli import main
+
+    (tmp_path / "loop").symlink_to("loop")   # `ln -s loop loop`: Path.exists says False
+    assert main([command, str(tmp_path / "loop")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" not in err, err
+    assert f"run folder {tmp_path / 'loop'} cannot be resolved: a symbolic link loop" in err
+    assert main([command, ""]) == 2
+    assert capsys.readouterr().err == "mnas: error: run folder path is empty\n"
 
 
 def test_ctrl_c_while_the_reports_are_written_names_the_resume(tmp_path, monkeypatch, capsys):

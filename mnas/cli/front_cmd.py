@@ -24,10 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from latency.paths import check_input_path
     from mnas.report import device_change_note, print_front
     from mnas.spaces import get_space
 
-    out = Path(args.run_dir)
+    out = check_input_path(args.run_dir, "run folder")
     runmod.check_run_folder(out)
     cfg = runmod.load_config(out)
     trials = runmod.load_trials(out, cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,10 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _is_model_file(target: str) -> bool:
-    return Path(target).suffix.lower() in MODEL_SUFFIXES or Path(target).exists()
+    # lexists: a symbolic-link loop is a file that cannot be read, not an ARCH; "" is a
+    # path left empty (a variable unset), refused as such
+    return (not target or Path(target).suffix.lower() in MODEL_SUFFIXES
+            or os.path.lexists(target))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from latency.cache import MeasurementCache
     from latency.estimate import MeasuredLatency, measure_model
     from latency.export import check_onnx
+    from latency.paths import check_input_path
 
     settings = _settings(args)
     is_file = _is_model_file(args.target)
@@ -122,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else MeasurementCache(args.cache)
     try:
         if is_file:
-            path = Path(args.target)
+            path = check_input_path(args.target, "model file")
             if not path.exists():
                 raise FileNotFoundError(f"model file not found: {path}")
             if device.model_format == "onnx":

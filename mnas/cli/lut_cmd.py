@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from latency.lut import LUT_SPACES, MAX_CLASSES, MAX_RESOLUTION
@@ -247,5 +246,6 @@ def _same_file(a: str, b: str) -> bool:
     """Whether paths ``a`` and ``b`` name one file (links and ``..`` resolved)."""
     try:
         return os.path.samefile(a, b)
-    except OSError:   # one of them does not exist (yet)
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:   # one does not exist (yet); realpath, unlike resolve, takes a loop
+        return (os.path.realpath(os.path.expanduser(a))
+                == os.path.realpath(os.path.expanduser(b)))

@@ -232,8 +232,10 @@ def _searched_accuracy(cfg: dict[str, Any], accuracy: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from latency.paths import check_input_path
+
     _check(args)
-    out = Path(args.run_dir)
+    out = check_input_path(args.run_dir, "run folder")
     runmod.check_run_folder(out)
     cfg = runmod.load_config(out)
     trial = _pick(runmod.load_trials(out, cfg), args.trial)

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from latency.measurement import Measurement
+from latency.paths import check_input_path
 from mnas.evaluate import register_accuracy, register_latency
+from mnas.spaces.base import shown
 
 ARCH_COLUMN = "arch"
 
@@ -79,7 +81,7 @@ _CACHE: dict[str, tuple[tuple[int, int], Table]] = {}
 
 def load_table(path: str | Path) -> Table:
     """Parse (or reuse) the CSV at ``path``; FileNotFoundError / ValueError if unusable."""
-    p = Path(path).expanduser().resolve()
+    p = check_input_path(path, "table").resolve()
     if p.is_dir():
         raise ValueError(f"table {p} is a folder, not a CSV file")
     if not p.is_file():
@@ -125,7 +127,7 @@ def _parse(p: Path) -> Table:
                 raise ValueError(f"{p} line {line}: {len(row)} cells, header has {len(header)}")
             arch = row[ia].strip()
             if arch in first_line:
-                raise ValueError(f"{p} line {line}: arch {arch!r} repeats line "
+                raise ValueError(f"{p} line {line}: arch {shown(arch)} repeats line "
                                  f"{first_line[arch]}")
             first_line[arch] = line
             archs.append(arch)
@@ -188,7 +190,7 @@ class TableAccuracy(_Tabulated):
         bad = next(((a, v) for a, v in self.values.items() if not 0.0 <= v <= 1.0), None)
         if bad is not None:
             raise ValueError(f"table {self.table.path} column {column!r}: accuracy "
-                             f"{bad[1]} for {bad[0]!r} is not a fraction in [0, 1] "
+                             f"{bad[1]} for {shown(bad[0])} is not a fraction in [0, 1] "
                              "(divide percentages by 100)")
 
     def __call__(self, space: Any, arch: Any) -> float:
@@ -211,7 +213,7 @@ class TableLatency(_Tabulated):
         bad = next(((a, v) for a, v in self.values.items() if not v > 0.0), None)
         if bad is not None:
             raise ValueError(f"table {self.table.path} column {column!r}: latency {bad[1]} "
-                             f"ms for {bad[0]!r} is not > 0")
+                             f"ms for {shown(bad[0])} is not > 0")
 
     def __call__(self, space: Any, arch: Any) -> Measurement:
         key = _key(arch)

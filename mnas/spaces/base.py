@@ -25,6 +25,29 @@ class Arch(Protocol):
     def encode(self) -> str: ...
 
 
+#: characters of a malformed string an error quotes: a pasted 100 KB string is not echoed
+ECHO_CHARS = 80
+
+
+def shown(text: str, limit: int = ECHO_CHARS) -> str:
+    """``repr(text)`` for an error message; a longer string is cut to its first ``limit``
+    characters, then '…' and its total length."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
+
+
+#: a number in a canonical string, for regular expressions: ASCII digits only (``\\d``,
+#: ``str.isdigit`` and ``int`` also take '٣' or '３', which no canonical string holds), and
+#: at most 9 of them (no space has a larger value; ``int`` refuses over 4,300 digits)
+DIGITS = "[0-9]{1,9}"
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` is a number as :data:`DIGITS` matches it."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def as_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     """``value`` as an int in ``[minimum, maximum]`` (integral floats accepted), else
     ValueError."""

@@ -60,7 +60,7 @@ from mnas.blocks import (
     init_weights,
 )
 from mnas.decisions import Categorical, validate_choices
-from mnas.spaces.base import SearchSpace, register_space
+from mnas.spaces.base import DIGITS, SearchSpace, register_space, shown
 
 #: MobileNetV2 rows (expansion t, channels c, layers n, first stride s)
 SKELETON: tuple[tuple[int, int, int, int], ...] = (
@@ -173,21 +173,22 @@ class MnasArch:
         return self.encode()
 
 
-_NUM = re.compile(r"^(r|k|s|e|c)(\d+)$")
-_SE = re.compile(r"^se(\d+(?:\.\d+)?)$")
+_NUM = re.compile(rf"(r|k|s|e|c)({DIGITS})")
+_SE = re.compile(rf"se({DIGITS}(?:\.{DIGITS})?)")
 _TOKEN_HELP = ("op first (cn, ds, ir), then rN, kN, sN, eN (ir only), cN, optional se0.25, "
                "and one of noskip, idskip, poolskip")
 
 
 def _decode_block(i: int, part: str) -> BlockSpec:
-    where = f"block {i + 1} {part!r}"
+    where = f"block {i + 1} {shown(part)}"
     tokens = part.split("_")
     op_tok = tokens[0]
     if op_tok not in ("cn", "ds", "ir"):
-        raise ValueError(f"{where}: op token {op_tok!r} invalid; valid: cn, ds, ir")
+        raise ValueError(f"{where}: op token {shown(op_tok)} invalid; valid: cn, ds, ir")
     found: dict[str, Any] = {}
+    given: dict[str, str] = {}   # the token as written: 'c999999999', not 'c1e+09'
     for tok in tokens[1:]:
-        m, se = _NUM.match(tok), _SE.match(tok)
+        m, se = _NUM.fullmatch(tok), _SE.fullmatch(tok)
         if m:
             key, value = m.group(1), int(m.group(2))
         elif se:
@@ -195,10 +196,10 @@ def _decode_block(i: int, part: str) -> BlockSpec:
         elif tok in _TOKEN_SKIP:
             key, value = "skip", _TOKEN_SKIP[tok]
         else:
-            raise ValueError(f"{where}: unknown token {tok!r}; expected {_TOKEN_HELP}")
+            raise ValueError(f"{where}: unknown token {shown(tok)}; expected {_TOKEN_HELP}")
         if key in found:
-            raise ValueError(f"{where}: token {tok!r} repeats {key!r}")
-        found[key] = value
+            raise ValueError(f"{where}: token {shown(tok)} repeats {key!r}")
+        found[key], given[key] = value, tok
     for key, label in (("r", "layers rN"), ("k", "kernel kN"), ("s", "stride sN"),
                        ("c", "filters cN"), ("skip", "skip noskip|idskip|poolskip")):
         if key not in found:
@@ -222,7 +223,7 @@ def _decode_block(i: int, part: str) -> BlockSpec:
     for key, valid, label in checks:
         value = found.get(key, 0.0)
         if value not in valid:
-            raise ValueError(f"{where}: {label} '{key}{value:g}' invalid; valid: "
+            raise ValueError(f"{where}: {label} {given[key]!r} invalid; valid: "
                              + ", ".join(f"{key}{v:g}" for v in valid))
     return BlockSpec(op=op, kernel=int(found["k"]), se=float(found.get("se", 0.0)),
                      skip=str(found["skip"]), filters=int(found["c"]), layers=int(found["r"]))
@@ -309,7 +310,7 @@ class MnasNetSpace(SearchSpace):
             raise TypeError(f"arch string must be str, got {type(text).__name__}")
         parts = text.strip().split("-")
         if len(parts) != NUM_BLOCKS or not all(parts):
-            raise ValueError(f"{text!r} is not a mnasnet arch: expected {NUM_BLOCKS} non-empty "
+            raise ValueError(f"{shown(text)} is not a mnasnet arch: expected {NUM_BLOCKS} non-empty "
                              f"blocks joined by '-' (got {len(parts)} parts) or a named point "
                              f"({', '.join(self.named())})")
         return MnasArch(tuple(_decode_block(i, p) for i, p in enumerate(parts)))

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Pointer, validate_choices
-from mnas.spaces.base import SearchSpace, as_int, register_space
+from mnas.spaces.base import SearchSpace, as_int, is_number, register_space, shown
 from mnas.spaces.cell_ops import NASNET_OPS, DropPath, FactorizedReduce, ReLUConvBN, build_op
 
 CELL_NAMES = ("normal", "reduce")
@@ -122,26 +122,26 @@ def parse_cell(text: str, where: str, ops: Sequence[str], combines: Sequence[str
                blocks: int | None) -> Cell:
     """Parse ``[op~i+op~i,combine]...``; ValueError naming the bad token and valid values."""
     if not (text.startswith("[") and text.endswith("]")):
-        raise ValueError(f"{where} cell {text!r} must be blocks like "
+        raise ValueError(f"{where} cell {shown(text)} must be blocks like "
                          "'[sep3x3~0+id~1,add]' written one after another")
     parts = text[1:-1].split("][")
     out = []
     for b, part in enumerate(parts):
         pair, sep, combine = part.partition(",")
         if not sep or combine not in combines:
-            raise ValueError(f"{where} block {b}: bad combine {combine or part!r}; "
+            raise ValueError(f"{where} block {b}: bad combine {shown(combine or part)}; "
                              f"valid: {', '.join(combines)}")
         halves = pair.split("+")
         if len(halves) != 2:
-            raise ValueError(f"{where} block {b}: {pair!r} must be 'op~input+op~input'")
+            raise ValueError(f"{where} block {b}: {shown(pair)} must be 'op~input+op~input'")
         parsed = []
         for half in halves:
             op, sep, idx = half.partition("~")
             if op not in ops:
-                raise ValueError(f"{where} block {b}: unknown operation {op!r}; "
+                raise ValueError(f"{where} block {b}: unknown operation {shown(op)}; "
                                  f"valid: {', '.join(ops)}")
-            if not sep or not idx.isdigit() or int(idx) >= 2 + b:
-                raise ValueError(f"{where} block {b}: bad input {idx or half!r}; valid: "
+            if not sep or not is_number(idx) or int(idx) >= 2 + b:
+                raise ValueError(f"{where} block {b}: bad input {shown(idx or half)}; valid: "
                                  f"0..{b + 1} (0 = h_i, 1 = h_i-1, 2+k = block k)")
             parsed.append((op, int(idx)))
         (op1, in1), (op2, in2) = parsed
@@ -363,12 +363,12 @@ class NasNetSpace(SearchSpace):
             raise TypeError(f"expected a string, got {type(text).__name__}")
         parts = text.strip().split("|")
         if len(parts) != 2:
-            raise ValueError(f"{text!r} must be 'normal:<blocks>|reduce:<blocks>'")
+            raise ValueError(f"{shown(text)} must be 'normal:<blocks>|reduce:<blocks>'")
         cells = []
         for part, want in zip(parts, CELL_NAMES, strict=True):
             name, sep, body = part.partition(":")
             if not sep or name != want:
-                raise ValueError(f"expected cell {want!r}, got {name!r}; "
+                raise ValueError(f"expected cell {want!r}, got {shown(name)}; "
                                  f"valid order: {', '.join(CELL_NAMES)}")
             cells.append(parse_cell(body, want, self.OPS, self.COMBINES, self.blocks))
         return NasNetArch(*cells)

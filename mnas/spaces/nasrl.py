@@ -50,9 +50,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Subset, validate_choices
-from mnas.spaces.base import SearchSpace, as_int, register_space
+from mnas.spaces.base import DIGITS, SearchSpace, as_int, register_space, shown
 
-_LAYER_RE = re.compile(r"L(\d+):fh(\d+)fw(\d+)f(\d+)s(\d+)(?:in(-|\d+(?:\+\d+)*))?")
+_N = f"({DIGITS})"
+_LAYER_RE = re.compile(rf"L{_N}:fh{_N}fw{_N}f{_N}s{_N}(?:in(-|{DIGITS}(?:\+{DIGITS})*))?")
 
 #: no network deeper than this (``max_depth`` None still stops here): a larger
 #: ``grow_by`` or ``start_depth`` would hang the first build instead of searching
@@ -285,22 +286,22 @@ class NasRLSpace(SearchSpace):
         for i, token in enumerate(text.strip().split("|")):
             m = _LAYER_RE.fullmatch(token)
             if m is None:
-                raise ValueError(f"bad layer token {token!r}; expected like "
+                raise ValueError(f"bad layer token {shown(token)}; expected like "
                                  f"'L{i}:fh3fw3f36s1" + ("in0+1'" if i else "'"))
             idx, fh, fw, f, s, ins = m.groups()
             if int(idx) != i:
-                raise ValueError(f"layer token {token!r} is at position {i}; expected 'L{i}:'")
+                raise ValueError(f"layer token {shown(token)} is at position {i}; expected 'L{i}:'")
             if i == 0 and ins is not None:
-                raise ValueError(f"layer token {token!r}: layer 0 always reads the image; "
+                raise ValueError(f"layer token {shown(token)}: layer 0 always reads the image; "
                                  "drop its 'in' part")
             if i > 0 and ins is None:
-                raise ValueError(f"layer token {token!r} needs its inputs: 'in' + layers "
+                raise ValueError(f"layer token {shown(token)} needs its inputs: 'in' + layers "
                                  f"0..{i - 1} joined by '+', or 'in-' for the image")
             inputs = () if ins in (None, "-") else tuple(int(j) for j in ins.split("+"))
             bad = [j for j in inputs if j >= i]
             if bad or list(inputs) != sorted(set(inputs)):
-                raise ValueError(f"layer token {token!r}: inputs must be distinct, ascending "
-                                 f"layers in 0..{i - 1} (or '-'), got 'in{ins}'")
+                raise ValueError(f"layer token {shown(token)}: inputs must be distinct, ascending "
+                                 f"layers in 0..{i - 1} (or '-'), got {shown('in' + ins)}")
             layers.append(ConvLayer(int(fh), int(fw), int(f), int(s), inputs))
         return self._check(NasRLArch(tuple(layers)))
 

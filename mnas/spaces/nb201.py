@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from mnas.decisions import Categorical, validate_choices
-from mnas.spaces.base import SearchSpace, register_space
+from mnas.spaces.base import SearchSpace, register_space, shown
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3",
                         "avg_pool_3x3")
@@ -75,21 +75,22 @@ def decode_cell(text: str) -> NB201Arch:
     groups = text.strip().split("+")
     if len(groups) != 3:
         raise ValueError(f"an NB201 string has 3 '+'-separated node groups, got "
-                         f"{len(groups)} in {text!r}; expected |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+                         f"{len(groups)} in {shown(text)}; expected |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
     ops: list[str] = []
     for node, group in enumerate(groups, start=1):
         if not (group.startswith("|") and group.endswith("|")) or len(group) < 2:
-            raise ValueError(f"node {node} group {group!r} must be wrapped in '|' in {text!r}")
+            raise ValueError(f"node {node} group {shown(group)} must be wrapped in '|' in "
+                             f"{shown(text)}")
         tokens = group[1:-1].split("|")
         if len(tokens) != node:
-            raise ValueError(f"node {node} needs {node} edges, got {len(tokens)} in {group!r}")
+            raise ValueError(f"node {node} needs {node} edges, got {len(tokens)} in {shown(group)}")
         for frm, token in enumerate(tokens):
             op, sep, src = token.partition("~")
             if not sep or op not in OPS:
-                raise ValueError(f"bad token {token!r} in {text!r}; expected op~{frm} with op "
+                raise ValueError(f"bad token {shown(token)} in {shown(text)}; expected op~{frm} with op "
                                  f"one of: {', '.join(OPS)}")
             if src != str(frm):
-                raise ValueError(f"bad token {token!r} in {text!r}: edge {frm} of node {node} "
+                raise ValueError(f"bad token {shown(token)} in {shown(text)}: edge {frm} of node {node} "
                                  f"must read from node {frm} (write {op}~{frm})")
             ops.append(op)
     return NB201Arch(tuple(ops))

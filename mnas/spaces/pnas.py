@@ -71,7 +71,7 @@ import numpy as np
 from torch import nn
 
 from mnas.decisions import Categorical, Decision, Pointer, validate_choices
-from mnas.spaces.base import SearchSpace, register_space
+from mnas.spaces.base import SearchSpace, is_number, register_space, shown
 from mnas.spaces.cell_ops import PNAS_OPS
 from mnas.spaces.nasnet import Block, Cell, CellModule, NasNetNetwork, set_cell_options
 
@@ -211,25 +211,25 @@ class PnasSpace(SearchSpace):
             raise TypeError(f"expected a string, got {type(text).__name__}")
         text = text.strip()
         if not (text.startswith("[") and text.endswith("]")):
-            raise ValueError(f"{text!r} must be blocks like '[sep3x3~0+id~1]' written one "
+            raise ValueError(f"{shown(text)} must be blocks like '[sep3x3~0+id~1]' written one "
                              f"after another (1..{self.blocks} of them)")
         parts = text[1:-1].split("][")
         if len(parts) > self.blocks:
-            raise ValueError(f"{text!r} has {len(parts)} blocks; this space allows "
+            raise ValueError(f"{shown(text)} has {len(parts)} blocks; this space allows "
                              f"1..{self.blocks}")
         blocks = []
         for b, part in enumerate(parts):
             halves = part.split("+")
             if len(halves) != 2:
-                raise ValueError(f"block {b}: {part!r} must be 'op~input+op~input'")
+                raise ValueError(f"block {b}: {shown(part)} must be 'op~input+op~input'")
             parsed = []
             for half in halves:
                 op, sep, idx = half.partition("~")
                 if op not in self._op_index:
-                    raise ValueError(f"block {b}: unknown operation {op!r}; "
+                    raise ValueError(f"block {b}: unknown operation {shown(op)}; "
                                      f"valid: {', '.join(self.OPS)}")
-                if not sep or not idx.isdigit() or int(idx) >= 2 + b:
-                    raise ValueError(f"block {b}: bad input {idx or half!r}; valid: 0..{b + 1} "
+                if not sep or not is_number(idx) or int(idx) >= 2 + b:
+                    raise ValueError(f"block {b}: bad input {shown(idx or half)}; valid: 0..{b + 1} "
                                      "(0 = h_i, 1 = h_i-1, 2+k = block k)")
                 parsed.append((op, int(idx)))
             (o1, i1), (o2, i2) = parsed

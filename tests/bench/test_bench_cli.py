@@ -185,6 +185,9 @@ def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, 
     (lambda t, m: suite(t, '[[entry]]\nname = "x"\nmodel = \n'), "malformed TOML"),
     (lambda t, m: suite(t, ""), "empty suite"),
     (lambda t, m: t / "nope.toml", "suite file not found"),
+    (lambda t, m: _loop(t / "loop.toml"), "suite file {t}/loop.toml cannot be resolved: a symbolic link loop"),
+    (lambda t, m: suite(t, entry("x", _loop(t / "loop.onnx"))),
+     "field 'model': model file {t}/loop.onnx cannot be resolved: a symbolic link loop"),
     (lambda t, m: suite(t, '[[entry]]\nname = "x"\narch = "not-an-arch"\n'),
      "entry 'x': field 'arch':"),
     (lambda t, m: suite(t, '[[entry]]\nname = "x"\narch = "mobilenetv2"\nspace = "nope"\n'),
@@ -192,14 +195,21 @@ def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, 
     (lambda t, m: suite(t, entry("x", m["narrow"], 'clock = "gpu"')),
      "'x': field 'clock': must be one of 'wall', 'cpu'"),
 ], ids=["missing-model", "unknown-device", "malformed-toml", "empty-suite", "no-suite-file",
-        "bad-arch", "bad-space", "bad-clock"])
+        "suite-file-loop", "model-loop", "bad-arch", "bad-space", "bad-clock"])
 def test_bad_suite_input_is_one_error_line_exit_2(tmp_path: Path, bench_models, capsys,
                                                   make, needle) -> None:
     rc, out, err = run_cli(capsys, "bench", "run", make(tmp_path, bench_models),
                            "--out", tmp_path / "r.json")
     assert rc == 2
-    assert err.startswith("mnas: error: ") and err.count("\n") == 1 and needle in err
+    assert err.startswith("mnas: error: ") and err.count("\n") == 1, err
+    assert needle.format(t=tmp_path) in err, err
     assert not (tmp_path / "r.json").exists()
+
+
+def _loop(path: Path) -> Path:
+    """``ln -s NAME NAME``: a link to itself (``Path.exists`` says False)."""
+    path.symlink_to(path.name)
+    return path
 
 
 def test_model_the_device_cannot_run_is_refused_before_measuring(tmp_path: Path, capsys) -> None:

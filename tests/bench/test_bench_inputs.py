@@ -92,6 +92,9 @@ def test_the_baseline_is_named_in_errors(tmp_path: Path, capsys) -> None:
     assert f"baseline not found: {tmp_path / 'nope.json'}" in err
     err = _one_error(capsys, ["bench", "compare", res, tmp_path / "nope.json"])
     assert "results file not found" in err
+    (tmp_path / "loop.json").symlink_to("loop.json")   # not "not found": a link loop
+    err = _one_error(capsys, ["bench", "compare", tmp_path / "loop.json", res])
+    assert f"baseline {tmp_path / 'loop.json'} cannot be resolved: a symbolic link loop" in err
     (tmp_path / "DIR").mkdir()
     err = _one_error(capsys, ["bench", "baseline", "update", res, "--baseline",
                               tmp_path / "DIR"])

@@ -84,9 +84,11 @@ def test_missing_arch_names_the_table(tmp_path, space):
     ("table:{p}#nope", ValueError, "valid: acc, ms"),
     ("table:{p}", ValueError, "columns in .*: acc, ms"),
     ("table:{d}/absent.csv#acc", FileNotFoundError, "absent.csv does not exist"),
+    ("table:{d}/loop.csv#acc", ValueError, "loop.csv cannot be resolved: a symbolic link loop"),
 ])
 def test_bad_spec_errors(tmp_path, spec, err, needle):
     path = write(tmp_path / "t.csv", f"arch,acc,ms\n{BEST},0.5,3\n")
+    (tmp_path / "loop.csv").symlink_to("loop.csv")   # resolve() raised RuntimeError
     with pytest.raises(err, match=needle):
         make_accuracy(spec.format(p=path, d=tmp_path))
 
@@ -98,6 +100,8 @@ def test_bad_spec_errors(tmp_path, spec, err, needle):
     ("arch,acc\nA,nan\n", "accuracy", "must be finite"),
     ("arch,acc\nA,0\n", "latency", "latency 0.0 ms for 'A' is not > 0"),
     ("arch,acc\nA,0.1\nA,0.2\n", "accuracy", "line 3: arch 'A' repeats line 2"),
+    (f"arch,acc\n{'A' * 9000},0.1\n{'A' * 9000},0.2\n", "accuracy",
+     r"line 3: arch 'A{80}'… \(9,000 characters\) repeats line 2$"),
     ("name,acc\nA,0.1\n", "accuracy", "no 'arch' column; columns: name, acc"),
     ("arch,acc\nA,0.1,9\n", "accuracy", "line 2: 3 cells"),
     ("arch,acc\nA,\nB,\n", "latency", "column 'acc' holds no values"),

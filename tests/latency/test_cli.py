@@ -66,6 +66,9 @@ def test_arch_of_the_mnasnet_space(capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["MISSING"], "model file not found"),
+    (["LOOP"], "model file .*loop.onnx cannot be resolved: a symbolic link loop"),
+    (["BARELOOP"], "model file .*loop cannot be resolved: a symbolic link loop"),
+    ([""], "^mnas: error: model file path is empty$"),
     (["TEXT"], "is not an ONNX model"),
     (["MODEL", "--device", "local:nope"], "'local:nope'; valid: .*local:onnxruntime"),
     (["MODEL", "--device", "pixel"], "unknown device 'pixel'"),
@@ -79,7 +82,10 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, model: Path, capsys: pytes
                                       argv: list[str], message: str) -> None:
     text = tmp_path / "x.onnx"
     text.write_text("this is text\n")
-    subst = {"MISSING": str(tmp_path / "missing.onnx"), "TEXT": str(text), "MODEL": str(model)}
+    for name in ("loop.onnx", "loop"):   # `ln -s loop loop`: Path.exists says False
+        (tmp_path / name).symlink_to(name)
+    subst = {"MISSING": str(tmp_path / "missing.onnx"), "TEXT": str(text), "MODEL": str(model),
+             "LOOP": str(tmp_path / "loop.onnx"), "BARELOOP": str(tmp_path / "loop")}
     assert main(["latency", *[subst.get(a, a) for a in argv]]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +66,39 @@ def test_export_failure_is_runtime_error_and_leaves_nothing(tmp_path: Path) -> N
     assert model.training
 
 
+_UNEXPORTABLE = """
+import torch
+from latency.export import export_onnx
+
+class Eig(torch.nn.Module):   # runs in torch; no exporter has linalg_eigvals
+    def forward(self, x):
+        return torch.linalg.eigvals(x[0, 0]).real
+
+try:
+    export_onnx(Eig(), {path!r}, input_shape=(1, 3, 4, 4))
+except RuntimeError as e:
+    print(f"CAUGHT {{e}}")
+    print("NOTE" if any("Torch IR graph" in n for n in getattr(e, "__notes__", [])) else "")
+"""
+
+
+def test_a_failed_export_prints_nothing_of_the_exporters(tmp_path: Path) -> None:
+    """A caught failure is the caller's one line: the exporters' graph dump (C++, on
+    stdout) and log lines (stderr) are kept in the error's note, not printed. A child
+    process: only the real file descriptors show what the C++ side writes."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c",
+                           _UNEXPORTABLE.format(path=str(tmp_path / "m.onnx"))],
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.stderr == "", proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("CAUGHT ONNX export failed (torchscript: "
+                                                    "Exporting the operator "), proc.stdout
+    assert lines[1] == "NOTE"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("shape", [(3, 16, 16), (1, 3, 0, 16)])
 def test_bad_shape(tmp_path: Path, shape: tuple) -> None:
     with pytest.raises(ValueError, match="input_shape"):
@@ -82,6 +118,11 @@ def test_check_onnx_rejects_non_models(tmp_path: Path) -> None:
         check_onnx(tmp_path)  # a directory
     with pytest.raises(FileNotFoundError):
         check_onnx(tmp_path / "missing.onnx")
+    (tmp_path / "loop.onnx").symlink_to("loop.onnx")
+    with pytest.raises(ValueError, match="loop.onnx cannot be resolved: a symbolic link loop"):
+        check_onnx(tmp_path / "loop.onnx")
+    with pytest.raises(ValueError, match="^model file path is empty$"):
+        check_onnx("")
     good = export_onnx(tiny_model(), tmp_path / "good.onnx", input_shape=SHAPE)
     assert check_onnx(good, full=True) == good
 

@@ -85,6 +85,26 @@ def test_outputs_refuse_a_fifo_and_leave_it_a_fifo(tmp_path: Path, fingerprint, 
     assert (tmp_path / "old.json").read_text() == "kept"
 
 
+def test_a_symlink_loop_or_an_empty_path_is_named_as_such(tmp_path: Path, fingerprint,
+                                                          no_measuring, capsys) -> None:
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop.name)   # `ln -s loop.json loop.json`: Path.exists says False
+    lut = _table(fingerprint).save(tmp_path / "t.json")
+    before = lut.read_bytes()
+    why = "cannot be resolved: a symbolic link loop"
+    err = _one_error(capsys, ["lut", "eval", "--lut", loop])
+    assert f"lookup table {loop} {why}" in err and "not found" not in err
+    err = _one_error(capsys, ["lut", "eval", "--lut", loop, "--rows", tmp_path / "r.json"])
+    assert f"lookup table {loop} {why}" in err
+    err = _one_error(capsys, ["lut", "eval", "--lut", lut, "--rows", loop])
+    assert f"--rows {loop} {why}" in err          # refused before minutes of measuring
+    err = _one_error(capsys, ["lut", "build", "--resolution", LOW, "--out", loop])
+    assert f"--out {loop} {why}" in err
+    assert _one_error(capsys, ["lut", "eval", "--lut", ""]).endswith(
+        "lookup table path is empty\n")
+    assert lut.read_bytes() == before and loop.is_symlink()
+
+
 # -- 2. --rows that is the table, or an existing file ------------------------------------
 
 def test_eval_refuses_rows_that_are_the_table(tmp_path: Path, fingerprint, no_measuring,
@@ -171,6 +191,14 @@ def _damage(d: dict, what: str) -> None:
         d["anchor"] = {"unit": "layer|x", "ms": 1.0, "network": {"arch": "x"}}
     elif what == "no-entries":
         del d["entries"]
+    elif what == "settings-warmup":
+        d["settings"]["warmup"] = -1
+    elif what == "settings-unknown":
+        d["settings"]["repeats"] = 3
+    elif what == "settings-runs":
+        d["settings"]["runs"] = "30"
+    elif what == "settings-list":
+        d["settings"] = [1, 3, 3]
 
 
 @pytest.mark.parametrize(("what", "needle"), [
@@ -180,6 +208,10 @@ def _damage(d: dict, what: str) -> None:
     ("anchor-ms", "(anchor lacks 'ms')"),
     ("network-ms", "(anchor network lacks 'ms')"),
     ("no-entries", "(it lacks 'entries')"),
+    ("settings-warmup", "(settings: warmup must be in [0, 100000], got -1)"),
+    ("settings-unknown", "(settings has an unknown field 'repeats'; valid: threads, warmup, "),
+    ("settings-runs", "(settings 'runs' must be an integer, got '30')"),
+    ("settings-list", "(settings must be an object, got list)"),
 ])
 def test_eval_names_what_a_damaged_table_lacks(tmp_path: Path, fingerprint, no_measuring,
                                                capsys, what: str, needle: str) -> None:

@@ -65,6 +65,23 @@ def test_info_in_process_with_options(capsys: pytest.CaptureFixture[str]) -> Non
         assert e.value.code == 2 and "expected at most" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("space", "old", "new"), [
+    ("mnasnet", "_r2_", "_r٢_"), ("nasrl", "L1:", "L１:"), ("pnas", "~4+", "~٤+")])
+def test_info_refuses_digits_of_other_scripts(capsys: pytest.CaptureFixture[str], space: str,
+                                              old: str, new: str) -> None:
+    bad = next(iter(get_space(space).named().values())).encode().replace(old, new, 1)
+    assert main(["arch", "info", bad, "--space", space]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("mnas: error: ") and err.count("\n") == 1, err
+    assert new.strip("_:~+") in err
+
+
+def test_info_quotes_a_huge_arch_cut(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["arch", "info", "ds_" + "x" * 120_000]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 400 and "(120,003 characters)" in err, err[:400]
+
+
 def test_sample_is_seeded_and_canonical(capsys: pytest.CaptureFixture[str]) -> None:
     space = get_space("mnasnet")
     assert main(["arch", "sample", "--n", "4", "--seed", "3"]) == 0
