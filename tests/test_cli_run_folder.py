@@ -149,6 +149,33 @@ def test_a_stop_python_dropped_still_stops_the_search(tmp_path, monkeypatch, cap
     assert len(runmod.load_trials(run, runmod.load_config(run))) < 50
 
 
+def test_sigterm_while_a_child_trains_is_terminated_not_interrupted(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Lightning catches the handler's Terminated inside ``fit`` and exits; the search said
+    "interrupted", exit 130, for a SIGTERM that arrived while a child trained."""
+    import os
+
+    import mnas.cli as cli
+    from mnas.train.module import ClassifierModule
+
+    monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
+    step, steps = ClassifierModule.training_step, []
+
+    def step_then_sigterm(self, batch, batch_idx):
+        steps.append(1)
+        if len(steps) == 3:     # the second child's first step (2 steps a child)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch, batch_idx)
+    monkeypatch.setattr(ClassifierModule, "training_step", step_then_sigterm)
+    run = tmp_path / "run"
+    args = _search(run, "--budget", "4")
+    args[args.index("--accuracy") + 1] = "proxy"
+    assert cli.main([*args, "--epochs", "1", "--batch-limit", "2", "--width-mult", "0.25"]
+                    ) == 143
+    err = capsys.readouterr().err
+    assert "1 of 4 children are saved" in err and err.endswith("mnas: terminated\n"), err
+
+
 @pytest.mark.parametrize("patch, needle", [
     ({"latency": 5}, "has latency = 5, not a string"),            # was AttributeError
     ({"device_fingerprint": "abc"}, "has device_fingerprint = 'abc', not an object"),

@@ -57,12 +57,15 @@ def lightning_interrupts() -> Iterator[None]:
     Lightning catches the interrupt, shuts down, leaves SIGINT ignored and calls
     ``sys.exit(1)``: a search would end with exit code 1, no word and no way to press
     Ctrl-C again. Here SIGINT's handler comes back and the interruption propagates as
-    what it is (the CLI prints it and exits 130)."""
+    what it is (the CLI prints it and exits 130; 143 when the signal was a SIGTERM, which
+    the CLI's handler recorded). The SIGINT handler from before ``fit`` comes back."""
+    before = signal.getsignal(signal.SIGINT)
     try:
         yield
     except SystemExit:
         with contextlib.suppress(ValueError):      # not the main thread: nothing to restore
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, signal.default_int_handler if before is None
+                          else before)
         raise KeyboardInterrupt from None
 
 

@@ -152,3 +152,23 @@ def test_torch_device_is_checked_against_this_machine():
         with pytest.raises(ValueError, match=f"torch_device '{bad}' is {why}.*valid here: cpu"):
             ProxyAccuracy(torch_device=bad)
     assert make_accuracy("proxy", torch_device="cpu", resolution=8).torch_device.type == "cpu"
+
+
+def test_lightning_interrupts_gives_back_the_sigint_handler_it_found():
+    """Lightning leaves SIGINT ignored before its sys.exit; the handler from before fit
+    (the CLI's, which records the signal) comes back, not Python's default."""
+    import signal
+
+    from mnas.evaluators.proxy import lightning_interrupts
+
+    def mine(signum, frame):
+        raise KeyboardInterrupt
+
+    saved = signal.signal(signal.SIGINT, mine)
+    try:
+        with pytest.raises(KeyboardInterrupt), lightning_interrupts():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)    # what Lightning does
+            raise SystemExit(1)
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, saved)
