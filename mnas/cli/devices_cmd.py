@@ -23,7 +23,7 @@ from mnas.cli.options import doc_help
 def register(sub: Any) -> None:
     p = sub.add_parser("devices", help="list usable devices with their fingerprints",
                        description=doc_help(__doc__, skip_first=True))
-    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--json", action="store_true", help='print JSON: {"devices": [...], "notes": [...]}')
     p.add_argument("--adb-key", default=None, metavar="PATH",
                    help="ADB private key (default ~/.android/adbkey, created if missing)")
     p.add_argument("--no-fingerprint", action="store_true",

@@ -32,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("what to search")
     g.add_argument("--space", default=None, help="search space (default mnasnet)")
     g.add_argument("--space-opt", action="append", metavar="KEY=VALUE",
-                   help="space option, repeatable (e.g. strides=true for nasrl)")
+                   help="space option, repeatable (e.g. strides=search for nasrl)")
     g.add_argument("--strategy", default=None, help="strategy (default ppo)")
     g.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                   help="strategy option, repeatable (e.g. lr=0.001 batch=10)")
+                   help="strategy option, repeatable (e.g. --opt lr=0.001 --opt batch=10)")
     g.add_argument("--budget", type=int, default=None,
                    help=f"children to score (default {DEFAULT_BUDGET})")
     g.add_argument("--batch", type=int, default=None, help="children asked at once (default 1)")

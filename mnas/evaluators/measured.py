@@ -12,7 +12,7 @@ from latency.measurement import MeasureSettings
 from mnas.evaluate import register_latency
 
 
-@register_latency("measured", "measured")
+@register_latency("measured", "measured[:anchored]")
 def measured(arg: str, *, device: str, settings: MeasureSettings | None = None,
              cache: MeasurementCache | str | os.PathLike[str] | bool | None = None,
              workdir: str | os.PathLike[str] | None = None, resolution: int | None = None,
