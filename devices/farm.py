@@ -14,7 +14,8 @@ API (JSON; every route but ``/health`` needs ``Authorization: Bearer <token>``):
   ``can_pair`` (whether it times two models alternately), ``members`` (the specs of a
   pool's devices; one for a single device), ``retired`` (members whose fingerprint
   no longer matches the pool's; they rejoin when it matches again), ``queued``
-  (requests uploading, waiting or measuring).
+  (requests uploading, waiting or measuring), ``max_upload_bytes`` (the largest body
+  accepted; :mod:`devices.remote` refuses a larger model before sending it).
 * ``POST /devices/NAME/measure?threads=&warmup=&runs=&max_runs=&rel_ci=&max_seconds=&clock=``
   with the model file as the raw body (``application/octet-stream``) — the measurement
   (:meth:`Measurement.to_dict`). Unset settings take :class:`MeasureSettings`' defaults;
@@ -31,12 +32,14 @@ other), while different devices measure in parallel. Several identical devices (
 fingerprint: phones of one model and build) may share a name as a *pool*: its queue
 measures on whichever member is free, as many at once as there are members. Devices on the
 same hardware (every local runtime is this host's CPU) take turns even under different
-names. A request takes its place in the
-queue before its upload is read, so uploads are bounded by the queues too. Uploads are
-untrusted: the size is capped (``Content-Length`` is checked before reading, the stream
-while reading, and a stream that stalls is cut off), the file goes to a private temporary
-folder under a name of ours, is checked to be a self-contained model of the device's
-format before any runtime sees it, and is deleted when its measurement ends.
+names. A request takes its place in the queue before its upload is read, so uploads are
+bounded by the queues too. Uploads are untrusted: the size is capped (``Content-Length``
+is checked before reading, the stream while reading, and a stream that stalls is cut off;
+a refused body of at most twice the cap is read and dropped before the answer, a larger
+one not at all: closing a connection with its body unread resets it, and a client still
+sending would see only that), the file goes to a private temporary folder under a name
+of ours, is checked to be a self-contained model of the device's format before any
+runtime sees it, and is deleted when its measurement ends.
 
 Every bad request is a 4xx whose ``detail`` is one line naming the problem and the valid
 choices: 401 (no or wrong token), 404 (unknown device), 400 (empty body), 408 (an upload
@@ -347,7 +350,8 @@ class Farm:
         return {"name": name, "spec": d.spec, "model_format": d.model_format,
                 "fingerprint": pool.fingerprint, "can_pair": can_pair(d),
                 "members": [m.spec for m in pool.devices],
-                "retired": [m.spec for m in pool.retired], "queued": self._queued[name]}
+                "retired": [m.spec for m in pool.retired], "queued": self._queued[name],
+                "max_upload_bytes": self.max_upload_bytes}
 
     def unknown(self, name: str) -> str:
         return f"unknown device {name!r}; valid: {', '.join(sorted(self.devices))}"

@@ -48,6 +48,50 @@ def _split_file(path: Path, at: int, tail: Path) -> None:
 #: few enough for ``int`` (a farm caps uploads far below 10**18 bytes anyway)
 COUNT = re.compile(r"[0-9]{1,18}")
 
+#: an answer given before the body is read (413, 503, 422…) first reads and drops the rest
+#: of a body of at most this many caps: a connection closed with its body unread is reset
+#: by the kernel, and a client still sending (urllib sends it all before reading) sees
+#: "connection reset" instead of the answer. A larger body is not read at all (a client
+#: learns the cap from GET /devices/NAME and never sends one), and its connection is closed
+DRAIN_CAPS = 2
+
+
+class Body:
+    """A request's body, read chunk by chunk, so that what is left can be drained."""
+
+    def __init__(self, request: Request, stall_s: float) -> None:
+        self.chunks = request.stream().__aiter__()
+        self.length = request.headers.get("content-length")
+        self.state = request.state
+        self.stall_s = stall_s
+        self.read = 0
+
+    async def next(self) -> bytes | None:
+        """The next chunk, None at the end; TimeoutError after ``stall_s`` without one,
+        ClientDisconnect."""
+        try:
+            async with asyncio.timeout(self.stall_s):
+                chunk = await self.chunks.__anext__()
+        except StopAsyncIteration:
+            self.state.body_read = True
+            return None
+        self.read += len(chunk)
+        return chunk
+
+    async def drain(self, bound: int) -> None:
+        """Read and drop the rest if the whole body is at most ``bound`` bytes, within
+        ``stall_s`` in all (what a stalled or slow client leaves is not waited for)."""
+        if self.length is not None and (not COUNT.fullmatch(self.length)
+                                        or int(self.length) > bound):
+            return
+        try:
+            async with asyncio.timeout(self.stall_s):
+                while self.read <= bound and await self.next() is not None:
+                    pass
+        except (TimeoutError, ClientDisconnect):
+            pass
+
+
 #: the routes, as a 404 names them
 ROUTES = ("GET /health", "GET /devices", "GET /devices/NAME", "POST /devices/NAME/measure",
           "POST /devices/NAME/measure_paired?split=BYTES")
@@ -81,23 +125,21 @@ def create_app(farm: Farm) -> Starlette:
         auth(request)
         return JSONResponse(farm.info(known(request)))
 
-    async def receive(request: Request, path: Path, fmt: str) -> int:
+    async def receive(body: Body, path: Path, fmt: str) -> int:
         """Stream the body into ``path``; its size. 408 on a stall, 413 past the cap."""
         limit = farm.max_upload_bytes
         size = 0
         with path.open("wb") as f:
-            chunks = request.stream().__aiter__()
             while True:     # a client that stops sending must not hold a place
                 try:
-                    async with asyncio.timeout(farm.upload_stall_s):
-                        chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
+                    chunk = await body.next()
                 except ClientDisconnect:    # nobody to answer; no traceback in the log
                     raise fail(400, "the client disconnected during the upload") from None
                 except TimeoutError:
                     raise fail(408, f"the upload stalled: no data for "
                                f"{farm.upload_stall_s:g} s") from None
+                if chunk is None:
+                    break
                 size += len(chunk)
                 if size > limit:
                     raise fail(413, f"the model file is larger than this farm accepts "
@@ -108,7 +150,16 @@ def create_app(farm: Farm) -> Starlette:
         return size
 
     async def measure(request: Request, paired: bool = False) -> JSONResponse:
-        auth(request)
+        auth(request)   # no token: nothing read (:func:`error` closes the connection)
+        body = Body(request, farm.upload_stall_s)
+        try:
+            return await measure_body(request, body, paired)
+        except HTTPException as e:
+            if e.status_code != 408:    # a stalled client is not waited for again
+                await body.drain(DRAIN_CAPS * farm.max_upload_bytes)
+            raise
+
+    async def measure_body(request: Request, body: Body, paired: bool) -> JSONResponse:
         name = known(request)
         query = dict(request.query_params)
         split = 0
@@ -141,7 +192,7 @@ def create_app(farm: Farm) -> Starlette:
             fd, tmp = tempfile.mkstemp(suffix=f".{fmt}", dir=farm.workdir)
             os.close(fd)
             paths.append(Path(tmp))
-            size = await receive(request, paths[0], fmt)
+            size = await receive(body, paths[0], fmt)
             if paired:
                 if split >= size:
                     raise fail(422, f"split={split} leaves no reference model: the body "
@@ -188,7 +239,14 @@ def create_app(farm: Farm) -> Starlette:
             detail = f"{request.method} is not allowed on {request.url.path}; valid: {allow}"
         elif e.status_code == 404 and detail == "Not Found":    # no route matched
             detail = (f"no route {request.url.path}; valid: {', '.join(ROUTES)}")
-        return JSONResponse({"detail": detail}, e.status_code, headers=e.headers)
+        headers = dict(e.headers or {})
+        sent = request.headers.get("content-length", "0") != "0" \
+            or "transfer-encoding" in request.headers
+        if sent and not getattr(request.state, "body_read", False):
+            # a body left unread: uvicorn would read a keep-alive client's on to its end,
+            # however long; closing bounds what the farm reads
+            headers["Connection"] = "close"
+        return JSONResponse({"detail": detail}, e.status_code, headers=headers)
 
     return Starlette(routes=[
         Route("/health", health), Route("/devices", devices),

@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,8 @@ class RemoteDevice(Device):
         members, retired = self.info.get("members"), self.info.get("retired")
         self.concurrency = max(1, (len(members) if isinstance(members, list) else 1)
                                - (len(retired) if isinstance(retired, list) else 0))
+        #: the largest body the farm accepts (farms before this key: None, not known)
+        self.max_upload = _cap(self.info)
 
     def __repr__(self) -> str:
         return f"RemoteDevice({self.spec!r})"
@@ -207,12 +210,39 @@ class RemoteDevice(Device):
             if not p.is_file():
                 raise FileNotFoundError(2, "model file not found", str(p))
         body = [p.read_bytes() for p in files]
+        size = sum(len(b) for b in body)
+        # refused here: a farm answers 413 before reading a larger body and closes the
+        # connection, which a client still sending sees only as a reset
+        if self.max_upload is not None and size > self.max_upload:
+            raise ValueError(self._too_large(size, len(body)))
         query: dict[str, Any] = {k: getattr(settings, k) for k in SETTINGS}
         if len(body) > 1:
             query["split"] = len(body[0])
         return call(self.base, f"/devices/{self.name}/{route}", self.token, method="POST",
                     body=b"".join(body), query=query, timeout=self.timeout_s,
-                    retries=self.retries, what=self.spec, tls=self.tls)
+                    retries=self.retries, what=self.spec, tls=self.tls,
+                    refused=lambda sent: self._refused_size(sent, len(body)))
+
+    def _too_large(self, size: int, files: int) -> str:
+        what, has = ("the model file is", "it has") if files == 1 else \
+            ("the model and reference files are", "they have")
+        return (f"{self.spec}: {what} larger than this farm accepts ({self.max_upload} "
+                f"bytes; {has} {size})")
+
+    def _refused_size(self, size: int, files: int) -> str | None:
+        """After a reset while sending ``size`` bytes: why, when the farm answers and its
+        cap (asked again: it may have restarted with another) is below ``size``; else None
+        (a farm going away or restarting, or one that does not say its cap)."""
+        try:
+            info = call(self.base, f"/devices/{self.name}", self.token, timeout=10.0,
+                        what=self.spec, tls=self.tls)
+        except (ValueError, RuntimeError):
+            return None
+        cap = _cap(info)
+        if cap is None or size <= cap:
+            return None
+        self.max_upload = cap
+        return self._too_large(size, files)
 
     def _measurement(self, doc: Any) -> Measurement:
         try:
@@ -236,6 +266,12 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _cap(info: dict[str, Any]) -> int | None:
+    """A farm device's ``max_upload_bytes``, when it says a valid one."""
+    cap = info.get("max_upload_bytes")
+    return cap if type(cap) is int and cap > 0 else None
+
+
 def _opener(tls: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=tls))
 
@@ -251,14 +287,16 @@ def _retry_after(value: str | None) -> float:
 
 def call(base: str, path: str, token: str | None, *, method: str = "GET",
          body: bytes | None = None, query: dict[str, Any] | None = None, timeout: float,
-         retries: int = 0, what: str | None = None, tls: ssl.SSLContext | None = None
-         ) -> dict[str, Any]:
+         retries: int = 0, what: str | None = None, tls: ssl.SSLContext | None = None,
+         refused: Callable[[int], str | None] | None = None) -> dict[str, Any]:
     """One JSON request to the farm at ``base``; its answer, a JSON object. A full queue
     (503) is retried ``retries`` times after its ``Retry-After``, a refused or reset
     connection after 1, 2, 4… s (a timeout is not: the measurement may still be
     running). Redirects are refused. ValueError for the farm's 4xx (its one-line
     ``detail``, prefixed by ``what``), RuntimeError when it cannot be reached, fails or
-    answers something else than JSON."""
+    answers something else than JSON. ``refused``, given the size of a body whose
+    connection was reset, says when the farm refused it for that size (a ValueError
+    then, not a retry: see :meth:`RemoteDevice._refused_size`)."""
     url = base + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
     what = what or base
     headers = {"Accept": "application/json"}
@@ -295,6 +333,12 @@ def call(base: str, path: str, token: str | None, *, method: str = "GET",
             raise RuntimeError(f"{what}: the farm answered {e.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as e:
             why = getattr(e, "reason", e)
+            # reset while sending (refused: nothing was sent)
+            if isinstance(why, ConnectionResetError | BrokenPipeError | ConnectionAbortedError) \
+                    and body is not None and refused is not None:
+                reason = refused(len(body))
+                if reason is not None:
+                    raise ValueError(reason) from None
             if isinstance(why, ConnectionError) and attempt < retries:
                 time.sleep(2.0**attempt)    # refused or reset (a restart, Wi-Fi): again
                 continue
