@@ -382,26 +382,60 @@ def exit_code(comparisons: Iterable[Comparison], inconclusive: str = "fail") -> 
     return EXIT_OK
 
 
+def _all_entries(baseline: BenchResults | None, runs: Sequence[BenchResults],
+                 labels: Sequence[str], baseline_label: str) -> list[str]:
+    """Every entry of the runs and the baseline, which each run must hold.
+
+    Without ``--entry`` the runs are taken as complete runs of the suite: one lacking an
+    entry (an ``--entry NAME`` run) would otherwise leave that entry silently on old
+    numbers, or merged from fewer runs than the others.
+    """
+    sources = [(label, r.records) for label, r in zip(labels, runs, strict=True)]
+    if baseline is not None:
+        sources.append((baseline_label, baseline.records))
+    wanted = list(dict.fromkeys(n for _, recs in sources for n in recs))
+    problems = []
+    for label, recs in sources[:len(runs)]:
+        lacking = [n for n in wanted if n not in recs]
+        if lacking:
+            holders = [other for other, o in sources if any(n in o for n in lacking)]
+            problems.append(f"{label} lacks {', '.join(map(repr, lacking))} "
+                            f"(in {', '.join(holders)})")
+    if problems:
+        raise ValueError(f"{'; '.join(problems)}: without --entry every results file must "
+                         "hold the same entries, all of the baseline's included; "
+                         "`--entry NAME` updates only some")
+    return wanted
+
+
 def update_baseline(baseline: BenchResults | None, results: BenchResults | Sequence[BenchResults],
-                    *, names: list[str] | None = None, force: bool = False
+                    *, names: list[str] | None = None, force: bool = False,
+                    sources: Sequence[str] | None = None, baseline_label: str = "the baseline"
                     ) -> tuple[BenchResults, list[str]]:
     """Accept ``results`` (one run or several; all entries, or ``names``) as the baseline.
 
     Several runs of the same suite are merged per entry (see :meth:`BenchRecord.merge`),
-    which lets the comparison account for run-to-run drift. Entries not selected keep
-    their old numbers. Replacing an entry measured on a different device/runtime is
-    refused unless ``force``. Returns the new baseline and one line per change.
+    which lets the comparison account for run-to-run drift. Without ``names`` every run
+    must hold every entry of the others and of ``baseline``; with ``names`` only those are
+    replaced and the others keep their old numbers. Replacing an entry measured on a
+    different device/runtime is refused unless ``force``. ``sources`` (one per run) and
+    ``baseline_label`` name the files in errors. Returns the new baseline and one line per
+    change.
     """
     runs = [results] if isinstance(results, BenchResults) else list(results)
     if not runs:
         raise ValueError("no results to accept")
-    available = [n for n in runs[-1].records]
-    chosen = names or available
-    for i, r in enumerate(runs, start=1):
-        unknown = [n for n in chosen if n not in r.records]
-        if unknown:
-            raise ValueError(f"no entry named {', '.join(map(repr, unknown))} in results file "
-                             f"#{i}; entries: {', '.join(r.records)}")
+    labels = list(sources) if sources is not None else [
+        f"results file #{i}" for i in range(1, len(runs) + 1)]
+    if not names:
+        chosen = _all_entries(baseline, runs, labels, baseline_label)
+    else:
+        chosen = list(dict.fromkeys(names))   # --entry a --entry a: one line, not two
+        for label, r in zip(labels, runs, strict=True):
+            unknown = [n for n in chosen if n not in r.records]
+            if unknown:
+                raise ValueError(f"no entry named {', '.join(map(repr, unknown))} in {label}; "
+                                 f"entries: {', '.join(r.records)}")
     old = baseline.records if baseline is not None else {}
     lines: list[str] = []
     accepted: dict[str, BenchRecord] = {}

@@ -102,7 +102,9 @@ def _baseline_update(args: argparse.Namespace) -> int:
     bpath = check_output_file(args.baseline, "--baseline")
     runs = [BenchResults.load(p) for p in args.results]
     old = BenchResults.load(bpath, what="baseline") if bpath.exists() else None
-    new, lines = update_baseline(old, runs, names=args.entry, force=args.force)
+    new, lines = update_baseline(old, runs, names=args.entry, force=args.force,
+                                 sources=[str(p) for p in args.results],
+                                 baseline_label=f"the baseline {bpath}")
     for line in lines:
         print(f"baseline: {line}")
     new.save(bpath, force=True)  # updating the baseline is the point of this command

@@ -14,6 +14,7 @@ import pytest
 from latency.bench_results import BenchResults
 from latency.export import file_sha256
 from mnas.cli import main
+from tests.bench.test_regression import record, results, samples
 
 FAST = "warmup = 2\nruns = 20\nmax_runs = 20\nrounds = 2\n"
 ONE_ROUND = "warmup = 2\nruns = 30\nmax_runs = 30\nrounds = 1\n"
@@ -176,6 +177,35 @@ def test_baseline_from_several_runs_records_drift(tmp_path: Path, bench_models, 
     rc, out, _ = run_cli(capsys, "bench", "compare", tmp_path / "b.json", tmp_path / "r0.json",
                          "--tolerance", "90%", "--inconclusive", "pass")
     assert rc == 0 and "baseline runs included" in out
+
+
+def test_baseline_update_of_partial_results_is_refused_without_entry(tmp_path: Path,
+                                                                    capsys) -> None:
+    # constructed results, not measured: what matters is which entries each file holds
+    four = ("tiny-cnn", "a", "b", "c")
+    full = results(*(record(n, samples(1.0, seed=i)) for i, n in enumerate(four)))
+    base = full.save(tmp_path / "base.json")
+    full.save(tmp_path / "results.json")
+    results(record("tiny-cnn", samples(0.7, seed=9))).save(tmp_path / "r_tiny.json")
+    before = base.read_bytes()
+    rc, out, err = run_cli(capsys, "bench", "baseline", "update", tmp_path / "r_tiny.json",
+                           "--baseline", base)
+    assert rc == 2 and out == "" and err.count("\n") == 1, (out, err)
+    assert f"{tmp_path / 'r_tiny.json'} lacks 'a', 'b', 'c' (in the baseline {base})" in err
+    assert "`--entry NAME` updates only some" in err and base.read_bytes() == before
+    # merging a full run with an --entry run: refused in either order, nothing written
+    for order in (("results.json", "r_tiny.json"), ("r_tiny.json", "results.json")):
+        rc, _, err = run_cli(capsys, "bench", "baseline", "update",
+                             *(tmp_path / f for f in order), "--baseline", tmp_path / "new.json")
+        assert rc == 2 and f"{tmp_path / 'r_tiny.json'} lacks 'a', 'b', 'c'" in err, err
+        assert not (tmp_path / "new.json").exists()
+    # --entry updates that entry alone; the others stay exactly as they were
+    rc, out, _ = run_cli(capsys, "bench", "baseline", "update", tmp_path / "r_tiny.json",
+                         "--baseline", base, "--entry", "tiny-cnn")
+    assert rc == 0 and out.startswith("baseline: tiny-cnn: 1.0") and " ms -> 0.6" in out
+    old, new = json.loads(before)["entries"], json.loads(base.read_text())["entries"]
+    assert [e["name"] for e in new] == list(four) and new[1:] == old[1:]
+    assert new[0]["measurement"]["median_ms"] < 0.8
 
 
 @pytest.mark.parametrize(("make", "needle"), [

@@ -280,10 +280,46 @@ def test_baseline_update_merges_runs_and_keeps_unselected_entries() -> None:
         update_baseline(new, later, names=["zz"])
     moved = results(record("b", samples(6.0, seed=82), fp=dict(FP, cpu="Phone")))
     with pytest.raises(ValueError, match="fingerprint.cpu: 'Test CPU' != 'Phone'.*--force"):
-        update_baseline(newer, moved)
-    forced, lines = update_baseline(newer, moved, force=True)
+        update_baseline(newer, moved, names=["b"])
+    forced, lines = update_baseline(newer, moved, names=["b"], force=True)
     assert "[device changed]" in lines[0]
     assert forced.records["b"].measurement.fingerprint["cpu"] == "Phone"
+
+
+def test_baseline_update_without_entry_needs_every_entry_in_every_results_file() -> None:
+    def suite_run(*names: str, ms: float = 10.0, seed: int = 0) -> BenchResults:
+        return results(*(record(n, samples(ms, seed=seed + i)) for i, n in enumerate(names)))
+
+    four = ("a", "b", "c", "d")
+    base, _ = update_baseline(None, suite_run(*four))
+    tiny = suite_run("b", ms=7.0, seed=90)            # an `--entry b` run
+    # alone over a fuller baseline: refused, naming the file, what it lacks, the way out
+    with pytest.raises(ValueError) as ei:
+        update_baseline(base, tiny)
+    msg = str(ei.value)
+    assert msg.startswith("results file #1 lacks 'a', 'c', 'd' (in the baseline)")
+    assert "`--entry NAME` updates only some" in msg and "\n" not in msg
+    with pytest.raises(ValueError, match=r"^r_b\.json lacks 'a', 'c', 'd' \(in base\.json\)"):
+        update_baseline(base, tiny, sources=["r_b.json"], baseline_label="base.json")
+    # merged with full runs (no baseline yet): refused in either order, the file named
+    full = suite_run(*four, seed=91)
+    for runs, label in (([full, tiny], "results file #2"), ([tiny, full], "results file #1")):
+        with pytest.raises(ValueError, match=f"^{label} lacks 'a', 'c', 'd' \\(in results "
+                                             f"file #[12]\\)"):
+            update_baseline(None, runs)
+    # runs lacking different entries: each named with what it lacks
+    with pytest.raises(ValueError, match=r"#1 lacks 'c' \(in results file #2\); results "
+                                         r"file #2 lacks 'a' \(in results file #1\)"):
+        update_baseline(None, [suite_run("a", "b"), suite_run("b", "c")])
+    # with --entry only that entry changes; every other keeps its record as it was
+    newer, lines = update_baseline(base, [full, tiny], names=["b", "b"])
+    assert [ln.split(":")[0] for ln in lines] == ["b"]
+    assert list(newer.records) == list(four)
+    assert all(newer.records[n] is base.records[n] for n in ("a", "c", "d"))
+    assert len(newer.records["b"].run_medians) == 2
+    # complete runs may add an entry the baseline lacks
+    grown, lines = update_baseline(base, suite_run(*four, "e", seed=92))
+    assert list(grown.records) == [*four, "e"] and lines[-1].startswith("e: added at")
 
 
 def test_merging_runs_of_different_models_is_refused() -> None:
