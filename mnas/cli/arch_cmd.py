@@ -84,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = sub.add_parser("info", help="canonical string, parameters and MACs of one arch")
     info.add_argument("arch", metavar="ARCH|NAME",
                       help="a canonical arch string or a named point (e.g. mobilenetv2)")
-    info.add_argument("--space", default=DEFAULT_SPACE, choices=spaces)
+    info.add_argument("--space", default=DEFAULT_SPACE, choices=spaces,
+                      help=f"search space (default {DEFAULT_SPACE})")
     info.add_argument("--classes", type=_at_most(100_000), default=None,
                       help="classifier outputs, up to 100000 (default: the space's "
                            "deployment classes)")
@@ -94,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(func=_info)
 
     sample = sub.add_parser("sample", help="print random canonical arch strings")
-    sample.add_argument("--space", default=DEFAULT_SPACE, choices=spaces)
+    sample.add_argument("--space", default=DEFAULT_SPACE, choices=spaces,
+                        help=f"search space (default {DEFAULT_SPACE})")
     sample.add_argument("--n", type=_positive_int, default=5, help="how many (default 5)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.set_defaults(func=_sample)
