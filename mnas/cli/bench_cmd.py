@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from latency.bench_results import BenchResults
 
 from latency.regression import INCONCLUSIVE_POLICIES
 from mnas.cli.options import doc_help
@@ -102,6 +106,8 @@ def _baseline_update(args: argparse.Namespace) -> int:
     bpath = check_output_file(args.baseline, "--baseline")
     runs = [BenchResults.load(p) for p in args.results]
     old = BenchResults.load(bpath, what="baseline") if bpath.exists() else None
+    if args.drop:
+        old = _dropped(old, bpath, args.drop, runs, args.results)
     new, lines = update_baseline(old, runs, names=args.entry, force=args.force,
                                  sources=[str(p) for p in args.results],
                                  baseline_label=f"the baseline {bpath}")
@@ -110,6 +116,29 @@ def _baseline_update(args: argparse.Namespace) -> int:
     new.save(bpath, force=True)  # updating the baseline is the point of this command
     print(f"baseline: wrote {bpath} ({len(new.records)} entries)")
     return 0
+
+
+def _dropped(old: BenchResults | None, bpath: Path, drop: list[str], runs: list[BenchResults],
+             paths: list[str]) -> BenchResults:
+    """The baseline without the ``--drop`` entries (ones removed from the suite, which a
+    full update would otherwise require every results file to hold)."""
+    import dataclasses
+
+    if old is None:
+        raise ValueError(f"--drop: there is no baseline {bpath} yet to drop entries from")
+    unknown = [n for n in drop if n not in old.records]
+    if unknown:
+        raise ValueError(f"--drop: no entry named {', '.join(map(repr, unknown))} in the "
+                         f"baseline {bpath}; entries: {', '.join(old.records)}")
+    for path, run in zip(paths, runs, strict=True):
+        measured = [n for n in drop if n in run.records]
+        if measured:
+            raise ValueError(f"--drop {', '.join(map(repr, measured))}: {path} measures it; "
+                             "remove the entry from the suite first")
+    for name in dict.fromkeys(drop):
+        print(f"baseline: {name}: dropped")
+    return dataclasses.replace(old, records={k: v for k, v in old.records.items()
+                                             if k not in drop})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -156,6 +185,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument("--baseline", required=True, help="baseline JSON to create or update")
     u.add_argument("--entry", action="append", metavar="NAME",
                    help="accept only this entry (repeatable); others keep their numbers")
+    u.add_argument("--drop", action="append", metavar="NAME",
+                   help="remove this entry (one dropped from the suite) from the baseline "
+                        "(repeatable)")
     u.add_argument("--force", action="store_true",
                    help="replace entries measured on a different device or runtime")
     u.set_defaults(func=_baseline_update)

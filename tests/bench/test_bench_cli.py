@@ -208,6 +208,27 @@ def test_baseline_update_of_partial_results_is_refused_without_entry(tmp_path: P
     assert new[0]["measurement"]["median_ms"] < 0.8
 
 
+def test_baseline_update_drops_entries_removed_from_the_suite(tmp_path: Path, capsys) -> None:
+    """A full update needs the baseline's every entry in the results: an entry removed from
+    the suite is dropped with --drop (checked: in the baseline, not measured anymore)."""
+    four = ("tiny-cnn", "a", "b", "c")
+    base = results(*(record(n, samples(1.0, seed=i)) for i, n in enumerate(four))
+                   ).save(tmp_path / "base.json")
+    three = results(*(record(n, samples(0.9, seed=i)) for i, n in enumerate(four[:3])))
+    three.save(tmp_path / "r.json")
+    before = base.read_bytes()
+    for drop, needle in (("x", "--drop: no entry named 'x' in the baseline"),
+                         ("a", "--drop 'a': " + str(tmp_path / "r.json") + " measures it")):
+        rc, out, err = run_cli(capsys, "bench", "baseline", "update", tmp_path / "r.json",
+                               "--baseline", base, "--drop", drop)
+        assert rc == 2 and needle in err and err.count("\n") == 1, err
+        assert base.read_bytes() == before
+    rc, out, err = run_cli(capsys, "bench", "baseline", "update", tmp_path / "r.json",
+                           "--baseline", base, "--drop", "c")
+    assert rc == 0 and "baseline: c: dropped" in out, (out, err)
+    assert [e["name"] for e in json.loads(base.read_text())["entries"]] == list(four[:3])
+
+
 @pytest.mark.parametrize(("make", "needle"), [
     (lambda t, m: suite(t, entry("x", t / "missing.onnx")), "field 'model': model file not found"),
     (lambda t, m: suite(t, entry("x", m["narrow"], 'device = "gpu:0"')),
