@@ -81,12 +81,17 @@ def save_config(out: Path, config: dict[str, Any]) -> None:
     tmp.replace(out / CONFIG)
 
 
-def check_run_folder(out: Path) -> None:
-    """FileNotFoundError / NotADirectoryError unless ``out`` is a folder (a run's)."""
+def check_run_folder(path: str | Path) -> Path:
+    """``path`` as a Path once it is a folder (a run's): ValueError for an empty path or a
+    symbolic-link loop, FileNotFoundError / NotADirectoryError otherwise."""
+    from latency.paths import check_input_path
+
+    out = check_input_path(path, "run folder")
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a run folder")
     if not out.is_dir():
         raise FileNotFoundError(f"run folder {out} does not exist")
+    return out
 
 
 def load_config(out: Path) -> dict[str, Any]:

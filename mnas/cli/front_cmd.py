@@ -24,12 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latency.paths import check_input_path
     from mnas.report import device_change_note, print_front
     from mnas.spaces import get_space
 
-    out = check_input_path(args.run_dir, "run folder")
-    runmod.check_run_folder(out)
+    out = runmod.check_run_folder(args.run_dir)
     cfg = runmod.load_config(out)
     trials = runmod.load_trials(out, cfg)
     space = get_space(cfg["space"], **cfg.get("space_options", {}))

@@ -150,8 +150,6 @@ def run_build(args: argparse.Namespace) -> int:
     from latency.paths import check_output_file
     from mnas.spaces.base import get_space
 
-    if args.calibrate < 1:
-        raise ValueError(f"--calibrate must be >= 1, got {args.calibrate}")
     if args.passes < 1:
         raise ValueError(f"--passes must be >= 1, got {args.passes}")
     _check_range("--calibrate", args.calibrate, 1, MAX_NETWORKS)
@@ -192,8 +190,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from latency.paths import check_output_file
     from mnas.spaces.base import get_space
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
     _check_range("--n", args.n, 1, MAX_NETWORKS)
     if args.rows and _same_file(args.rows, args.lut):
         raise ValueError(f"--rows {args.rows} is the --lut table: the rows would replace it; "

@@ -232,11 +232,8 @@ def _searched_accuracy(cfg: dict[str, Any], accuracy: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latency.paths import check_input_path
-
     _check(args)
-    out = check_input_path(args.run_dir, "run folder")
-    runmod.check_run_folder(out)
+    out = runmod.check_run_folder(args.run_dir)
     cfg = runmod.load_config(out)
     trial = _pick(runmod.load_trials(out, cfg), args.trial)
     replaced = _refuse_replacing(out / TRAINED, trial.number, args.resume, args.force)

@@ -53,15 +53,6 @@ def _usage_error(capsys: pytest.CaptureFixture[str], argv: list[object]) -> str:
     return err
 
 
-@pytest.fixture
-def no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
-    def tripwire(*_a: object, **_k: object) -> None:
-        raise AssertionError("measured before the inputs were checked")
-
-    monkeypatch.setattr(latency.lut_measure, "evaluate_table", tripwire)
-    monkeypatch.setattr(latency.lut_measure, "build_table", tripwire)
-
-
 # -- lut eval / build ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("rows", "needle"), [

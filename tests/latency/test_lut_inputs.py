@@ -31,15 +31,6 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MNAS_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.fixture
-def no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
-    def tripwire(*_a: object, **_k: object) -> None:
-        raise AssertionError("measured before the inputs were checked")
-
-    monkeypatch.setattr(latency.lut_measure, "evaluate_table", tripwire)
-    monkeypatch.setattr(latency.lut_measure, "build_table", tripwire)
-
-
 def _table(fingerprint: dict, **kw: object) -> LatencyTable:
     units = MnasnetUnits(LOW)
     rng = np.random.default_rng(0)
